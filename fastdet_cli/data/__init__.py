@@ -1,0 +1,1 @@
+"""Datasets: the generated default dataset and COCO-format folders."""

@@ -1,0 +1,69 @@
+"""COCO-format datasets: the generated default, or a user's folder (images + instances json)."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastdet_cli.errors import FastdetError
+from fastdet_cli.paths import cache_dir
+
+
+def default_dataset_dir(splits: tuple[str, ...] = ("val",)) -> Path:
+    """The generated default dataset in the cache, made (atomically) on first use."""
+    from fastdet_cli.data import synth
+
+    root = cache_dir() / "datasets" / f"default-v{synth.GENERATOR_VERSION}"
+    for split in splits:
+        if (root / "annotations" / f"instances_{split}.json").exists():
+            continue
+        tmp = root.with_name(f"{root.name}.{split}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        synth.generate_split(tmp, split)
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(root / split, ignore_errors=True)
+        (tmp / split).rename(root / split)
+        # the annotation file is moved last: its presence marks the split complete
+        (tmp / "annotations" / f"instances_{split}.json").rename(root / "annotations" / f"instances_{split}.json")
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+@dataclass(frozen=True)
+class CocoDataset:
+    """A COCO detection split: the annotation file and the folder of its images."""
+
+    ann_file: Path
+    image_dir: Path
+
+    def load(self) -> dict:
+        return json.loads(self.ann_file.read_text())
+
+    def image_paths(self, limit: int | None = None) -> list[tuple[int, Path]]:
+        images = sorted(self.load()["images"], key=lambda im: im["id"])[:limit]
+        return [(im["id"], self.image_dir / im["file_name"]) for im in images]
+
+
+def resolve_dataset(spec: str | Path | None) -> CocoDataset:
+    """`default`/None → the generated val split; a folder → its annotations/instances_*.json and image folder
+    (COCO layout: `annotations/instances_val2017.json` + `val2017/`); a json file → images beside it."""
+    if spec is None or str(spec) == "default":
+        root = default_dataset_dir(("val",))
+        return CocoDataset(root / "annotations" / "instances_val.json", root / "val")
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".json":
+        for cand in (path.parent.parent / path.stem.replace("instances_", ""), path.parent / "images", path.parent):
+            if cand.is_dir():
+                return CocoDataset(path, cand)
+    if path.is_dir():
+        anns = sorted((path / "annotations").glob("instances_*.json"))
+        val = [a for a in anns if "val" in a.name] or anns
+        if val:
+            ann = val[0]
+            split = ann.stem.replace("instances_", "")
+            for cand in (path / split, path / "images", path):
+                if cand.is_dir():
+                    return CocoDataset(ann, cand)
+    raise FastdetError(f"dataset not found or not in COCO layout: {spec} "
+                       "(expected DIR/annotations/instances_<split>.json and DIR/<split>/)")

@@ -1,0 +1,1 @@
+"""The detection pipeline: deploy config, preprocessing, post-processing, drawing."""

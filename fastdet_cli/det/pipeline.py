@@ -1,0 +1,125 @@
+"""The detector: the model's own preprocessing → one runner (any backend) → post-processing → boxes in pixels."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fastdet_cli.det.config import DeployConfig, NmsParams
+from fastdet_cli.det.model import ModelSource, resolve_model
+from fastdet_cli.det.postprocess import Detections, decode_pico_heads, from_nms_output, multiclass_nms, rescale
+from fastdet_cli.det.preprocess import ImageInfo, Preprocessor
+from fastdet_cli.errors import FastdetError
+from fastdet_cli.paths import cache_dir
+from fastdet_cli.runtime import RunnerOptions, create_runner, get_backend
+
+
+def sample_inputs(deploy: DeployConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """A real, deterministic input for validation: one generated scene through the model's own preprocessing."""
+    from fastdet_cli.data.synth import render_image
+
+    img, _ = render_image(np.random.default_rng([seed, 7]))
+    feed, _ = Preprocessor(deploy.preprocess, str(deploy.path))(img)
+    return feed
+
+
+def onnx_for(source: ModelSource) -> ModelSource:
+    """The ONNX form of a model: itself if ONNX, else an NMS-free export cached by content hash."""
+    if source.format == "onnx":
+        return source
+    from fastdet_cli.det.model import resolve_model as _resolve
+    from fastdet_cli.export.onnx import export_onnx
+
+    out = cache_dir() / "exports" / source.content_hash()[:24]
+    if not (out / "model.onnx").exists():
+        export_onnx(source, out, remove_nms=True)
+    return _resolve(out)
+
+
+@dataclass
+class StageTimes:
+    preprocess: float = 0.0
+    infer: float = 0.0
+    postprocess: float = 0.0
+
+
+@dataclass
+class Detector:
+    """`with Detector.load(model, backend) as det: det(bgr_image)` → Detections."""
+
+    source: ModelSource
+    backend: str
+    options: RunnerOptions = field(default_factory=RunnerOptions)
+
+    def __post_init__(self) -> None:
+        spec = get_backend(self.backend)
+        if spec.model_format == "onnx":
+            self.source = onnx_for(self.source)
+        elif self.source.format != "paddle":
+            raise FastdetError(f"backend '{self.backend}' runs Paddle models; {self.source.path} is ONNX")
+        self.deploy = self.source.deploy
+        self.preprocess = Preprocessor(self.deploy.preprocess, str(self.deploy.path))
+        side = self.source.sidecar()
+        if side.get("nms"):
+            self.nms = NmsParams.from_mapping(side["nms"])
+        else:
+            self.nms = self.deploy.nms or NmsParams()
+        if self.backend == "paddle-trt":
+            self.options.extra.setdefault("min_subgraph_size", self.deploy.min_subgraph_size)
+        path = self.source.path if self.source.format == "onnx" else self.source.dir
+        self.runner = create_runner(self.backend, path, self.options)
+        self.times = StageTimes()
+
+    @classmethod
+    def load(cls, model: str | Path | None, backend: str, options: RunnerOptions | None = None) -> Detector:
+        return cls(resolve_model(model), backend, options or RunnerOptions())
+
+    def __enter__(self) -> Detector:
+        self.runner.activate()
+        self.inputs = self.runner.input_metadata()
+        self.outputs = self.runner.output_names()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.runner.__exit__(*exc)
+
+    def feed(self, bgr: np.ndarray) -> tuple[dict[str, np.ndarray], ImageInfo]:
+        all_inputs, info = self.preprocess(bgr)
+        unknown = [k for k in self.inputs if k not in all_inputs]
+        if unknown:
+            raise FastdetError(f"the model takes input(s) {unknown} that preprocessing does not produce")
+        return {k: all_inputs[k] for k in self.inputs}, info
+
+    def decode(self, outs: list[np.ndarray], info: ImageInfo) -> Detections:
+        """Recognise the export kind from the outputs and decode to original-image pixels."""
+        if len(outs) in (1, 2) and outs[0].ndim == 2 and outs[0].shape[-1] == 6:
+            return from_nms_output(outs[0], outs[1] if len(outs) == 2 else None)
+        if len(outs) == 2 and all(o.ndim == 3 for o in outs):
+            b, s = (outs[0], outs[1]) if outs[0].shape[-1] == 4 and outs[0].shape[1] == outs[1].shape[2] else (
+                outs[1], outs[0])
+            det = multiclass_nms(b[0], s[0], self.nms)
+            if "scale_factor" not in self.inputs:  # the model could not rescale: boxes are in input pixels
+                det = Detections(rescale(det.boxes, info.scale_factor), det.scores, det.class_ids)
+            return det
+        n = len(self.deploy.fpn_stride)
+        if n and len(outs) == 2 * n:
+            h, w = (int(x) for x in info.im_shape)
+            boxes, scores = decode_pico_heads(outs[:n], outs[n:], self.deploy.fpn_stride, (h, w))
+            det = multiclass_nms(boxes, scores, self.nms)
+            return Detections(rescale(det.boxes, info.scale_factor), det.scores, det.class_ids)
+        shapes = [o.shape for o in outs]
+        raise FastdetError(f"unrecognised model outputs {shapes}: expected NMS output [N,6], boxes+scores, "
+                           f"or {2 * n} raw PicoDet head outputs (fpn_stride in the deploy config)")
+
+    def __call__(self, bgr: np.ndarray) -> Detections:
+        t0 = time.perf_counter()
+        feed, info = self.feed(bgr)
+        t1 = time.perf_counter()
+        outs = self.runner.infer(feed)
+        t2 = time.perf_counter()
+        det = self.decode(outs, info)
+        t3 = time.perf_counter()
+        self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
+        return det

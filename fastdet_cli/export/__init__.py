@@ -1,0 +1,1 @@
+"""Exports: Paddle inference model → ONNX (NMS cut out, validated), ONNX → TensorRT engine."""

@@ -1,0 +1,205 @@
+"""Paddle inference model → ONNX with paddle2onnx (in a subprocess), multiclass NMS cut out of the graph,
+and every export validated against Paddle Inference on the same input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fastdet_cli.det.model import SIDECAR, ModelSource
+from fastdet_cli.errors import FastdetError
+from fastdet_cli.lazy import require
+
+OPSET = 13
+
+
+@dataclass
+class ExportResult:
+    output_dir: Path
+    onnx_path: Path
+    nms_removed: bool
+    nms: dict | None
+    quantized: bool
+    max_diff: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None, deploy_backend: str = "onnxruntime") -> dict:
+    """Run the worker process; a crash or a missing output file becomes one clear FastdetError."""
+    cmd = [sys.executable, "-m", "fastdet_cli.export.p2o_worker", str(pdmodel), str(pdiparams),
+           str(save_file) if save_file else "-", str(OPSET), deploy_backend]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+                                                                    os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-3:]
+        how = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
+        if "No module named" in proc.stderr and "paddle" in proc.stderr:
+            raise FastdetError("export needs paddlepaddle and paddle2onnx: pip install 'fastdet-cli[paddle]'")
+        raise FastdetError(f"paddle2onnx {how} on {pdmodel}: {' | '.join(tail)[-400:]}")
+    if save_file and not save_file.exists():
+        raise FastdetError(f"paddle2onnx reported success but wrote no file ({save_file})")
+    return json.loads(lines[-1])
+
+
+def _constant_value(graph, name: str):
+    from onnx import numpy_helper
+
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def cut_nms(src: Path, dst: Path) -> dict | None:
+    """Cut the graph at the NonMaxSuppression node's inputs: outputs become boxes [N, M, 4] (already in
+    original-image pixels) and scores [N, C, M]. Returns the NMS thresholds found in the graph, or None
+    when the graph has no NMS."""
+    onnx = require("onnx", "base", "export")
+    model = onnx.load(str(src))
+    nms_nodes = [n for n in model.graph.node if n.op_type == "NonMaxSuppression"]
+    if not nms_nodes:
+        return None
+    node = nms_nodes[0]
+    boxes, scores = node.input[0], node.input[1]
+    found = {}
+    for idx, key in ((2, "max_output_boxes_per_class"), (3, "nms_threshold"), (4, "score_threshold")):
+        if len(node.input) > idx and node.input[idx]:
+            v = _constant_value(model.graph, node.input[idx])
+            if v is not None:
+                found[key] = float(np.asarray(v).reshape(-1)[0])
+    inputs = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
+    onnx.utils.extract_model(str(src), str(dst), inputs, [boxes, scores])
+    cut = onnx.load(str(dst))
+    # stable, readable output names for the post-processing
+    rename = {boxes: "boxes", scores: "scores"}
+    for n in cut.graph.node:
+        n.output[:] = [rename.get(o, o) for o in n.output]
+    for o in cut.graph.output:
+        o.name = rename.get(o.name, o.name)
+    onnx.save(cut, str(dst))
+    return found
+
+
+def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, int8: bool = False,
+                validate: bool = True) -> ExportResult:
+    """Export `source` (a Paddle model) to `output_dir`/model.onnx with its deploy config and a fastdet.yml
+    sidecar; written into a temporary folder and renamed into place when complete."""
+    from fastdet_cli.runtime.paddle import paddle_model_files
+
+    if source.format != "paddle":
+        raise FastdetError(f"{source.path} is already ONNX; export takes a Paddle inference model dir")
+    pdmodel, pdiparams = paddle_model_files(source.dir)
+    output_dir = output_dir.resolve()
+    tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        full = tmp / "model_full.onnx"
+        info = run_paddle2onnx(pdmodel, pdiparams, full)
+        ops = info["ops"]
+        quantized = any(k in ops for k in ("quantize_linear", "dequantize_linear", "fake_quantize_dequantize_abs_max",
+                                           "fake_channel_wise_quantize_dequantize_abs_max"))
+        if int8 and not quantized:
+            raise FastdetError(f"{source.dir} is not a quantized model (no quantize ops): compress it first "
+                               "(fastdet compress), or drop --int8")
+        result = ExportResult(output_dir, output_dir / "model.onnx", False, None, quantized)
+        final = tmp / "model.onnx"
+        if remove_nms and info.get("nms"):
+            graph_nms = cut_nms(full, final)
+            if graph_nms is None:
+                raise FastdetError("the Paddle program has multiclass NMS but the ONNX graph has no "
+                                   "NonMaxSuppression node to cut")
+            nms = dict(info["nms"])
+            result.nms_removed, result.nms = True, nms
+            result.notes.append(f"multiclass NMS cut out of the graph; host NMS uses {nms}")
+        else:
+            full.rename(final)
+            result.nms = info.get("nms")
+        if validate:
+            result.max_diff = validate_export(source, final, result.nms if result.nms_removed else None, quantized)
+        full.unlink(missing_ok=True)
+        shutil.copy2(source.deploy.path, tmp / source.deploy.path.name)
+        _write_sidecar(tmp / SIDECAR, source, result)
+        _replace_dir(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+def _write_sidecar(path: Path, source: ModelSource, result: ExportResult) -> None:
+    import yaml
+
+    data = {"source": str(source.dir), "source_sha256": source.content_hash(), "opset": OPSET,
+            "nms_removed": result.nms_removed, "quantized": result.quantized,
+            "validation_max_abs_diff": {k: float(v) for k, v in result.max_diff.items()}}
+    if result.nms_removed:
+        data["nms"] = result.nms
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Rename `tmp` to `final`, replacing an existing `final` only once the new one is complete."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None, quantized: bool) -> dict[str, float]:
+    """Same real input through Paddle Inference and ONNX Runtime; max abs diff per output. FP32 must agree
+    within 1e-4 (boxes in pixels: relative 1e-4); quantized models are reported, not held to that."""
+    from fastdet_cli.det.config import NmsParams
+    from fastdet_cli.det.pipeline import sample_inputs
+    from fastdet_cli.det.postprocess import from_nms_output, multiclass_nms
+    from fastdet_cli.runtime import RunnerOptions, create_runner
+
+    feed = sample_inputs(source.deploy)
+    opts = RunnerOptions(threads=1, mkldnn=False)
+    with create_runner("paddle", source.dir, opts) as ref:
+        ref_out = ref.infer({k: feed[k] for k in ref.input_metadata()})
+        ref_names = ref.output_names()
+    with create_runner("ort", onnx_path, RunnerOptions(threads=1)) as ort:
+        out = ort.infer({k: feed[k] for k in ort.input_metadata()})
+        names = ort.output_names()
+    diffs: dict[str, float] = {}
+    if host_nms is not None:
+        ref_det = from_nms_output(ref_out[0], ref_out[1] if len(ref_out) > 1 else None)
+        boxes, scores = (out[0], out[1]) if names[0] == "boxes" else (out[1], out[0])
+        det = multiclass_nms(boxes[0], scores[0], NmsParams.from_mapping(host_nms))
+        if len(det) != len(ref_det):
+            raise FastdetError(f"export validation failed: ONNX + host NMS found {len(det)} boxes, "
+                               f"Paddle Inference {len(ref_det)}")
+        pairs = {"boxes": (det.boxes, ref_det.boxes), "scores": (det.scores, ref_det.scores),
+                 "class_ids": (det.class_ids, ref_det.class_ids)}
+    else:
+        if len(out) != len(ref_out):
+            raise FastdetError(f"export validation failed: {len(out)} ONNX outputs vs {len(ref_out)} Paddle outputs")
+        pairs = {rn: (o, r) for rn, o, r in zip(ref_names, out, ref_out)}
+    for name, (a, r) in pairs.items():
+        if a.shape != r.shape:
+            raise FastdetError(f"export validation failed: output {name} has shape {a.shape}, Paddle {r.shape}")
+        if a.size == 0:
+            diffs[name] = 0.0
+            continue
+        a64, r64 = a.astype(np.float64), r.astype(np.float64)
+        if r.ndim == 2 and r.shape[1] == 6:  # in-graph NMS rows: same set, possibly another order
+            a64, r64 = (x[np.lexsort(x[:, ::-1].T)] for x in (a64, r64))
+        diffs[name] = float(np.abs(a64 - r64).max())
+        rel = float((np.abs(a64 - r64) / np.maximum(1.0, np.abs(r64))).max())
+        if not quantized and rel > 1e-4:
+            raise FastdetError(f"export validation failed: output {name} differs from Paddle Inference by "
+                               f"{diffs[name]:.3g} (relative {rel:.3g} > 1e-4)")
+    return diffs

@@ -1,0 +1,17 @@
+"""Where fastdet keeps generated and downloaded things."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL_DIR = PACKAGE_DIR / "models" / "default"
+
+
+def cache_dir() -> Path:
+    """`$FASTDET_CACHE`, else `$XDG_CACHE_HOME/fastdet`, else `~/.cache/fastdet`."""
+    env = os.environ.get("FASTDET_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fastdet"

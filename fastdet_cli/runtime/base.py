@@ -1,0 +1,122 @@
+"""The one runner contract every backend follows.
+
+A backend overrides small hooks only: `_activate` (build the session/engine), `_input_metadata`,
+`_infer` (one synchronous run: host arrays in, host arrays out, device copies included), `_deactivate`.
+The base class does the state checks, the input checks and the timing of the last call, and is a context
+manager. Building is separate from running, so a benchmark can time the build on its own.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fastdet_cli.errors import FastdetError
+
+
+@dataclass
+class RunnerOptions:
+    """Settings shared by all backends; a backend ignores what does not apply and rejects what it cannot do."""
+
+    device: str = "cpu"  # "cpu" or "gpu" (OpenVINO also takes its own device names, e.g. "GPU.0")
+    threads: int = 1  # intra-op CPU threads
+    precision: str = "fp32"  # "fp32", "fp16" (e.g. TensorRT / OpenVINO inference hint), "int8"
+    pinned: bool = False  # page-locked host buffers for host<->device copies (GPU backends)
+    mkldnn: bool = True  # Paddle Inference on CPU: oneDNN on/off
+    cache_dir: Path | None = None  # engine caches (TensorRT)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    dtype: np.dtype
+    shape: tuple  # ints, or None/str for dynamic dimensions
+
+
+class Runner:
+    """Base runner. Use as `with Runner(model, opts) as r: outputs = r.infer(feed)`."""
+
+    name = "base"
+
+    def __init__(self, model_path: Path, options: RunnerOptions | None = None):
+        self.model_path = Path(model_path)
+        self.options = options or RunnerOptions()
+        self.is_active = False
+        self.last_inference_time: float | None = None  # seconds, of the last infer() call
+        self.build_time: float | None = None
+        self._inputs: dict[str, TensorMeta] | None = None
+
+    # ---- hooks for backends -------------------------------------------------------------
+    def _activate(self) -> None:
+        raise NotImplementedError
+
+    def _input_metadata(self) -> dict[str, TensorMeta]:
+        raise NotImplementedError
+
+    def _output_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _deactivate(self) -> None:
+        pass
+
+    # ---- the contract ---------------------------------------------------------------------
+    def activate(self) -> Runner:
+        if self.is_active:
+            raise FastdetError(f"{self.name} runner is already active")
+        t0 = time.perf_counter()
+        self._activate()
+        self.build_time = time.perf_counter() - t0
+        self.is_active = True
+        self._inputs = self._input_metadata()
+        return self
+
+    def deactivate(self) -> None:
+        if not self.is_active:
+            raise FastdetError(f"{self.name} runner is not active")
+        self._deactivate()
+        self.is_active = False
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        if self.is_active:
+            self.deactivate()
+
+    def input_metadata(self) -> dict[str, TensorMeta]:
+        self._require_active()
+        return dict(self._inputs)
+
+    def output_names(self) -> list[str]:
+        self._require_active()
+        return self._output_names()
+
+    def infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One run on host arrays; returns host arrays in the model's output order."""
+        self._require_active()
+        self._check_feed(feed)
+        t0 = time.perf_counter()
+        out = self._infer({k: feed[k] for k in self._inputs})
+        self.last_inference_time = time.perf_counter() - t0
+        return out
+
+    def _require_active(self) -> None:
+        if not self.is_active:
+            raise FastdetError(f"{self.name} runner used before activate()")
+
+    def _check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        missing = [k for k in self._inputs if k not in feed]
+        if missing:
+            raise FastdetError(f"{self.name}: missing model input(s) {missing}; the model takes {list(self._inputs)}")
+        for name, meta in self._inputs.items():
+            arr = feed[name]
+            if arr.dtype != meta.dtype:
+                raise FastdetError(f"{self.name}: input {name!r} has dtype {arr.dtype}, the model wants {meta.dtype}")
+            if len(meta.shape) != arr.ndim or any(
+                    isinstance(d, int) and d > 0 and d != a for d, a in zip(meta.shape, arr.shape)):
+                raise FastdetError(f"{self.name}: input {name!r} has shape {arr.shape}, the model wants {meta.shape}")

@@ -1,0 +1,64 @@
+"""OpenVINO backend, reading ONNX. The FP32 mode sets INFERENCE_PRECISION_HINT=f32: on CPUs with
+AVX512-BF16/AMX, OpenVINO's default is bf16, which would make an "FP32" baseline silently faster and
+less exact. `precision="fp16"` asks for the CPU's reduced-precision hint (bf16 where the CPU has it)."""
+from __future__ import annotations
+
+import numpy as np
+
+from fastdet_cli.errors import FastdetError, NoDevice
+from fastdet_cli.runtime.base import Runner, TensorMeta
+
+
+class OpenVinoRunner(Runner):
+    name = "openvino"
+
+    def _device(self, core) -> str:
+        d = self.options.device
+        device = "CPU" if d.lower() == "cpu" else ("GPU" if d.lower() == "gpu" else d)
+        if device.split(".")[0] not in {x.split(".")[0] for x in core.available_devices}:
+            raise NoDevice(f"OpenVINO device '{device}' is not available (available: {', '.join(core.available_devices)})")
+        return device
+
+    def precision_hint(self, device: str) -> str | None:
+        p = self.options.precision
+        if p == "fp16":
+            return "f16" if device.startswith("GPU") else "bf16"
+        return "f32" if device.startswith("CPU") or p == "fp32" else None
+
+    def _activate(self) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        device = self._device(core)
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if device.startswith("CPU"):
+            config["INFERENCE_NUM_THREADS"] = self.options.threads
+            config["NUM_STREAMS"] = 1
+        hint = self.precision_hint(device)
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint
+        config.update(self.options.extra.get("openvino_config", {}))
+        try:
+            model = core.read_model(str(self.model_path))
+            self.compiled = core.compile_model(model, device, config)
+        except RuntimeError as e:
+            raise FastdetError(f"OpenVINO cannot compile {self.model_path} on {device}: {str(e).splitlines()[0]}") from e
+        self.request = self.compiled.create_infer_request()
+        self.device_name = device
+
+    def _input_metadata(self) -> dict[str, TensorMeta]:
+        out = {}
+        for port in self.compiled.inputs:
+            shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            out[port.get_any_name()] = TensorMeta(np.dtype(port.get_element_type().to_dtype()), shape)
+        return out
+
+    def _output_names(self) -> list[str]:
+        return [p.get_any_name() for p in self.compiled.outputs]
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.request.infer(feed)
+        return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+
+    def _deactivate(self) -> None:
+        del self.request, self.compiled

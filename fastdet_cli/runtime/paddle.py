@@ -1,0 +1,123 @@
+"""Paddle Inference backends: `paddle` (CPU with oneDNN on/off, or GPU) and `paddle-trt` (GPU, with Paddle's
+TensorRT subgraph engine; min_subgraph_size comes from the deploy config)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fastdet_cli.errors import FastdetError
+from fastdet_cli.lazy import import_paddle
+from fastdet_cli.runtime.base import Runner, TensorMeta
+
+
+def paddle_model_files(path: Path) -> tuple[Path, Path]:
+    """(model.pdmodel, model.pdiparams) of a Paddle inference model dir (or of its .pdmodel file)."""
+    if path.is_file() and path.suffix == ".pdmodel":
+        model, params = path, path.with_suffix(".pdiparams")
+    else:
+        if (path / "model.json").exists() and not (path / "model.pdmodel").exists():
+            raise FastdetError(f"{path} holds a Paddle 3 (PIR, model.json) model, which is not supported: "
+                               "export it with Paddle 2.6 (old program format: model.pdmodel)")
+        models = sorted(path.glob("*.pdmodel")) if path.is_dir() else []
+        if not models:
+            raise FastdetError(f"no Paddle inference model (*.pdmodel) in {path}")
+        model = path / "model.pdmodel" if (path / "model.pdmodel").exists() else models[0]
+        params = model.with_suffix(".pdiparams")
+    if not params.exists():
+        raise FastdetError(f"Paddle model weights missing: {params}")
+    return model, params
+
+
+class PaddleRunner(Runner):
+    name = "paddle"
+
+    def _config(self):
+        import paddle.inference as pi
+
+        model, params = paddle_model_files(self.model_path)
+        config = pi.Config(str(model), str(params))
+        o = self.options
+        if o.device == "gpu":
+            from fastdet_cli.runtime.registry import require_gpu
+
+            require_gpu(f"backend '{self.name}'")
+            config.enable_use_gpu(256, int(o.extra.get("gpu_id", 0)))
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(o.threads)
+            if o.mkldnn:
+                config.enable_mkldnn()
+                if o.precision == "int8" and o.extra.get("mkldnn_int8"):
+                    config.enable_mkldnn_int8()
+            else:
+                config.disable_mkldnn()
+        config.switch_ir_optim(True)
+        config.enable_memory_optim()
+        config.disable_glog_info()
+        config.switch_use_feed_fetch_ops(False)
+        return config
+
+    def _activate(self) -> None:
+        import_paddle()
+        import paddle.inference as pi
+
+        config = self._config()
+        try:
+            self.predictor = pi.create_predictor(config)
+        except (RuntimeError, ValueError, OSError) as e:
+            raise FastdetError(f"Paddle Inference cannot load {self.model_path}: {str(e).strip().splitlines()[-1]}") from e
+        self._in_names = self.predictor.get_input_names()
+        self._out_names = self.predictor.get_output_names()
+
+    def _input_metadata(self) -> dict[str, TensorMeta]:
+        # the predictor's handles report [-1] before the first reshape: read the shapes from the program
+        from paddle.base.proto import framework_pb2
+
+        prog = framework_pb2.ProgramDesc()
+        prog.ParseFromString(paddle_model_files(self.model_path)[0].read_bytes())
+        dtypes = {5: np.float32, 6: np.float64, 3: np.int64, 2: np.int32, 4: np.float16, 20: np.uint8, 21: np.int8}
+        out = {}
+        for var in prog.blocks[0].vars:
+            if var.name in self._in_names:
+                t = var.type.lod_tensor.tensor
+                shape = tuple(d if d > 0 else None for d in t.dims)
+                out[var.name] = TensorMeta(np.dtype(dtypes.get(t.data_type, np.float32)), shape)
+        return {n: out.get(n, TensorMeta(np.dtype(np.float32), (None,))) for n in self._in_names}
+
+    def _output_names(self) -> list[str]:
+        return list(self._out_names)
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for name, arr in feed.items():
+            h = self.predictor.get_input_handle(name)
+            h.reshape(arr.shape)
+            h.copy_from_cpu(np.ascontiguousarray(arr))
+        self.predictor.run()
+        return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self._out_names]
+
+    def _deactivate(self) -> None:
+        del self.predictor
+
+
+class PaddleTrtRunner(PaddleRunner):
+    """Paddle Inference + TensorRT subgraphs. Written against Paddle's documented API; never run here
+    (no GPU, no TensorRT on the machines this project was built on)."""
+
+    name = "paddle-trt"
+
+    def _config(self):
+        import paddle.inference as pi
+
+        if self.options.device != "gpu":
+            raise FastdetError("backend 'paddle-trt' runs on gpu only (pass --device gpu)")
+        config = super()._config()
+        precision = {"fp32": pi.PrecisionType.Float32, "fp16": pi.PrecisionType.Half,
+                     "int8": pi.PrecisionType.Int8}[self.options.precision]
+        config.enable_tensorrt_engine(
+            workspace_size=1 << 30, max_batch_size=1,
+            min_subgraph_size=int(self.options.extra.get("min_subgraph_size", 3)),
+            precision_mode=precision, use_static=bool(self.options.cache_dir), use_calib_mode=False)
+        if self.options.cache_dir:
+            config.set_optim_cache_dir(str(self.options.cache_dir))
+        return config

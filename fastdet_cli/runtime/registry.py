@@ -1,0 +1,89 @@
+"""The one backend table: selection, --help choices, `fastdet env` and validation all read it."""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastdet_cli.errors import FastdetError
+from fastdet_cli.runtime.base import Runner, RunnerOptions
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    target: str  # "module:Class", imported only when the backend is used
+    module: str  # the library it needs
+    dist: str  # its distribution name, for the version
+    extra: str  # the pip extra of fastdet-cli that installs it
+    model_format: str  # "onnx" or "paddle"
+    devices: tuple[str, ...]
+    precisions: tuple[str, ...]
+    description: str
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.module.split(".")[0]) is not None
+
+    def version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def runner_class(self) -> type[Runner]:
+        mod, cls = self.target.split(":")
+        return getattr(importlib.import_module(mod), cls)
+
+
+BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
+    BackendSpec("ort", "fastdet_cli.runtime.onnxruntime:OrtRunner", "onnxruntime", "onnxruntime", "base", "onnx",
+                ("cpu", "gpu"), ("fp32", "int8"), "ONNX Runtime (CPU; CUDA execution provider when present)"),
+    BackendSpec("openvino", "fastdet_cli.runtime.openvino:OpenVinoRunner", "openvino", "openvino", "openvino",
+                "onnx", ("cpu", "gpu"), ("fp32", "fp16", "int8"), "OpenVINO from ONNX"),
+    BackendSpec("paddle", "fastdet_cli.runtime.paddle:PaddleRunner", "paddle", "paddlepaddle", "paddle", "paddle",
+                ("cpu", "gpu"), ("fp32", "int8"), "Paddle Inference (oneDNN on CPU)"),
+    BackendSpec("trt", "fastdet_cli.runtime.tensorrt:TrtRunner", "tensorrt", "tensorrt", "trt", "onnx",
+                ("gpu",), ("fp32", "fp16", "int8"), "TensorRT engine built from ONNX"),
+    BackendSpec("paddle-trt", "fastdet_cli.runtime.paddle:PaddleTrtRunner", "paddle", "paddlepaddle", "paddle",
+                "paddle", ("gpu",), ("fp32", "fp16", "int8"), "Paddle Inference with its TensorRT subgraph engine"),
+)}
+
+
+def get_backend(name: str) -> BackendSpec:
+    """The backend called `name`, or an error with a "did you mean"."""
+    if name in BACKENDS:
+        return BACKENDS[name]
+    close = difflib.get_close_matches(name, BACKENDS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise FastdetError(f"unknown backend '{name}'{hint}; choose from {', '.join(BACKENDS)}")
+
+
+def create_runner(name: str, model_path: Path, options: RunnerOptions) -> Runner:
+    """Validate the backend/device/precision combination and build (not activate) its runner."""
+    spec = get_backend(name)
+    device = options.device.lower().split(".")[0].split(":")[0]
+    if name != "openvino" and device not in spec.devices:
+        raise FastdetError(f"backend '{name}' does not run on device '{options.device}' "
+                           f"(it runs on: {', '.join(spec.devices)})")
+    if options.precision not in spec.precisions:
+        raise FastdetError(f"backend '{name}' has no {options.precision} mode (it has: {', '.join(spec.precisions)})")
+    from fastdet_cli.lazy import require
+
+    require(spec.module, spec.extra, f"backend '{name}'")
+    return spec.runner_class()(model_path, options)
+
+
+def cuda_device_count() -> int:
+    """NVIDIA GPUs the driver exposes (0 without a driver): the check every GPU backend makes first."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def require_gpu(what: str) -> None:
+    from fastdet_cli.errors import NoDevice
+
+    if cuda_device_count() == 0:
+        raise NoDevice(f"{what} needs an NVIDIA GPU, and none is visible on this machine (no /proc/driver/nvidia/gpus)")

@@ -1,0 +1,1 @@
+"""Training helpers for the embedded default model (ppdet configs)."""
