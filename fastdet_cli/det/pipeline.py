@@ -13,7 +13,8 @@ from fastdet_cli.det.postprocess import Detections, decode_pico_heads, from_nms_
 from fastdet_cli.det.preprocess import ImageInfo, Preprocessor
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.paths import cache_dir
-from fastdet_cli.runtime import RunnerOptions, create_runner, get_backend
+from fastdet_cli.runtime.base import RunnerOptions
+from fastdet_cli.runtime.registry import create_runner, get_backend
 
 
 def sample_inputs(deploy: DeployConfig, seed: int = 0) -> dict[str, np.ndarray]:

@@ -164,7 +164,8 @@ def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None,
     from fastdet_cli.det.config import NmsParams
     from fastdet_cli.det.pipeline import sample_inputs
     from fastdet_cli.det.postprocess import from_nms_output, multiclass_nms
-    from fastdet_cli.runtime import RunnerOptions, create_runner
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
 
     feed = sample_inputs(source.deploy)
     opts = RunnerOptions(threads=1, mkldnn=False)

@@ -1,5 +1,3 @@
-"""Runtime layer: one runner contract (base.py) and one backend table (registry.py)."""
-from fastdet_cli.runtime.base import Runner, RunnerOptions, TensorMeta
-from fastdet_cli.runtime.registry import BACKENDS, create_runner, get_backend
+"""Runtime layer: one runner contract (`runtime.base`) and one backend table (`runtime.registry`).
 
-__all__ = ["BACKENDS", "Runner", "RunnerOptions", "TensorMeta", "create_runner", "get_backend"]
+Kept import-light: `fastdet --help` reads the backend table with only typer and rich installed."""

@@ -8,8 +8,12 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.runtime.base import Runner, RunnerOptions
+
+if TYPE_CHECKING:
+    from fastdet_cli.runtime.base import Runner, RunnerOptions
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,65 @@
+"""The `fastdet` command. User errors (FastdetError) become one red line on stderr and exit code 2;
+`--debug` shows the traceback. Anything else is a bug and shows its traceback.
+
+Only typer and rich are imported here: each command imports its library code when it runs."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fastdet_cli.commands import env as env_cmd
+from fastdet_cli.commands import eval as eval_cmd
+from fastdet_cli.commands import export as export_cmd
+from fastdet_cli.commands import fetch as fetch_cmd
+from fastdet_cli.commands import infer as infer_cmd
+
+app = typer.Typer(
+    name="fastdet", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Take a PaddleDetection detector from FP32 to a quantized deployment, and prove what was gained.")
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.")) -> None:
+    _state["debug"] = debug
+
+
+app.command("infer", help=infer_cmd.__doc__)(infer_cmd.infer)
+app.command("export", help=export_cmd.__doc__)(export_cmd.export)
+app.command("eval", help=eval_cmd.__doc__)(eval_cmd.evaluate)
+app.command("fetch", help=fetch_cmd.__doc__)(fetch_cmd.fetch)
+app.command("env", help=env_cmd.__doc__)(env_cmd.env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fastdet_cli.errors import FastdetError
+
+    _state["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        rv = app(args=argv, standalone_mode=False)
+    except FastdetError as e:
+        if _state["debug"]:
+            raise
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {e}", markup=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return 2
+        if isinstance(e, click.exceptions.Abort):
+            return 130
+        raise
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Show backends (installed version or not), devices, Python, CPU flags and thread defaults."""
+from __future__ import annotations
+
+
+def env() -> int:
+    """Backends, devices, CPU and threads of this machine."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastdet_cli.machine import machine_info
+    from fastdet_cli.runtime.registry import BACKENDS, cuda_device_count
+
+    console = Console()
+    info = machine_info()
+    gpus = cuda_device_count()
+    table = Table(title="Backends", title_justify="left")
+    for col in ("backend", "library", "version", "pip extra", "devices", "precisions", "status"):
+        table.add_column(col)
+    for spec in BACKENDS.values():
+        version = spec.version() if spec.installed() else None
+        if version is None:
+            status = "[yellow]not installed[/]"
+        elif "cpu" not in spec.devices and gpus == 0:
+            status = "[yellow]installed, no GPU[/]"
+        else:
+            status = "[green]ready[/]"
+        table.add_row(spec.name, spec.module, version or "-", spec.extra, ",".join(spec.devices),
+                      ",".join(spec.precisions), status)
+    console.print(table)
+    m = Table(title="Machine", title_justify="left", show_header=False)
+    for k, v in info.items():
+        m.add_row(k, str(v))
+    m.add_row("NVIDIA GPUs", str(gpus))
+    m.add_row("default threads", "1 (intra-op, every backend; --threads N)")
+    console.print(m)
+    return 0

@@ -1,0 +1,52 @@
+"""Export a Paddle inference model to ONNX (NMS cut out, validated against Paddle) or a TensorRT engine."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fastdet_cli.commands import options
+
+
+def export(
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder (model.onnx, deploy config, fastdet.yml)."),
+    model: str = options.Model,
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or trt."),
+    remove_nms: bool = typer.Option(True, "--remove-nms/--keep-nms",
+                                    help="Cut multiclass NMS out of the graph; post-processing applies it with the model's parameters."),
+    fp16: bool = typer.Option(False, "--fp16", help="TensorRT engine with FP16 kernels allowed (--format trt)."),
+    int8: bool = typer.Option(False, "--int8", help="INT8: the model must be quantized (fastdet compress)."),
+) -> int:
+    """Export a Paddle inference model; every export is checked against Paddle Inference on the same input."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.errors import FastdetError
+    from fastdet_cli.export.onnx import export_onnx
+
+    if fmt not in ("onnx", "trt"):
+        raise FastdetError(f"unknown export format '{fmt}' (choose onnx or trt)")
+    if fp16 and fmt != "trt":
+        raise FastdetError("--fp16 applies to TensorRT engines (--format trt); ONNX exports stay FP32 or INT8")
+    source = resolve_model(model)
+    if fmt == "trt":
+        from fastdet_cli.export.trt import check_trt_available
+
+        check_trt_available()
+    result = export_onnx(source, output, remove_nms=remove_nms, int8=int8)
+    console = Console()
+    table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
+    table.add_column("output")
+    table.add_column("max |ONNX − Paddle|", justify="right")
+    for name, diff in result.max_diff.items():
+        table.add_row(name, f"{diff:.3g}")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"• {note}", highlight=False)
+    if fmt == "trt":
+        from fastdet_cli.export.trt import build_engine
+
+        engine = build_engine(result.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32")
+        console.print(f"TensorRT engine: {engine}")
+    return 0

@@ -1,0 +1,81 @@
+"""Detect objects in images with the model's own preprocessing, on any backend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fastdet_cli.commands import options
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the image files in them (sorted)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def infer(
+    images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
+    model: str = options.Model,
+    backend: str = options.Backend,
+    threads: int = options.Threads,
+    device: str = options.Device,
+    threshold: float = typer.Option(None, "--threshold", "-t", help="Score threshold (default: the deploy config's draw_threshold)."),
+    json_out: Path = typer.Option(None, "--json", help="Write detections of all images to this JSON file."),
+    save_dir: Path = typer.Option(None, "--save-dir", help="Write images with boxes drawn into this folder."),
+) -> int:
+    """Detect objects in images: a table per image; JSON and drawn images on request."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastdet_cli.det.draw import draw, records
+    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.det.preprocess import read_image
+    from fastdet_cli.errors import FastdetError
+    from fastdet_cli.io import write_bytes_atomic, write_json_atomic
+
+    console, err = Console(), Console(stderr=True)
+    files = expand_inputs(images)
+    if not files:
+        raise FastdetError("no images given (folders had no image files)")
+    results, failures = [], 0
+    with Detector.load(model, backend, options.runner_options(threads, device)) as det:
+        thr = det.deploy.draw_threshold if threshold is None else threshold
+        labels = det.deploy.label_list
+        for path in files:
+            try:
+                bgr = read_image(path)
+            except FastdetError as e:
+                err.print(f"[red]skipped:[/] {e}", highlight=False)
+                failures += 1
+                continue
+            found = det(bgr).above(thr)
+            recs = records(found, labels)
+            results.append({"image": str(path), "width": bgr.shape[1], "height": bgr.shape[0], "detections": recs})
+            table = Table(title=f"{path.name}: {len(recs)} objects (score ≥ {thr:g}, {backend}, "
+                                f"{det.times.infer * 1000:.1f} ms runtime)", title_justify="left")
+            for col in ("label", "score", "x1", "y1", "x2", "y2"):
+                table.add_column(col, justify="left" if col == "label" else "right")
+            for r in recs:
+                table.add_row(r["label"], f"{r['score']:.3f}", *(f"{v:.1f}" for v in r["bbox"]))
+            console.print(table)
+            if save_dir is not None:
+                import cv2
+
+                ok, buf = cv2.imencode(path.suffix if path.suffix.lower() in IMAGE_SUFFIXES else ".jpg",
+                                       draw(bgr, found, labels))
+                write_bytes_atomic(save_dir / path.name, buf.tobytes())
+    if json_out is not None:
+        write_json_atomic(json_out, {"model": str(det.source.path), "backend": backend, "threshold": thr,
+                                     "images": results})
+    if failures:
+        err.print(f"[bold red]error:[/] {failures} of {len(files)} inputs could not be read", highlight=False)
+        return 2
+    return 0

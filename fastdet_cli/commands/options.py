@@ -1,0 +1,20 @@
+"""Options shared by several commands (one definition each)."""
+from __future__ import annotations
+
+import typer
+
+BACKEND_NAMES = ("ort", "openvino", "paddle", "trt", "paddle-trt")  # checked against runtime.registry in tests
+
+Model = typer.Option("default", "--model", "-m", help="Paddle model dir, ONNX file/dir, or 'default' (the embedded model).")
+Backend = typer.Option("ort", "--backend", "-b", help=f"Runtime backend: {', '.join(BACKEND_NAMES)}.")
+Threads = typer.Option(1, "--threads", min=1, help="CPU threads (intra-op) for the backend.")
+Device = typer.Option("cpu", "--device", help="cpu or gpu (OpenVINO also takes its device names, e.g. GPU.0).")
+Dataset = typer.Option("default", "--dataset", "-d",
+                       help="COCO dataset dir (annotations/instances_*.json + images) or 'default' (generated val split).")
+
+
+def runner_options(threads: int, device: str, precision: str = "fp32"):
+    from fastdet_cli.runtime.base import RunnerOptions
+
+    return RunnerOptions(device=device.lower() if device.lower() in ("cpu", "gpu") else device, threads=threads,
+                         precision=precision)

@@ -1,0 +1,35 @@
+"""Drawing detections onto an image, and their JSON form."""
+from __future__ import annotations
+
+import numpy as np
+
+from fastdet_cli.det.postprocess import Detections
+
+
+def records(det: Detections, labels: list[str]) -> list[dict]:
+    """One dict per box: class id, label, score, bbox [x1, y1, x2, y2] in original-image pixels."""
+    return [{"class_id": int(c), "label": labels[c] if 0 <= c < len(labels) else str(int(c)),
+             "score": round(float(s), 5), "bbox": [round(float(v), 2) for v in b]}
+            for b, s, c in zip(det.boxes, det.scores, det.class_ids)]
+
+
+def _colour(class_id: int) -> tuple[int, int, int]:
+    rng = np.random.default_rng(class_id + 17)
+    return tuple(int(v) for v in rng.integers(64, 256, 3))
+
+
+def draw(bgr: np.ndarray, det: Detections, labels: list[str]) -> np.ndarray:
+    import cv2
+
+    out = bgr.copy()
+    scale = max(0.35, min(out.shape[:2]) / 600)
+    for rec in records(det, labels):
+        x1, y1, x2, y2 = (int(round(v)) for v in rec["bbox"])
+        col = _colour(rec["class_id"])
+        cv2.rectangle(out, (x1, y1), (x2, y2), col, max(1, int(2 * scale)))
+        text = f"{rec['label']} {rec['score']:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        y_text = max(th + 2, y1)
+        cv2.rectangle(out, (x1, y_text - th - 3), (x1 + tw + 2, y_text), col, -1)
+        cv2.putText(out, text, (x1 + 1, y_text - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out

@@ -1,0 +1,1 @@
+"""COCO mAP of a detector on a dataset (faster-coco-eval)."""
