@@ -75,6 +75,7 @@ class Detector:
 
     @classmethod
     def load(cls, model: str | Path | None, backend: str, options: RunnerOptions | None = None) -> Detector:
+        get_backend(backend)  # an unknown backend is reported before any model work
         return cls(resolve_model(model), backend, options or RunnerOptions())
 
     def __enter__(self) -> Detector:

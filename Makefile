@@ -1,0 +1,36 @@
+# fastdet: `make demo` runs the main job on the embedded default model; `make test` runs the tests.
+# Both create .venv/ (make install) first when needed. Everything installs from the package registries.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fastdet-installed
+export FASTDET_CACHE ?= $(CURDIR)/build/cache
+
+.PHONY: install demo test test-all model lint clean
+
+install: $(STAMP)
+
+# requirements.lock is what truly co-installs (Python 3.11, Paddle 2.6.2 stack). paddledet's own pins clash
+# with paddleslim's, so it goes in with --no-deps; the packages it imports are in the lock.
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps paddledet==2.6.0
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(PY) tools/demo.py
+
+test: install
+	$(PY) -m pytest -m "not slow" -q -p no:cacheprovider
+
+test-all: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+# Train the embedded default model (about 1.5 h on 2 cores; resumable) and export it into the package.
+model: install
+	OMP_NUM_THREADS=2 $(PY) tools/train_default.py --work-dir build/train
+
+clean:
+	rm -rf build .pytest_cache
