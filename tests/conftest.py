@@ -1,0 +1,73 @@
+"""Shared fixtures: a private cache, the generated val set, tiny real PicoDet models in PaddleDetection's three
+export kinds (random weights, built by paddledet in subprocesses), and markers that skip with a reason."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    reasons = {
+        "paddle": None if _has("paddle") and _has("ppdet") and _has("paddle2onnx") else "paddle extra not installed",
+        "openvino": None if _has("openvino") else "openvino not installed",
+        "trt": None if _has("tensorrt") else "TensorRT not installed (cannot be installed on these machines)",
+        "gpu": None if Path("/proc/driver/nvidia/gpus").is_dir() else "no NVIDIA GPU on this machine",
+    }
+    for item in items:
+        for mark, reason in reasons.items():
+            if reason and mark in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fastdet_cache(tmp_path_factory):
+    """Tests share one private cache (generated datasets, exports); never the user's."""
+    path = os.environ.get("FASTDET_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
+    os.environ["FASTDET_CACHE"] = path
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def val_dataset(fastdet_cache):
+    from fastdet_cli.data.dataset import resolve_dataset
+
+    return resolve_dataset("default")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, val_dataset):
+    """{kind: model dir} for kinds nms, boxes_scores, raw_heads. Each export runs in its own process
+    (ppdet's dygraph-to-static state leaks between exports in one process)."""
+    pytest.importorskip("ppdet", reason="paddledet not installed")
+    root = tmp_path_factory.mktemp("tiny")
+    data_dir = val_dataset.ann_file.parent.parent
+    out = {}
+    for kind in ("nms", "boxes_scores", "raw_heads"):
+        target = root / kind
+        code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                "from tiny_models import build_tiny_picodet; "
+                "build_tiny_picodet(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))")
+        proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(target), kind,
+                               str(data_dir)], capture_output=True, text=True)
+        assert proc.returncode == 0 and (target / "model.pdmodel").exists(), proc.stderr[-2000:]
+        out[kind] = target
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_image(val_dataset):
+    from fastdet_cli.det.preprocess import read_image
+
+    return read_image(val_dataset.image_paths(limit=1)[0][1])
