@@ -49,13 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # usage errors from typer's (vendored) click: show them the way click does
+        if callable(getattr(e, "show", None)) and hasattr(e, "exit_code"):
             e.show()
-            return 2
-        if isinstance(e, click.exceptions.Abort):
+            return int(e.exit_code)
+        if type(e).__name__ == "Abort":
             return 130
         raise
     return rv if isinstance(rv, int) else 0

@@ -60,7 +60,7 @@ def get_backend(name: str) -> BackendSpec:
     """The backend called `name`, or an error with a "did you mean"."""
     if name in BACKENDS:
         return BACKENDS[name]
-    close = difflib.get_close_matches(name, BACKENDS, n=1)
+    close = difflib.get_close_matches(name, BACKENDS, n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise FastdetError(f"unknown backend '{name}'{hint}; choose from {', '.join(BACKENDS)}")
 

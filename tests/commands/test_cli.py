@@ -1,0 +1,118 @@
+"""The CLI boundary: exit codes, one-line errors without tracebacks, outputs written, and --help with only
+typer and rich importable."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from fastdet_cli.cli import main
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_in_a_real_process():
+    proc = subprocess.run([sys.executable, "-m", "fastdet_cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for cmd in ("infer", "export", "eval", "fetch", "env"):
+        assert cmd in proc.stdout
+
+
+def test_import_and_help_need_only_typer_and_rich(tmp_path):
+    """Block every heavy library at import time; the package and --help must still work."""
+    code = textwrap.dedent("""
+        import sys
+        BLOCKED = {"numpy", "cv2", "yaml", "onnx", "onnxruntime", "openvino", "paddle", "paddle2onnx",
+                   "paddleslim", "ppdet", "faster_coco_eval", "pycocotools", "tensorrt"}
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"blocked {name}")
+        sys.meta_path.insert(0, Block())
+        import fastdet_cli, fastdet_cli.cli
+        for args in (["--help"], ["infer", "--help"], ["export", "--help"], ["eval", "--help"], ["fetch", "--list"]):
+            assert fastdet_cli.cli.main(args) == 0, args
+        assert not BLOCKED & set(m.split(".")[0] for m in sys.modules)
+        print("LIGHT-OK")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, COLUMNS="120"))
+    assert proc.returncode == 0 and "LIGHT-OK" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["infer", "--model", "/nonexistent/model", "x.jpg"], "model not found"),
+    (["infer", "--backend", "onxr", "x.jpg"], "did you mean 'ort'"),
+    (["eval", "--dataset", "/nonexistent/ds"], "dataset not found"),
+    (["fetch", "ppyoloe_crn_l"], "did you mean"),
+    (["export", "--output", "/tmp/x", "--format", "tflite"], "unknown export format"),
+])
+def test_user_errors_are_one_red_line_exit_2(capsys, args, match):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert match in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback():
+    proc = subprocess.run([sys.executable, "-m", "fastdet_cli", "--debug", "infer", "--model", "/nonexistent", "x.jpg"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_usage_error_exit_2(capsys):
+    code, _, err = run_cli(capsys, "infer", "--threads", "0", "x.jpg")
+    assert code == 2 and "Traceback" not in err
+
+
+@pytest.mark.paddle
+def test_infer_end_to_end_writes_json_and_images(capsys, tiny_models, val_dataset, tmp_path):
+    images = [str(p) for _, p in val_dataset.image_paths(limit=2)]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    code, out, err = run_cli(capsys, "infer", "--model", str(tiny_models["nms"]), "--backend", "paddle",
+                             *images, str(bad), "--json", str(tmp_path / "d.json"), "--save-dir",
+                             str(tmp_path / "img"), "--threshold", "0.5")
+    assert code == 2  # one unreadable input: reported, the rest done, non-zero at the end
+    assert "not a readable image" in err and "1 of 3 inputs" in err
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert [os.path.basename(r["image"]) for r in data["images"]] == [os.path.basename(p) for p in images]
+    dets = data["images"][0]["detections"]
+    assert dets and all(d["score"] >= 0.5 and len(d["bbox"]) == 4 and d["label"] for d in dets)
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == sorted(os.path.basename(p) for p in images)
+    assert not [p for p in tmp_path.rglob(".*tmp*")]
+
+
+@pytest.mark.paddle
+def test_export_command_prints_diffs(capsys, tiny_models, tmp_path):
+    code, out, err = run_cli(capsys, "export", "--model", str(tiny_models["nms"]), "--output", str(tmp_path / "o"))
+    assert code == 0, err
+    assert "max |ONNX − Paddle|" in out and (tmp_path / "o" / "model.onnx").exists()
+
+
+def test_export_trt_without_tensorrt_is_clear(capsys, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt"):
+        pytest.skip("tensorrt installed")
+    code, _, err = run_cli(capsys, "export", "--output", str(tmp_path / "o"), "--format", "trt", "--model",
+                           str(tmp_path))
+    assert code == 2 and ("fastdet-cli[trt]" in err or "no model" in err)
+
+
+def test_env_lists_every_backend(capsys):
+    code, out, _ = run_cli(capsys, "env")
+    assert code == 0
+    for name in ("ort", "openvino", "paddle", "trt", "paddle-trt"):
+        assert name in out
