@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from fastdet_cli.commands import compress as compress_cmd
 from fastdet_cli.commands import env as env_cmd
 from fastdet_cli.commands import eval as eval_cmd
 from fastdet_cli.commands import export as export_cmd
@@ -26,6 +27,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
     _state["debug"] = debug
 
 
+app.command("compress", help=compress_cmd.__doc__)(compress_cmd.compress)
 app.command("infer", help=infer_cmd.__doc__)(infer_cmd.infer)
 app.command("export", help=export_cmd.__doc__)(export_cmd.export)
 app.command("eval", help=eval_cmd.__doc__)(eval_cmd.evaluate)

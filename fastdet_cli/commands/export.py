@@ -38,7 +38,7 @@ def export(
     console = Console()
     table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
     table.add_column("output")
-    table.add_column("max |ONNX − Paddle|", justify="right")
+    table.add_column("ONNX vs Paddle Inference (max abs diff; matched = share of boxes found)", justify="right")
     for name, diff in result.max_diff.items():
         table.add_row(name, f"{diff:.3g}")
     console.print(table)

@@ -18,7 +18,7 @@ GENERATOR_VERSION = 1
 CLASSES = ("circle", "rectangle", "triangle", "cross", "ring")
 IMAGE_SIZE = 192
 MIN_VISIBLE = 0.45  # an object whose visible fraction falls below this is removed from the image
-SPLITS = {"train": (3000, 1000), "val": (200, 2000)}  # split -> (images, seed)
+SPLITS = {"train": (3000, 1000), "val": (200, 2000), "calib": (200, 3000)}  # split -> (images, seed)
 
 
 @dataclass(frozen=True)

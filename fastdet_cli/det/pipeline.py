@@ -39,6 +39,29 @@ def onnx_for(source: ModelSource) -> ModelSource:
     return _resolve(out)
 
 
+def decode_outputs(outs: list[np.ndarray], info: ImageInfo, deploy: DeployConfig, nms: NmsParams,
+                   takes_scale_factor: bool) -> Detections:
+    """Recognise the export kind from the outputs and decode to original-image pixels."""
+    if len(outs) in (1, 2) and outs[0].ndim == 2 and outs[0].shape[-1] == 6:
+        return from_nms_output(outs[0], outs[1] if len(outs) == 2 else None)
+    if len(outs) == 2 and all(o.ndim == 3 for o in outs):
+        b, s = (outs[0], outs[1]) if outs[0].shape[-1] == 4 and outs[0].shape[1] == outs[1].shape[2] else (
+            outs[1], outs[0])
+        det = multiclass_nms(b[0], s[0], nms)
+        if not takes_scale_factor:  # the model could not rescale: boxes are in network-input pixels
+            det = Detections(rescale(det.boxes, info.scale_factor), det.scores, det.class_ids)
+        return det
+    n = len(deploy.fpn_stride)
+    if n and len(outs) == 2 * n:
+        h, w = (int(x) for x in info.im_shape)
+        boxes, scores = decode_pico_heads(outs[:n], outs[n:], deploy.fpn_stride, (h, w))
+        det = multiclass_nms(boxes, scores, nms)
+        return Detections(rescale(det.boxes, info.scale_factor), det.scores, det.class_ids)
+    shapes = [o.shape for o in outs]
+    raise FastdetError(f"unrecognised model outputs {shapes}: expected NMS output [N,6], boxes+scores, "
+                       f"or {2 * n} raw PicoDet head outputs (fpn_stride in the deploy config)")
+
+
 @dataclass
 class StageTimes:
     preprocess: float = 0.0
@@ -95,25 +118,7 @@ class Detector:
         return {k: all_inputs[k] for k in self.inputs}, info
 
     def decode(self, outs: list[np.ndarray], info: ImageInfo) -> Detections:
-        """Recognise the export kind from the outputs and decode to original-image pixels."""
-        if len(outs) in (1, 2) and outs[0].ndim == 2 and outs[0].shape[-1] == 6:
-            return from_nms_output(outs[0], outs[1] if len(outs) == 2 else None)
-        if len(outs) == 2 and all(o.ndim == 3 for o in outs):
-            b, s = (outs[0], outs[1]) if outs[0].shape[-1] == 4 and outs[0].shape[1] == outs[1].shape[2] else (
-                outs[1], outs[0])
-            det = multiclass_nms(b[0], s[0], self.nms)
-            if "scale_factor" not in self.inputs:  # the model could not rescale: boxes are in input pixels
-                det = Detections(rescale(det.boxes, info.scale_factor), det.scores, det.class_ids)
-            return det
-        n = len(self.deploy.fpn_stride)
-        if n and len(outs) == 2 * n:
-            h, w = (int(x) for x in info.im_shape)
-            boxes, scores = decode_pico_heads(outs[:n], outs[n:], self.deploy.fpn_stride, (h, w))
-            det = multiclass_nms(boxes, scores, self.nms)
-            return Detections(rescale(det.boxes, info.scale_factor), det.scores, det.class_ids)
-        shapes = [o.shape for o in outs]
-        raise FastdetError(f"unrecognised model outputs {shapes}: expected NMS output [N,6], boxes+scores, "
-                           f"or {2 * n} raw PicoDet head outputs (fpn_stride in the deploy config)")
+        return decode_outputs(outs, info, self.deploy, self.nms, takes_scale_factor="scale_factor" in self.inputs)
 
     def __call__(self, bgr: np.ndarray) -> Detections:
         t0 = time.perf_counter()

@@ -1,0 +1,98 @@
+"""`fastdet compress`: one-click auto-compression with PaddleSlim from one YAML file (FastDeploy's format).
+
+The output folder holds the quantized `model.pdmodel` / `model.pdiparams`, the FP32 model's deploy config
+copied byte for byte, and `compress_report.json`. It is written to a temporary folder and renamed when
+complete, so an error or Ctrl-C leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastdet_cli.errors import FastdetError
+
+
+@dataclass
+class CompressResult:
+    output_dir: Path
+    report: dict
+
+
+def compress(config_path: Path, method: str | None = None, save_dir: Path | None = None, devices: str = "cpu",
+             eval_dataset: str | None = None, log=print) -> CompressResult:
+    from fastdet_cli.compress.common import (FeedSamples, Output, copy_deploy_config, dir_size, image_list,
+                                             versions, write_report)
+    from fastdet_cli.compress.config import load_compress_config, qat_image_dir
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.paddle_program import feed_names, load_program, single_output_conv_weights
+    from fastdet_cli.runtime.paddle import paddle_model_files
+
+    cfg = load_compress_config(config_path)
+    method = (method or cfg.method_hint or "ptq").lower()
+    if method not in ("ptq", "qat"):
+        raise FastdetError(f"unknown method '{method}' (ptq or qat)")
+    if devices not in ("cpu", "gpu"):
+        raise FastdetError(f"--devices must be cpu or gpu, got '{devices}'")
+    if devices == "gpu":
+        from fastdet_cli.runtime.registry import require_gpu
+
+        require_gpu("compress --devices gpu")
+    source = resolve_model(cfg.model_dir)
+    if source.format != "paddle":
+        raise FastdetError(f"{source.path}: compression takes a Paddle inference model (model.pdmodel)")
+    eval_spec = eval_dataset or cfg.eval_dataset
+    save_dir = Path(save_dir or Path(config_path).parent / f"{source.dir.name}_{method}")
+    pdmodel, _ = paddle_model_files(source.dir)
+    prog = load_program(pdmodel)
+    feeds = feed_names(prog)
+    kept_float = single_output_conv_weights(prog)
+
+    limit = cfg.image_limit
+    if method == "ptq" and limit is None:
+        limit = int(cfg.ptq.get("batch_size", 8)) * int(cfg.ptq.get("batch_nums", 10))
+    files = image_list(cfg.calib_images if method == "ptq" else qat_image_dir(cfg), limit)
+    samples = FeedSamples(source, files, feeds)
+    log(f"{method.upper()} of {source.dir} on {len(files)} images; preprocessing from "
+        f"{source.deploy.path.name}: {samples.pipeline}")
+    if kept_float:
+        log(f"kept in float (single-output-channel convs, which paddle2onnx cannot export quantized): "
+            f"{', '.join(kept_float)}")
+
+    out = Output(save_dir)
+    try:
+        t0 = time.perf_counter()
+        if method == "ptq":
+            from fastdet_cli.compress.ptq import run_ptq
+
+            settings = run_ptq(cfg, source, samples, out.tmp, kept_float)
+        else:
+            from fastdet_cli.compress.qat import program_eval_callback, run_qat
+
+            callback = None
+            if eval_spec:
+                from fastdet_cli.data.dataset import resolve_dataset
+
+                callback = program_eval_callback(source, resolve_dataset(eval_spec))
+            # ACT has no skip list: the single-channel convs are de-quantized at INT8 export instead
+            settings = run_qat(cfg, source, samples, out.tmp, callback, devices)
+        seconds = time.perf_counter() - t0
+        if not (out.tmp / "model.pdmodel").exists():
+            raise FastdetError("PaddleSlim finished without writing model.pdmodel")
+        deploy_copy = copy_deploy_config(source, out.tmp)
+        report = {
+            "method": method, "method_label": "PTQ" if method == "ptq" else "QAT-distillation",
+            "config_file": str(Path(config_path).resolve()), "config_resolved": settings,
+            "model_fp32": str(source.dir), "deploy_config": deploy_copy.name,
+            "input_list": feeds, "preprocess": samples.pipeline,
+            "images": {"source": cfg.calib_images if method == "ptq" else qat_image_dir(cfg), "count": len(files),
+                       "first": [str(f) for f in files[:3]]},
+            "kept_float": kept_float, "size_bytes": {"fp32": dir_size(source.dir), "int8": dir_size(out.tmp)},
+            "seconds": round(seconds, 2), "devices": devices, "versions": versions(),
+        }
+        write_report(out.tmp, report)
+        final = out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    return CompressResult(final, report)

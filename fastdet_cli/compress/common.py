@@ -1,0 +1,120 @@
+"""What PTQ and QAT share: calibration/training images preprocessed by the model's own deploy config, the
+output folder (written to a temporary path, renamed when complete) and its compress_report.json."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fastdet_cli.det.model import ModelSource
+from fastdet_cli.errors import FastdetError
+
+
+def image_list(spec: str, limit: int | None) -> list[Path]:
+    """`default` → the generated calibration split (never the val split that mAP is measured on); a COCO dir →
+    its images; a folder → the image files in it."""
+    from fastdet_cli.commands.infer import expand_inputs
+    from fastdet_cli.data.dataset import default_dataset_dir, resolve_dataset
+
+    if spec == "default":
+        root = default_dataset_dir(("calib",))
+        files = sorted((root / "calib").glob("*.jpg"))
+    else:
+        path = Path(spec)
+        if not path.is_dir():
+            raise FastdetError(f"calibration image folder not found: {path}")
+        if (path / "annotations").is_dir():
+            files = [p for _, p in resolve_dataset(path).image_paths()]
+        else:
+            files = expand_inputs([path])
+    if not files:
+        raise FastdetError(f"no images in {spec}")
+    return files[:limit] if limit else files
+
+
+class FeedSamples:
+    """Images → the model's feed dicts (without the batch axis), through the deploy config's preprocessing:
+    the same code path `fastdet infer` uses."""
+
+    def __init__(self, source: ModelSource, files: list[Path], feed_names: list[str]):
+        from fastdet_cli.det.preprocess import Preprocessor
+
+        self.files, self.feed_names = files, feed_names
+        self.pre = Preprocessor(source.deploy.preprocess, str(source.deploy.path))
+        self.pipeline = " → ".join(["Decode(BGR→RGB)"] + self.pre.names)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        from fastdet_cli.det.preprocess import read_image
+
+        feed, _ = self.pre(read_image(self.files[i]))
+        missing = [n for n in self.feed_names if n not in feed]
+        if missing:
+            raise FastdetError(f"the model takes {missing}, which preprocessing does not produce")
+        return {n: feed[n][0] for n in self.feed_names}
+
+
+@dataclass
+class Output:
+    """A temporary output folder beside `final`, renamed into place by `commit()`; removed on failure."""
+
+    final: Path
+    tmp: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.final = self.final.resolve()
+        self.tmp = self.final.with_name(f".{self.final.name}.tmp-{os.getpid()}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+
+    def commit(self) -> Path:
+        from fastdet_cli.export.onnx import _replace_dir
+
+        _replace_dir(self.tmp, self.final)
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def copy_deploy_config(source: ModelSource, dest_dir: Path) -> Path:
+    """The FP32 model's deploy config, byte for byte, under its own name (infer_cfg.yml or deploy.yaml)."""
+    target = dest_dir / source.deploy.path.name
+    shutil.copyfile(source.deploy.path, target)
+    return target
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.suffix in (".pdmodel", ".pdiparams"))
+
+
+def versions() -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("fastdet-cli", "paddlepaddle", "paddleslim", "paddle2onnx", "onnxruntime", "openvino"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def write_report(out_dir: Path, report: dict) -> None:
+    (out_dir / "compress_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0

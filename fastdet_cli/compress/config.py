@@ -1,0 +1,113 @@
+"""The auto-compression YAML: FastDeploy's format (newer `QuantAware:` and older `Quantization:` forms),
+validated strictly — an unknown key or a wrong type is an error naming the key and the file — with paths
+resolved relative to the config file. `default` names the embedded model and its generated dataset."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastdet_cli.errors import FastdetError
+
+NUM = (int, float)
+# section -> key -> accepted types. Keys fastdet adds to FastDeploy's format are marked (+).
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "Global": {
+        "model_dir": (str,), "format": (str,), "model_filename": (str,), "params_filename": (str,),
+        "qat_image_path": (str,), "ptq_image_path": (str,), "image_path": (str,),
+        "qat_preprocess": (str,), "ptq_preprocess": (str,), "preprocess": (str,), "arch": (str,),
+        "input_list": (list, dict), "qat_batch_size": (int,),
+        "eval_dataset": (str,),  # (+) COCO dir or 'default': FP32 and INT8 mAP
+        "image_limit": (int,),  # (+) use at most this many calibration/training images
+        "deploy_backend": (str,),  # (+) onnxruntime | tensorrt (what the INT8 export targets)
+    },
+    "Distillation": {"alpha": NUM, "loss": (str,), "node": (list,)},
+    "QuantAware": {"onnx_format": (bool,), "use_pact": (bool,), "activation_quantize_type": (str,),
+                   "weight_quantize_type": (str,), "quantize_op_types": (list,), "not_quant_pattern": (list,),
+                   "weight_bits": (int,), "activation_bits": (int,)},
+    "PTQ": {"calibration_method": (str,), "skip_tensor_list": (list,), "batch_size": (int,), "batch_nums": (int,),
+            "hist_percent": NUM, "quantize_op_types": (list,), "is_full_quantize": (bool,)},
+    "TrainConfig": {"train_iter": (int,), "learning_rate": NUM + (dict,), "optimizer_builder": (dict,),
+                    "eval_iter": (int,), "target_metric": NUM, "logging_iter": (int,), "epochs": (int,)},
+}
+SCHEMA["Quantization"] = SCHEMA["QuantAware"]  # the older form's name for the same section
+CALIBRATION_METHODS = ("avg", "abs_max", "hist", "KL", "mse", "emd")
+
+
+@dataclass
+class CompressConfig:
+    path: Path
+    raw: dict[str, dict[str, Any]]
+    model_dir: str  # a folder, or 'default'
+    calib_images: str  # a folder, a COCO dir, or 'default'
+    eval_dataset: str | None
+    method_hint: str | None  # 'qat' if QuantAware/Distillation present, 'ptq' if only PTQ
+    ptq: dict[str, Any] = field(default_factory=dict)
+    quant: dict[str, Any] = field(default_factory=dict)
+    distill: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    image_limit: int | None = None
+    deploy_backend: str = "onnxruntime"
+
+
+def _resolve(value: str, base: Path) -> str:
+    if value == "default":
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_compress_config(path: Path) -> CompressConfig:
+    import yaml
+
+    if not path.is_file():
+        raise FastdetError(f"compression config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise FastdetError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(raw, dict):
+        raise FastdetError(f"{path}: expected a mapping with sections {', '.join(SCHEMA)}")
+    for section, body in raw.items():
+        if section not in SCHEMA:
+            raise FastdetError(f"{path}: unknown section '{section}' (known: {', '.join(SCHEMA)})")
+        if not isinstance(body, dict):
+            raise FastdetError(f"{path}: section '{section}' must be a mapping")
+        for key, value in body.items():
+            allowed = SCHEMA[section]
+            if key not in allowed:
+                raise FastdetError(f"{path}: unknown key '{section}.{key}' (known: {', '.join(allowed)})")
+            types = allowed[key]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                names = "/".join(t.__name__ for t in types)
+                raise FastdetError(f"{path}: '{section}.{key}' must be {names}, got {type(value).__name__} {value!r}")
+    if "QuantAware" in raw and "Quantization" in raw:
+        raise FastdetError(f"{path}: give either 'QuantAware' or the older 'Quantization', not both")
+    g = raw.get("Global", {})
+    if "model_dir" not in g:
+        raise FastdetError(f"{path}: 'Global.model_dir' is required (a Paddle model folder, or 'default')")
+    if g.get("format", "paddle") != "paddle":
+        raise FastdetError(f"{path}: Global.format '{g['format']}' is not supported: fastdet compresses Paddle "
+                           "inference models (export ONNX models from their Paddle source)")
+    ptq = dict(raw.get("PTQ", {}))
+    method = ptq.get("calibration_method", "avg")
+    if method not in CALIBRATION_METHODS:
+        raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of {', '.join(CALIBRATION_METHODS)}")
+    backend = g.get("deploy_backend", "onnxruntime")
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise FastdetError(f"{path}: Global.deploy_backend must be onnxruntime or tensorrt")
+    base = path.resolve().parent
+    images = g.get("ptq_image_path") or g.get("qat_image_path") or g.get("image_path") or "default"
+    quant = dict(raw.get("QuantAware") or raw.get("Quantization") or {})
+    hint = "qat" if (quant or "Distillation" in raw or "TrainConfig" in raw) else ("ptq" if "PTQ" in raw else None)
+    return CompressConfig(
+        path=path, raw=raw, model_dir=_resolve(g["model_dir"], base), calib_images=_resolve(images, base),
+        eval_dataset=_resolve(g["eval_dataset"], base) if g.get("eval_dataset") else None, method_hint=hint,
+        ptq=ptq, quant=quant, distill=dict(raw.get("Distillation", {})), train=dict(raw.get("TrainConfig", {})),
+        image_limit=g.get("image_limit"), deploy_backend=backend)
+
+
+def qat_image_dir(cfg: CompressConfig) -> str:
+    g = cfg.raw.get("Global", {})
+    value = g.get("qat_image_path") or g.get("image_path") or g.get("ptq_image_path")
+    return _resolve(value, cfg.path.resolve().parent) if value else "default"

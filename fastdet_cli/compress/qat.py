@@ -1,0 +1,102 @@
+"""Quantization-aware training with distillation: PaddleSlim's AutoCompression (ACT). Unlike FastDeploy, an
+eval callback is passed when an eval dataset is given, so `TrainConfig.target_metric` is really checked."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fastdet_cli.compress.common import FeedSamples
+from fastdet_cli.compress.config import CompressConfig
+from fastdet_cli.det.model import ModelSource
+
+# FastDeploy's Global keys that are its own business, not ACT's (ACT rejects or misreads them)
+_FD_ONLY_GLOBAL = {"model_dir", "format", "model_filename", "params_filename", "qat_image_path", "ptq_image_path",
+                   "image_path", "qat_preprocess", "ptq_preprocess", "preprocess", "arch", "qat_batch_size",
+                   "eval_dataset", "image_limit", "deploy_backend"}
+
+
+def act_config(cfg: CompressConfig, feed_names: list[str]) -> dict:
+    """The config dict handed to AutoCompression."""
+    g = {k: v for k, v in cfg.raw.get("Global", {}).items() if k not in _FD_ONLY_GLOBAL}
+    g["input_list"] = feed_names
+    quant = dict(cfg.quant)
+    quant.setdefault("onnx_format", True)
+    quant.setdefault("quantize_op_types", ["conv2d", "depthwise_conv2d"])
+    train = dict(cfg.train)
+    train.setdefault("train_iter", 100)
+    train.setdefault("eval_iter", train["train_iter"])
+    train.setdefault("learning_rate", {"type": "CosineAnnealingDecay", "learning_rate": 0.00003,
+                                       "T_max": train["train_iter"]})
+    train.setdefault("optimizer_builder", {"optimizer": {"type": "SGD"}, "weight_decay": 4.0e-05})
+    distill = dict(cfg.distill)
+    distill.setdefault("alpha", 1.0)
+    distill.setdefault("loss", "soft_label")
+    return {"Global": g, "Distillation": distill, "QuantAware": quant, "TrainConfig": train}
+
+
+def batches(samples: FeedSamples, batch_size: int, seed: int = 0) -> Callable:
+    """A generator function over shuffled batches of feed dicts (ACT accepts one as its train loader)."""
+
+    def gen():
+        order = np.random.default_rng(seed).permutation(len(samples))
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            items = [samples[int(j)] for j in order[i:i + batch_size]]
+            yield {k: np.stack([it[k] for it in items]) for k in samples.feed_names}
+
+    return gen
+
+
+def run_qat(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path,
+            eval_callback: Callable | None, devices: str) -> dict:
+    import paddle
+
+    from fastdet_cli.runtime.paddle import paddle_model_files
+
+    pdmodel, pdiparams = paddle_model_files(source.dir)
+    config = act_config(cfg, samples.feed_names)
+    batch_size = int(cfg.raw.get("Global", {}).get("qat_batch_size", 4))
+    paddle.set_device("gpu" if devices == "gpu" else "cpu")
+    from paddleslim.auto_compression import AutoCompression
+
+    ac = AutoCompression(model_dir=str(source.dir), model_filename=pdmodel.name, params_filename=pdiparams.name,
+                         save_dir=str(out_dir), config=config, train_dataloader=batches(samples, batch_size),
+                         eval_callback=eval_callback, deploy_hardware="gpu" if devices == "gpu" else None)
+    ac.compress()
+    # ACT writes model.pdmodel / model.pdiparams (+ intermediate files) into save_dir: keep the model only
+    for extra in out_dir.iterdir():
+        if extra.is_file() and extra.name not in ("model.pdmodel", "model.pdiparams"):
+            extra.unlink()
+        elif extra.is_dir():
+            import shutil
+
+            shutil.rmtree(extra)
+    config["Global"]["qat_batch_size"] = batch_size
+    return config
+
+
+def program_eval_callback(source: ModelSource, dataset, limit: int | None = None) -> Callable:
+    """ACT's eval_callback(exe, program, feed_names, fetch_list) → mAP@[.5:.95] on `dataset`, with the
+    model's own pre- and post-processing."""
+    from fastdet_cli.det.config import NmsParams
+    from fastdet_cli.det.pipeline import decode_outputs
+    from fastdet_cli.det.preprocess import Preprocessor
+    from fastdet_cli.evaluate.coco import coco_evaluate
+
+    pre = Preprocessor(source.deploy.preprocess, str(source.deploy.path))
+
+    def callback(exe, program, feed_names, fetch_list) -> float:
+        class ProgramDetector:
+            deploy = source.deploy
+
+            def __call__(self, bgr):
+                feed, info = pre(bgr)
+                outs = exe.run(program, feed={n: feed[n] for n in feed_names}, fetch_list=fetch_list,
+                               return_numpy=False)  # NMS outputs carry LoD, which return_numpy refuses
+                return decode_outputs([np.array(o) for o in outs], info, source.deploy, source.deploy.nms or NmsParams(),
+                                      "scale_factor" in feed_names)
+
+        return coco_evaluate(ProgramDetector(), dataset, limit).map
+
+    return callback
