@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from fastdet_cli.commands import bench as bench_cmd
 from fastdet_cli.commands import compress as compress_cmd
 from fastdet_cli.commands import env as env_cmd
 from fastdet_cli.commands import eval as eval_cmd
@@ -32,6 +33,7 @@ app.command("infer", help=infer_cmd.__doc__)(infer_cmd.infer)
 app.command("export", help=export_cmd.__doc__)(export_cmd.export)
 app.command("eval", help=eval_cmd.__doc__)(eval_cmd.evaluate)
 app.command("fetch", help=fetch_cmd.__doc__)(fetch_cmd.fetch)
+app.command("bench", help=bench_cmd.__doc__)(bench_cmd.bench)
 app.command("env", help=env_cmd.__doc__)(env_cmd.env)
 
 

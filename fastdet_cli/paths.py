@@ -15,3 +15,4 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "fastdet"
+DEFAULT_PTQ_CONFIG = PACKAGE_DIR / "configs" / "default_ptq.yaml"

@@ -99,7 +99,8 @@ def load_compress_config(path: Path) -> CompressConfig:
     base = path.resolve().parent
     images = g.get("ptq_image_path") or g.get("qat_image_path") or g.get("image_path") or "default"
     quant = dict(raw.get("QuantAware") or raw.get("Quantization") or {})
-    hint = "qat" if (quant or "Distillation" in raw or "TrainConfig" in raw) else ("ptq" if "PTQ" in raw else None)
+    qat_sections = ("QuantAware", "Quantization", "Distillation", "TrainConfig")
+    hint = "qat" if any(s in raw for s in qat_sections) else ("ptq" if "PTQ" in raw else None)
     return CompressConfig(
         path=path, raw=raw, model_dir=_resolve(g["model_dir"], base), calib_images=_resolve(images, base),
         eval_dataset=_resolve(g["eval_dataset"], base) if g.get("eval_dataset") else None, method_hint=hint,

@@ -39,15 +39,32 @@ def onnx_for(source: ModelSource) -> ModelSource:
     return _resolve(out)
 
 
+@dataclass
+class StageTimes:
+    preprocess: float = 0.0
+    infer: float = 0.0
+    postprocess: float = 0.0  # decoding and NMS
+    nms: float = 0.0  # the NMS part of postprocess
+
+
 def decode_outputs(outs: list[np.ndarray], info: ImageInfo, deploy: DeployConfig, nms: NmsParams,
-                   takes_scale_factor: bool) -> Detections:
-    """Recognise the export kind from the outputs and decode to original-image pixels."""
+                   takes_scale_factor: bool, times: StageTimes | None = None) -> Detections:
+    """Recognise the export kind from the outputs and decode to original-image pixels (NMS time is added to
+    `times.nms` when given)."""
+
+    def run_nms(boxes, scores):
+        t0 = time.perf_counter()
+        det = multiclass_nms(boxes, scores, nms)
+        if times is not None:
+            times.nms += time.perf_counter() - t0
+        return det
+
     if len(outs) in (1, 2) and outs[0].ndim == 2 and outs[0].shape[-1] == 6:
         return from_nms_output(outs[0], outs[1] if len(outs) == 2 else None)
     if len(outs) == 2 and all(o.ndim == 3 for o in outs):
         b, s = (outs[0], outs[1]) if outs[0].shape[-1] == 4 and outs[0].shape[1] == outs[1].shape[2] else (
             outs[1], outs[0])
-        det = multiclass_nms(b[0], s[0], nms)
+        det = run_nms(b[0], s[0])
         if not takes_scale_factor:  # the model could not rescale: boxes are in network-input pixels
             det = Detections(rescale(det.boxes, info.scale_factor), det.scores, det.class_ids)
         return det
@@ -55,18 +72,11 @@ def decode_outputs(outs: list[np.ndarray], info: ImageInfo, deploy: DeployConfig
     if n and len(outs) == 2 * n:
         h, w = (int(x) for x in info.im_shape)
         boxes, scores = decode_pico_heads(outs[:n], outs[n:], deploy.fpn_stride, (h, w))
-        det = multiclass_nms(boxes, scores, nms)
+        det = run_nms(boxes, scores)
         return Detections(rescale(det.boxes, info.scale_factor), det.scores, det.class_ids)
     shapes = [o.shape for o in outs]
     raise FastdetError(f"unrecognised model outputs {shapes}: expected NMS output [N,6], boxes+scores, "
                        f"or {2 * n} raw PicoDet head outputs (fpn_stride in the deploy config)")
-
-
-@dataclass
-class StageTimes:
-    preprocess: float = 0.0
-    infer: float = 0.0
-    postprocess: float = 0.0
 
 
 @dataclass
@@ -118,9 +128,10 @@ class Detector:
         return {k: all_inputs[k] for k in self.inputs}, info
 
     def decode(self, outs: list[np.ndarray], info: ImageInfo) -> Detections:
-        return decode_outputs(outs, info, self.deploy, self.nms, takes_scale_factor="scale_factor" in self.inputs)
+        return decode_outputs(outs, info, self.deploy, self.nms, "scale_factor" in self.inputs, self.times)
 
     def __call__(self, bgr: np.ndarray) -> Detections:
+        self.times = StageTimes()
         t0 = time.perf_counter()
         feed, info = self.feed(bgr)
         t1 = time.perf_counter()
@@ -128,5 +139,5 @@ class Detector:
         t2 = time.perf_counter()
         det = self.decode(outs, info)
         t3 = time.perf_counter()
-        self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
+        self.times.preprocess, self.times.infer, self.times.postprocess = t1 - t0, t2 - t1, t3 - t2
         return det

@@ -72,10 +72,9 @@ class PaddleRunner(Runner):
 
     def _input_metadata(self) -> dict[str, TensorMeta]:
         # the predictor's handles report [-1] before the first reshape: read the shapes from the program
-        from paddle.base.proto import framework_pb2
+        from fastdet_cli.paddle_program import load_program
 
-        prog = framework_pb2.ProgramDesc()
-        prog.ParseFromString(paddle_model_files(self.model_path)[0].read_bytes())
+        prog = load_program(paddle_model_files(self.model_path)[0])
         dtypes = {5: np.float32, 6: np.float64, 3: np.int64, 2: np.int32, 4: np.float16, 20: np.uint8, 21: np.int8}
         out = {}
         for var in prog.blocks[0].vars:

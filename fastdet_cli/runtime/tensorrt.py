@@ -45,7 +45,8 @@ class TrtRunner(Runner):
         logger = trt.Logger(trt.Logger.WARNING)
         shapes = self._static_input_shapes()
         cache_dir = Path(self.options.cache_dir or self.model_path.parent)
-        cache = engine_cache_path(self.model_path, self.options.precision, shapes, cache_dir)
+        flags = self.options.precision + ("+fp16" if self.options.extra.get("fp16") else "")
+        cache = engine_cache_path(self.model_path, flags, shapes, cache_dir)
         if cache.exists():
             blob = cache.read_bytes()
         else:
@@ -98,7 +99,7 @@ class TrtRunner(Runner):
             raise FastdetError(f"TensorRT cannot parse {self.model_path}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
-        if self.options.precision in ("fp16", "int8"):
+        if self.options.precision == "fp16" or self.options.extra.get("fp16"):
             config.set_flag(trt.BuilderFlag.FP16)
         if self.options.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)  # scales come from the model's explicit Q/DQ nodes

@@ -1,0 +1,49 @@
+"""Timing loops and their statistics. Warm-up excluded; time.perf_counter; each timed call is synchronous
+(runners return host arrays, so device work and copies are inside the timed region)."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Milliseconds."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    stdev: float
+    n: int
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Stats:
+        ms = sorted(s * 1000.0 for s in seconds)
+        n = len(ms)
+
+        def pct(q: float) -> float:  # nearest-rank percentile
+            return ms[min(n - 1, max(0, int(round(q / 100.0 * n + 0.5)) - 1))]
+
+        return cls(statistics.fmean(ms), statistics.median(ms), pct(90), pct(99),
+                   statistics.stdev(ms) if n > 1 else 0.0, n)
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def time_calls(fn: Callable[[], object], warmup: int, repeat: int,
+               progress: Callable[[int], None] | None = None) -> list[float]:
+    """Run `fn` warmup times untimed, then `repeat` times timed; return the durations in seconds."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+        if progress and (i + 1) % 10 == 0:
+            progress(10)
+    return out

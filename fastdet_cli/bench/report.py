@@ -1,0 +1,172 @@
+"""Rendering a bench report: the two tables shaped like the reference's, the per-stage table, and the files
+(report.json, report.csv, report.md, latency_vs_map.png) written atomically."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from fastdet_cli.bench.run import MODES
+
+COLUMNS = ("FP32", "INT8", "INT8+FP16", "INT8+FP16+PM")
+FLAG_POINTS = 5.0  # a class losing more than this many AP points under INT8 is flagged
+
+
+def per_class_deltas(rows: list[dict]) -> dict:
+    """Per backend: INT8 − FP32 AP per class (points), and the classes that lost more than FLAG_POINTS."""
+    out = {}
+    by = {(r["backend"], r["precision"]): r for r in rows}
+    for (backend, prec), r in by.items():
+        base = by.get((backend, "fp32"))
+        if prec != "int8" or not base or not r["per_class_ap"] or not base["per_class_ap"]:
+            continue
+        delta = {c: round(100 * (r["per_class_ap"][c] - base["per_class_ap"][c]), 2) for c in base["per_class_ap"]}
+        out[backend] = {"delta_points": delta, "flagged": [c for c, d in delta.items() if d < -FLAG_POINTS]}
+    return out
+
+
+def _cell(row: dict | None, key: str) -> str:
+    if row is None:
+        return "-"
+    if row["status"] != "ok":
+        return "None" if row["status"].startswith("None") else row["status"].split(":")[0]
+    return f"{row[key]['mean']:.2f}"
+
+
+def table_rows(report: dict, key: str) -> list[list[str]]:
+    """One row per backend: the four mode columns (mean ms), max speedup, FP32/INT8 mAP, method."""
+    out = []
+    backends = list(dict.fromkeys(r["backend"] for r in report["rows"]))
+    by = {(r["backend"], r["precision"]): r for r in report["rows"]}
+    for b in backends:
+        cells = [_cell(by.get((b, m)), key) if (b, m) in by else "-" for m in MODES]
+        fp32 = by.get((b, "fp32"))
+        int8s = [by[(b, m)][key]["mean"] for m in MODES[1:] if (b, m) in by and by[(b, m)]["status"] == "ok"]
+        speed = f"{fp32[key]['mean'] / min(int8s):.2f}x" if fp32 and fp32["status"] == "ok" and int8s else "-"
+        maps = [f"{by[(b, m)]['map']:.3f}" if (b, m) in by and by[(b, m)].get("map") is not None else "-"
+                for m in ("fp32", "int8")]
+        status = fp32["status"] if fp32 and fp32["status"].startswith("skipped") else ""
+        method = report["settings"].get("int8_method") or "-"
+        out.append([b, *cells, speed, *maps, method if not status else status])
+    return out
+
+
+HEADER = ["backend", *COLUMNS, "max speedup", "FP32 mAP", "INT8 mAP", "method"]
+
+
+def stage_rows(report: dict) -> list[list[str]]:
+    out = []
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            continue
+        s = r["stages_ms"]
+        out.append([r["backend"], r["precision"]] + [
+            "in compute" if s[k] is None and k in ("h2d", "d2h") and r["backend"] in ("trt", "paddle-trt")
+            else "-" if s[k] is None else f"{s[k]:.3f}"
+            for k in ("preprocess", "h2d", "compute", "d2h", "nms", "postprocess")] + [
+            f"{r['runtime_ms']['p50']:.2f}/{r['runtime_ms']['p90']:.2f}/{r['runtime_ms']['p99']:.2f}",
+            f"{r['runtime_ms']['stdev']:.2f}", f"{1000 / r['end2end_ms']['mean']:.1f}", f"{r['rss_mb']:.0f}"])
+    return out
+
+
+STAGE_HEADER = ["backend", "precision", "preprocess", "H2D", "compute", "D2H", "NMS", "postprocess",
+                "runtime p50/p90/p99", "runtime stdev", "e2e img/s", "RSS MB"]
+
+
+def caption(report: dict) -> str:
+    s = report["settings"]
+    return (f"mean ms over {s['repeat']} runs after {s['warmup']} warm-up, {s['threads']} CPU thread(s); "
+            f"CPU: {report['machine']['cpu']}")
+
+
+def print_tables(report: dict, console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    for title, key in (("Runtime Benchmark", "runtime_ms"), ("End-to-end Benchmark", "end2end_ms")):
+        t = Table(title=f"{title} (ms) — {caption(report)}", title_justify="left")
+        for h in HEADER:
+            t.add_column(h, justify="left" if h in ("backend", "method") else "right")
+        for row in table_rows(report, key):
+            t.add_row(*(escape(c) for c in row))
+        console.print(t)
+    t = Table(title="Per-stage split of end-to-end time (mean ms)", title_justify="left")
+    for h in STAGE_HEADER:
+        t.add_column(h, justify="left" if h in ("backend", "precision") else "right")
+    for row in stage_rows(report):
+        t.add_row(*row)
+    console.print(t)
+    for backend, d in report["per_class_delta"].items():
+        if d["flagged"]:
+            console.print(f"[yellow]warning:[/] on {backend}, INT8 loses more than {FLAG_POINTS:g} AP points on: "
+                          f"{', '.join(d['flagged'])}", highlight=False)
+
+
+def markdown(report: dict) -> str:
+    def md_table(header, rows):
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+
+    parts = [f"# fastdet bench\n\n{caption(report)}\n\nRuntime: {report['settings']['runtime_includes']}. "
+             f"End-to-end: {report['settings']['end2end_includes']}.\n"]
+    parts.append("## Runtime Benchmark (ms)\n\n" + md_table(HEADER, table_rows(report, "runtime_ms")))
+    parts.append("## End-to-end Benchmark (ms)\n\n" + md_table(HEADER, table_rows(report, "end2end_ms")))
+    parts.append("## Per-stage split (mean ms)\n\n" + md_table(STAGE_HEADER, stage_rows(report)))
+    return "\n\n".join(parts) + "\n"
+
+
+def csv_text(report: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["backend", "precision", "status", "runtime_mean_ms", "runtime_p50_ms", "runtime_p90_ms",
+                "runtime_p99_ms", "runtime_stdev_ms", "end2end_mean_ms", "end2end_p50_ms", "map", "ap50"])
+    for r in report["rows"]:
+        rt, e2e = r["runtime_ms"] or {}, r["end2end_ms"] or {}
+        w.writerow([r["backend"], r["precision"], r["status"], rt.get("mean"), rt.get("p50"), rt.get("p90"),
+                    rt.get("p99"), rt.get("stdev"), e2e.get("mean"), e2e.get("p50"), r["map"], r["ap50"]])
+    return buf.getvalue()
+
+
+def plot_png(report: dict) -> bytes | None:
+    """Runtime latency vs mAP, one point per backend × precision (None when matplotlib is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for r in report["rows"]:
+        if r["status"] == "ok" and r["map"] is not None:
+            x, y = r["runtime_ms"]["mean"], r["map"]
+            ax.scatter([x], [y], marker="o" if r["precision"] == "fp32" else "s")
+            ax.annotate(f"{r['backend']} {r['precision']}", (x, y), fontsize=8, xytext=(4, 4),
+                        textcoords="offset points")
+    ax.set_xlabel("runtime latency, mean ms")
+    ax.set_ylabel("COCO mAP@[.5:.95]")
+    ax.set_title("latency vs mAP")
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(report: dict, out_dir: Path) -> list[Path]:
+    """report.json, report.csv, report.md and latency_vs_map.png, each written atomically."""
+    from fastdet_cli.io import write_bytes_atomic
+
+    files = {"report.json": (json.dumps(report, indent=2, default=str) + "\n").encode(),
+             "report.csv": csv_text(report).encode(), "report.md": markdown(report).encode()}
+    png = plot_png(report)
+    if png:
+        files["latency_vs_map.png"] = png
+    written = []
+    for name, data in files.items():
+        write_bytes_atomic(out_dir / name, data)
+        written.append(out_dir / name)
+    return written

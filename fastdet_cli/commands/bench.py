@@ -1,0 +1,52 @@
+"""Runtime and end-to-end latency tables, FP32 vs INT8, with COCO mAP on the same backend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fastdet_cli.commands import options
+
+
+def bench(
+    model: str = options.Model,
+    int8_model: str = typer.Option(None, "--int8-model", help="Quantized Paddle model dir (fastdet compress output)."),
+    compress_config: Path = typer.Option(None, "--compress", help="Make the INT8 model with this compression config."),
+    backend: str = typer.Option("ort,openvino,paddle", "--backend", "-b",
+                                help="Comma-separated backends, or 'all' (GPU ones get a 'skipped' row here)."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Benchmark the INT8 model too."),
+    fp16: bool = typer.Option(False, "--fp16", help="Add the INT8+FP16 column."),
+    pinned: bool = typer.Option(False, "--pinned", help="Add the INT8+FP16+pinned-memory column."),
+    repeat: int = typer.Option(1000, "--repeat", min=1, help="Timed runs (after warm-up)."),
+    warmup: int = typer.Option(200, "--warmup", min=0, help="Untimed warm-up runs."),
+    threads: int = options.Threads,
+    dataset: str = options.Dataset,
+    eval_: bool = typer.Option(True, "--eval/--no-eval", help="COCO mAP of FP32 and INT8 on each backend."),
+    eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Evaluate on the first N images only."),
+    report: Path = typer.Option(None, "--report", help="Write report.json/.csv/.md and a PNG plot here."),
+) -> int:
+    """Latency (runtime and end-to-end) and mAP for FP32 / INT8 / INT8+FP16 / INT8+FP16+PM per backend."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fastdet_cli.bench.report import print_tables, write_report
+    from fastdet_cli.bench.run import BenchSettings, run_bench
+    from fastdet_cli.runtime.registry import BACKENDS
+
+    explicit = backend != "all"
+    names = tuple(BACKENDS) if backend == "all" else tuple(b.strip() for b in backend.split(",") if b.strip())
+    settings = BenchSettings(model=model, int8_model=int8_model, compress_config=compress_config, backends=names,
+                             explicit_backends=explicit, int8=int8, fp16=fp16, pinned=pinned, repeat=repeat,
+                             warmup=warmup, threads=threads, dataset=dataset, eval=eval_, eval_limit=eval_limit)
+    console = Console()
+    with Progress(console=console, transient=True) as bar:
+        def progress(label: str, total: int):
+            task = bar.add_task(f"timing {label}", total=total)
+            return lambda n: bar.advance(task, n)
+
+        result = run_bench(settings, log=lambda m: console.print(m, highlight=False), progress=progress)
+    print_tables(result, console)
+    if report is not None:
+        for path in write_report(result, report):
+            console.print(f"wrote {path}", highlight=False)
+    return 0

@@ -1,0 +1,59 @@
+"""Strict validation of the auto-compression YAML (FastDeploy's format, both forms)."""
+from pathlib import Path
+
+import pytest
+
+from fastdet_cli.compress.config import load_compress_config
+from fastdet_cli.compress.qat import act_config
+from fastdet_cli.errors import FastdetError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("name", ["default_ptq.yaml", "default_qat.yaml", "ppyoloe_crn_l_300e_coco_qat.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_compress_config(CONFIGS / name)
+    assert cfg.method_hint == ("ptq" if "ptq" in name else "qat")
+
+
+def test_paths_resolve_relative_to_the_config_file(tmp_path):
+    cfg = load_compress_config(write(tmp_path, "Global: {model_dir: ./m, qat_image_path: imgs}\nQuantAware: {}\n"))
+    assert cfg.model_dir == str(tmp_path / "m") and cfg.method_hint == "qat"
+
+
+def test_older_quantization_form_is_accepted(tmp_path):
+    cfg = load_compress_config(write(tmp_path, "Global: {model_dir: m, arch: YOLO, preprocess: x}\n"
+                                               "Quantization: {use_pact: true, quantize_op_types: [conv2d]}\n"))
+    assert cfg.quant == {"use_pact": True, "quantize_op_types": ["conv2d"]}
+    act = act_config(cfg, ["image", "scale_factor"])
+    assert "arch" not in act["Global"] and act["Global"]["input_list"] == ["image", "scale_factor"]
+    assert act["QuantAware"]["onnx_format"] is True
+
+
+@pytest.mark.parametrize("text,match", [
+    ("Global: {model_dir: m}\nPTQ: {calibraton_method: avg}\n", "unknown key 'PTQ.calibraton_method'"),
+    ("Global: {model_dir: m}\nQAT: {}\n", "unknown section 'QAT'"),
+    ("Global: {model_dir: m}\nPTQ: {batch_size: '8'}\n", "'PTQ.batch_size' must be int"),
+    ("Global: {model_dir: m}\nQuantAware: {use_pact: 1}\n", "'QuantAware.use_pact' must be bool"),
+    ("Global: {model_dir: m}\nPTQ: {calibration_method: minmax}\n", "calibration_method 'minmax'"),
+    ("Global: {format: paddle}\n", "Global.model_dir' is required"),
+    ("Global: {model_dir: m, format: onnx}\n", "format 'onnx' is not supported"),
+    ("Global: {model_dir: m}\nQuantAware: {}\nQuantization: {}\n", "not both"),
+    ("Global: [1]\n", "must be a mapping"),
+    ("Global: {model_dir: [m\n", "not valid YAML"),
+])
+def test_invalid_configs_name_key_and_file(tmp_path, text, match):
+    with pytest.raises(FastdetError, match=match) as e:
+        load_compress_config(write(tmp_path, text))
+    assert "c.yaml" in str(e.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FastdetError, match="not found"):
+        load_compress_config(tmp_path / "nope.yaml")

@@ -1,0 +1,80 @@
+"""PTQ of the embedded default model end to end: compress → INT8 ONNX export → infer, close to FP32.
+QAT (ACT) with a few iterations is marked slow."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastdet_cli.compress import compress
+from fastdet_cli.det.model import resolve_model
+from fastdet_cli.det.pipeline import Detector
+from fastdet_cli.export.onnx import export_onnx, match_detections
+from fastdet_cli.paths import DEFAULT_MODEL_DIR
+
+pytestmark = pytest.mark.paddle
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture(scope="module")
+def ptq_model(tmp_path_factory, fastdet_cache):
+    out = tmp_path_factory.mktemp("ptq") / "default_ptq"
+    result = compress(CONFIGS / "default_ptq.yaml", save_dir=out, log=lambda m: None)
+    return result
+
+
+def test_ptq_output_folder(ptq_model):
+    out = ptq_model.output_dir
+    assert sorted(p.name for p in out.iterdir()) == ["compress_report.json", "infer_cfg.yml", "model.pdiparams",
+                                                     "model.pdmodel"]
+    # the FP32 deploy config, byte for byte
+    assert (out / "infer_cfg.yml").read_bytes() == (DEFAULT_MODEL_DIR / "infer_cfg.yml").read_bytes()
+    report = json.loads((out / "compress_report.json").read_text())
+    assert report["method"] == "ptq" and report["images"]["count"] == 64
+    assert report["config_resolved"]["algo"] == "avg" and report["config_resolved"]["onnx_format"] is True
+    assert report["preprocess"].startswith("Decode(BGR→RGB) → Resize")
+    assert report["kept_float"] and all(w.endswith(".w_0") for w in report["kept_float"])
+    assert report["versions"]["paddleslim"] == "2.6.0"
+
+
+def test_int8_export_and_infer_close_to_fp32(ptq_model, tmp_path, val_dataset):
+    import onnx
+
+    from fastdet_cli.det.preprocess import read_image
+
+    res = export_onnx(resolve_model(ptq_model.output_dir), tmp_path / "int8", int8=True)
+    assert res.quantized and res.nms_removed
+    ops = [n.op_type for n in onnx.load(str(res.onnx_path)).graph.node]
+    assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 20
+    assert res.max_diff["matched"] >= 0.9  # INT8 ONNX vs Paddle Inference on the same quantized program
+    matched = []
+    with Detector.load("default", "ort") as fp32, Detector.load(res.output_dir, "ort") as int8:
+        for _, path in val_dataset.image_paths(limit=20):
+            img = read_image(path)
+            matched.append(match_detections(int8(img), fp32(img))["matched"])
+    assert np.mean(matched) >= 0.9
+
+
+def test_bad_config_leaves_no_output(tmp_path):
+    from fastdet_cli.errors import FastdetError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("Global: {model_dir: ./missing}\nPTQ: {}\n")
+    with pytest.raises(FastdetError, match="model not found"):
+        compress(cfg, save_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_qat_few_iterations(tmp_path, fastdet_cache):
+    cfg = tmp_path / "qat.yaml"
+    text = (CONFIGS / "default_qat.yaml").read_text()
+    text = text.replace("train_iter: 200", "train_iter: 4").replace("eval_iter: 200", "eval_iter: 4")
+    text = text.replace("T_max: 200", "T_max: 4").replace("image_limit: 200", "image_limit: 16")
+    text = text.replace("eval_dataset: default", "")
+    cfg.write_text(text)
+    result = compress(cfg, save_dir=tmp_path / "qat", log=lambda m: None)
+    out = result.output_dir
+    assert (out / "model.pdmodel").exists() and (out / "infer_cfg.yml").read_bytes() == (
+        DEFAULT_MODEL_DIR / "infer_cfg.yml").read_bytes()
+    assert result.report["method_label"] == "QAT-distillation"
