@@ -71,3 +71,14 @@ def sample_image(val_dataset):
     from fastdet_cli.det.preprocess import read_image
 
     return read_image(val_dataset.image_paths(limit=1)[0][1])
+
+
+@pytest.fixture(scope="session")
+def default_ptq(fastdet_cache):
+    """The embedded model quantized with the shipped PTQ config (cached the way `fastdet bench` caches it)."""
+    pytest.importorskip("paddleslim", reason="paddleslim not installed")
+    from fastdet_cli.bench.run import default_int8_model
+    from fastdet_cli.paths import DEFAULT_MODEL_DIR
+
+    path, _ = default_int8_model(DEFAULT_MODEL_DIR, log=lambda m: None)
+    return path

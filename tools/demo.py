@@ -1,6 +1,8 @@
-"""`make demo`: the main job on the embedded default model, offline — detect on a few val images (drawn
-images + JSON into build/demo/), then COCO mAP on the generated val split. Each step is a real `fastdet`
-command, printed before it runs."""
+"""`make demo`: the main job on the embedded default model, offline, in a few minutes — detect on a few val
+images (drawn images + JSON), COCO mAP, PTQ compression, INT8 ONNX export, then the latency/mAP tables on
+ONNX Runtime, OpenVINO and Paddle Inference. Outputs go to build/demo/. Each step is a real `fastdet`
+command, printed before it runs. The bench uses --repeat 100 --warmup 20 (the default is 1000/200) to stay
+short; the numbers are means over those 100 runs, 1 thread."""
 from __future__ import annotations
 
 import shlex
@@ -26,8 +28,12 @@ def main() -> None:
     run("env")
     run("infer", "--model", "default", "--backend", "ort", *images, "--json", str(OUT / "detections.json"),
         "--save-dir", str(OUT / "images"))
-    for backend in ("ort", "openvino", "paddle"):
-        run("eval", "--model", "default", "--backend", backend, "--json", str(OUT / f"eval_{backend}.json"))
+    run("eval", "--model", "default", "--backend", "ort", "--json", str(OUT / "eval_ort.json"))
+    ptq = OUT / "default_ptq"
+    run("compress", str(ROOT / "configs" / "default_ptq.yaml"), "--save-dir", str(ptq))
+    run("export", "--model", str(ptq), "--int8", "--output", str(OUT / "default_int8_onnx"))
+    run("bench", "--model", "default", "--int8-model", str(ptq), "--backend", "ort,openvino,paddle",
+        "--repeat", "100", "--warmup", "20", "--report", str(OUT / "bench"))
     print(f"\ndemo outputs: {OUT}")
 
 

@@ -16,15 +16,8 @@ pytestmark = pytest.mark.paddle
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.fixture(scope="module")
-def ptq_model(tmp_path_factory, fastdet_cache):
-    out = tmp_path_factory.mktemp("ptq") / "default_ptq"
-    result = compress(CONFIGS / "default_ptq.yaml", save_dir=out, log=lambda m: None)
-    return result
-
-
-def test_ptq_output_folder(ptq_model):
-    out = ptq_model.output_dir
+def test_ptq_output_folder(default_ptq):
+    out = default_ptq
     assert sorted(p.name for p in out.iterdir()) == ["compress_report.json", "infer_cfg.yml", "model.pdiparams",
                                                      "model.pdmodel"]
     # the FP32 deploy config, byte for byte
@@ -37,12 +30,12 @@ def test_ptq_output_folder(ptq_model):
     assert report["versions"]["paddleslim"] == "2.6.0"
 
 
-def test_int8_export_and_infer_close_to_fp32(ptq_model, tmp_path, val_dataset):
+def test_int8_export_and_infer_close_to_fp32(default_ptq, tmp_path, val_dataset):
     import onnx
 
     from fastdet_cli.det.preprocess import read_image
 
-    res = export_onnx(resolve_model(ptq_model.output_dir), tmp_path / "int8", int8=True)
+    res = export_onnx(resolve_model(default_ptq), tmp_path / "int8", int8=True)
     assert res.quantized and res.nms_removed
     ops = [n.op_type for n in onnx.load(str(res.onnx_path)).graph.node]
     assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 20

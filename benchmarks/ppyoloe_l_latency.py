@@ -1,0 +1,145 @@
+"""The reference deployment's setting on its architecture: PP-YOLOE-l (ppyoloe_crn_l) at 640x640, 1 thread,
+FP32 vs INT8 (PTQ), NMS cut out of the runtime graph, on ONNX Runtime, OpenVINO and Paddle Inference.
+
+There are no trained PP-YOLOE-l weights on the machines this project is built on, so the architecture is built
+by paddledet with RANDOM weights: the latency is real, mAP is not measured (run `fastdet fetch
+ppyoloe_crn_l_300e_coco` and `fastdet bench --model … --compress configs/ppyoloe_crn_l_300e_coco_qat.yaml`
+on a networked machine for that). End-to-end figures are not meaningful with random weights (every box passes
+the score threshold, so NMS dominates); the runtime table is the comparison.
+
+    python benchmarks/ppyoloe_l_latency.py [--repeat 20] [--warmup 3] [--work-dir build/ppyoloe_l]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """
+use_gpu: false
+architecture: YOLOv3
+norm_type: bn
+use_ema: false
+weights: ''
+num_classes: 80
+metric: COCO
+depth_mult: 1.0
+width_mult: 1.0
+export:
+  post_process: true
+  nms: true
+  benchmark: false
+  fuse_conv_bn: false
+YOLOv3:
+  backbone: CSPResNet
+  neck: CustomCSPPAN
+  yolo_head: PPYOLOEHead
+  post_process: ~
+CSPResNet:
+  layers: [3, 6, 6, 3]
+  channels: [64, 128, 256, 512, 1024]
+  return_idx: [1, 2, 3]
+  use_large_stem: true
+CustomCSPPAN:
+  out_channels: [768, 384, 192]
+  stage_num: 1
+  block_num: 3
+  act: swish
+  spp: true
+PPYOLOEHead:
+  fpn_strides: [32, 16, 8]
+  grid_cell_scale: 5.0
+  grid_cell_offset: 0.5
+  static_assigner_epoch: 100
+  use_varifocal_loss: true
+  loss_weight: {class: 1.0, iou: 2.5, dfl: 0.5}
+  static_assigner: {name: ATSSAssigner, topk: 9}
+  assigner: {name: TaskAlignedAssigner, topk: 13, alpha: 1.0, beta: 6.0}
+  nms: {name: MultiClassNMS, nms_top_k: 1000, keep_top_k: 100, score_threshold: 0.01, nms_threshold: 0.7}
+TestDataset:
+  name: ImageFolder
+  anno_path: ''
+  dataset_dir: ''
+TestReader:
+  inputs_def:
+    image_shape: [3, 640, 640]
+  sample_transforms:
+  - Decode: {}
+  - Resize: {target_size: [640, 640], keep_ratio: false, interp: 2}
+  - NormalizeImage: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], is_scale: true}
+  - Permute: {}
+  batch_size: 1
+"""
+
+PTQ = """
+Global:
+  model_dir: {model}
+  ptq_image_path: default
+PTQ:
+  calibration_method: avg
+  batch_size: 1
+  batch_nums: 8
+"""
+
+
+def export_fp32(work: Path) -> Path:
+    out = work / "ppyoloe_crn_l_random"
+    if (out / "model.pdmodel").exists():
+        return out
+    os.environ.setdefault("ENABLE_FALL_BACK", "False")
+    import pycocotools.mask  # noqa: F401  (before paddle)
+    import paddle
+    from ppdet.core.workspace import load_config
+    from ppdet.engine import Trainer
+
+    cfg_path = work / "ppyoloe_crn_l_random.yml"
+    cfg_path.write_text(CONFIG)
+    paddle.set_device("cpu")
+    paddle.seed(0)
+    trainer = Trainer(load_config(str(cfg_path)), mode="test")
+    trainer.export(str(work / "export"))
+    shutil.move(str(work / "export" / "ppyoloe_crn_l_random"), str(out))
+    shutil.rmtree(work / "export", ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work-dir", type=Path, default=ROOT / "build" / "ppyoloe_l")
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    from rich.console import Console
+
+    from fastdet_cli.bench.report import print_tables, write_report
+    from fastdet_cli.bench.run import BenchSettings, run_bench
+    from fastdet_cli.compress import compress
+
+    console = Console()
+    fp32 = export_fp32(work)
+    int8 = work / "ppyoloe_crn_l_random_ptq"
+    if not (int8 / "model.pdmodel").exists():
+        cfg = work / "ptq.yaml"
+        cfg.write_text(PTQ.format(model=fp32))
+        compress(cfg, "ptq", int8, log=console.print)
+    settings = BenchSettings(model=str(fp32), int8_model=str(int8), backends=("ort", "openvino", "paddle"),
+                             explicit_backends=True, repeat=args.repeat, warmup=args.warmup, threads=args.threads,
+                             eval=False)
+    report = run_bench(settings, log=console.print)
+    report["settings"]["note"] = "PP-YOLOE-l architecture with random weights: latency only"
+    print_tables(report, console)
+    for path in write_report(report, work / "bench"):
+        console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

@@ -1,0 +1,69 @@
+"""Shape and sanity of bench results on the embedded model with small repeat counts (not timings)."""
+import json
+
+import numpy as np
+import pytest
+
+from fastdet_cli.bench.latency import Stats
+from fastdet_cli.bench.report import table_rows, write_report
+from fastdet_cli.bench.run import BenchSettings, mode_options, run_bench
+from fastdet_cli.errors import FastdetError
+
+
+def test_stats_match_numpy():
+    xs = list(np.random.default_rng(0).uniform(0.001, 0.01, 1000))
+    s = Stats.of(xs)
+    ms = np.array(xs) * 1000
+    assert s.n == 1000 and s.mean == pytest.approx(ms.mean()) and s.p50 == pytest.approx(np.median(ms), rel=1e-2)
+    assert s.p90 == pytest.approx(np.percentile(ms, 90), rel=1e-2) and s.p99 == pytest.approx(np.percentile(ms, 99), rel=2e-2)
+    assert s.stdev == pytest.approx(ms.std(ddof=1))
+
+
+def test_cpu_backends_have_no_fp16_or_pinned_mode():
+    assert mode_options("ort", "int8+fp16", 1).startswith("None")
+    assert mode_options("paddle", "int8+fp16+pm", 1).startswith("None")
+    assert mode_options("trt", "int8+fp16+pm", 1).pinned
+
+
+@pytest.mark.paddle
+@pytest.mark.openvino
+def test_bench_default_model_end_to_end(default_ptq, tmp_path):
+    settings = BenchSettings(backends=("ort", "openvino", "paddle", "trt", "paddle-trt"), explicit_backends=False,
+                             fp16=True, pinned=True, repeat=5, warmup=2, eval_limit=30)
+    report = run_bench(settings, log=lambda m: None)
+    rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
+    assert len(rows) == 5 * 4
+    for b in ("ort", "openvino", "paddle"):
+        for prec in ("fp32", "int8"):
+            r = rows[(b, prec)]
+            assert r["status"] == "ok"
+            for key in ("runtime_ms", "end2end_ms"):
+                st = r[key]
+                assert st["n"] == 5 and 0 < st["p50"] <= st["p99"] and st["mean"] > 0
+            # end-to-end includes the runtime: its mean cannot be (much) below it
+            assert r["end2end_ms"]["mean"] > 0.8 * r["runtime_ms"]["mean"]
+            assert 0.3 < r["map"] <= 1.0 and r["ap50"] >= r["map"]
+        assert rows[(b, "int8+fp16+pm")]["status"].startswith("None")
+    # same model on three backends: FP32 mAP agrees
+    maps = [rows[(b, "fp32")]["map"] for b in ("ort", "openvino", "paddle")]
+    assert max(maps) - min(maps) < 0.01
+    assert all(r["status"].startswith("skipped") for (b, _), r in rows.items() if b in ("trt", "paddle-trt"))
+    assert set(report["per_class_delta"]) == {"ort", "openvino", "paddle"}
+    files = write_report(report, tmp_path / "rep")
+    names = sorted(p.name for p in files)
+    assert names == ["latency_vs_map.png", "report.csv", "report.json", "report.md"]
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert {"rows", "settings", "machine", "versions"} <= set(data)
+    assert "Runtime Benchmark" in (tmp_path / "rep" / "report.md").read_text()
+    ort = [row for row in table_rows(report, "runtime_ms") if row[0] == "ort"][0]
+    assert ort[3] == "None" and ort[5].endswith("x") and ort[8] == "PTQ"
+
+
+def test_explicit_backend_that_cannot_run_is_an_error():
+    from fastdet_cli.runtime.registry import get_backend
+
+    if get_backend("trt").installed():
+        pytest.skip("tensorrt installed")
+    with pytest.raises(FastdetError, match="cannot run here"):
+        run_bench(BenchSettings(backends=("trt",), explicit_backends=True, int8=False, repeat=1, warmup=0),
+                  log=lambda m: None)
