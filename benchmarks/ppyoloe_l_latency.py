@@ -12,8 +12,6 @@ the score threshold, so NMS dominates); the runtime table is the comparison.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -90,20 +88,11 @@ def export_fp32(work: Path) -> Path:
     out = work / "ppyoloe_crn_l_random"
     if (out / "model.pdmodel").exists():
         return out
-    os.environ.setdefault("ENABLE_FALL_BACK", "False")
-    import pycocotools.mask  # noqa: F401  (before paddle)
-    import paddle
-    from ppdet.core.workspace import load_config
-    from ppdet.engine import Trainer
+    from fastdet_cli.train.export import export_ppdet
 
     cfg_path = work / "ppyoloe_crn_l_random.yml"
     cfg_path.write_text(CONFIG)
-    paddle.set_device("cpu")
-    paddle.seed(0)
-    trainer = Trainer(load_config(str(cfg_path)), mode="test")
-    trainer.export(str(work / "export"))
-    shutil.move(str(work / "export" / "ppyoloe_crn_l_random"), str(out))
-    shutil.rmtree(work / "export", ignore_errors=True)
+    export_ppdet(cfg_path, out)
     return out
 
 

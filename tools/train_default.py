@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -91,19 +90,9 @@ def main() -> None:
 
     if ckpt is None:
         sys.exit("no checkpoint to export")
-    cfg = load_config(str(cfg_path))
-    exporter = Trainer(cfg, mode="test")
-    exporter.load_weights(str(ckpt))
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    exporter.export(str(tmp))
-    produced = tmp / "fastdet_default"
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    shutil.move(str(produced), str(args.out))
-    shutil.rmtree(tmp, ignore_errors=True)
-    for extra in args.out.glob("*.pdiparams.info"):
-        extra.unlink()
+    from fastdet_cli.train.export import export_ppdet
+
+    export_ppdet(cfg_path, args.out, weights=ckpt)
     print(f"exported {ckpt} -> {args.out}", flush=True)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 
 from fastdet_cli.data.dataset import CocoDataset
 from fastdet_cli.errors import FastdetError

@@ -1,5 +1,4 @@
 """Paddle → ONNX export of the three PaddleDetection export kinds, validated; error paths."""
-import numpy as np
 import pytest
 import yaml
 
