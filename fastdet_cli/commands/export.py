@@ -16,6 +16,8 @@ def export(
                                     help="Cut multiclass NMS out of the graph; post-processing applies it with the model's parameters."),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT engine with FP16 kernels allowed (--format trt)."),
     int8: bool = typer.Option(False, "--int8", help="INT8: the model must be quantized (fastdet compress)."),
+    ort_u8: bool = typer.Option(True, "--ort-u8/--no-ort-u8",
+                                help="INT8: move activation Q/DQ to uint8 so ONNX Runtime fuses QLinearConv (same function)."),
 ) -> int:
     """Export a Paddle inference model; every export is checked against Paddle Inference on the same input."""
     from rich.console import Console
@@ -34,7 +36,7 @@ def export(
         from fastdet_cli.export.trt import check_trt_available
 
         check_trt_available()
-    result = export_onnx(source, output, remove_nms=remove_nms, int8=int8)
+    result = export_onnx(source, output, remove_nms=remove_nms, int8=int8, ort_u8=ort_u8)
     console = Console()
     table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
     table.add_column("output")

@@ -27,6 +27,7 @@ class ExportResult:
     nms_removed: bool
     nms: dict | None
     quantized: bool
+    activation_uint8: bool = False
     max_diff: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -93,9 +94,10 @@ def cut_nms(src: Path, dst: Path) -> dict | None:
 
 
 def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, int8: bool = False,
-                validate: bool = True) -> ExportResult:
+                validate: bool = True, ort_u8: bool = True) -> ExportResult:
     """Export `source` (a Paddle model) to `output_dir`/model.onnx with its deploy config and a fastdet.yml
-    sidecar; written into a temporary folder and renamed into place when complete."""
+    sidecar; written into a temporary folder and renamed into place when complete. For quantized models,
+    `ort_u8` moves activation Q/DQ pairs to uint8 (export/qdq.py) so ONNX Runtime runs the convs in INT8."""
     from fastdet_cli.runtime.paddle import paddle_model_files
 
     if source.format != "paddle":
@@ -126,6 +128,13 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
         else:
             full.rename(final)
             result.nms = info.get("nms")
+        if quantized and ort_u8:
+            from fastdet_cli.export.qdq import activations_to_uint8
+
+            n = activations_to_uint8(final, final)
+            result.activation_uint8 = n > 0
+            result.notes.append(f"{n} activation Q/DQ pairs moved from int8 to uint8 (zero point 128) for "
+                                "ONNX Runtime's QLinearConv fusion")
         if validate:
             result.max_diff = validate_export(source, final, result.nms if result.nms_removed else None, quantized)
         full.unlink(missing_ok=True)
@@ -143,6 +152,7 @@ def _write_sidecar(path: Path, source: ModelSource, result: ExportResult) -> Non
 
     data = {"source": str(source.dir), "source_sha256": source.content_hash(), "opset": OPSET,
             "nms_removed": result.nms_removed, "quantized": result.quantized,
+            "activation_uint8": result.activation_uint8,
             "validation_max_abs_diff": {k: float(v) for k, v in result.max_diff.items()}}
     if result.nms_removed:
         data["nms"] = result.nms

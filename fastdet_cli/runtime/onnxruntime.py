@@ -18,6 +18,7 @@ class OrtRunner(Runner):
 
         o = self.options
         so = ort.SessionOptions()
+        so.log_severity_level = 3  # errors only: ORT warns about every unused initializer paddle2onnx leaves
         so.intra_op_num_threads = o.threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
