@@ -37,10 +37,24 @@ app.command("bench", help=bench_cmd.__doc__)(bench_cmd.bench)
 app.command("env", help=env_cmd.__doc__)(env_cmd.env)
 
 
+def _sigterm_as_interrupt() -> None:
+    """A terminated run cleans up like Ctrl-C does (temporary outputs are removed, nothing half-written)."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. inside a test runner's worker)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from fastdet_cli.errors import FastdetError
 
     _state["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
+    _sigterm_as_interrupt()
     try:
         rv = app(args=argv, standalone_mode=False)
     except FastdetError as e:

@@ -1,0 +1,57 @@
+"""The int8 → uint8 activation rewrite: same function, and ONNX Runtime then fuses QLinearConv."""
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from fastdet_cli.export.qdq import activations_to_uint8  # noqa: E402
+
+
+def qdq_conv_model(path):
+    """x → Q/DQ (int8, zp 0) → Conv(W from DQ of int8 per-channel weights) → Q/DQ → y: paddle2onnx's pattern."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (8, 3, 3, 3)).astype(np.int8)
+    inits = [
+        numpy_helper.from_array(np.array(0.02, np.float32), "xs"), numpy_helper.from_array(np.array(0, np.int8), "zp"),
+        numpy_helper.from_array(w, "w"), numpy_helper.from_array(rng.uniform(1e-3, 3e-3, 8).astype(np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(8, np.int8), "wzp"), numpy_helper.from_array(np.array(0.05, np.float32), "ys"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "zp"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "zp"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "ws", "wzp"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["y", "ys", "zp"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "ys", "zp"], ["out"]),
+    ]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def run(path, x, optimized=None):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    if optimized:
+        so.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_rewrite_is_the_same_function_and_fuses(tmp_path):
+    src, dst = tmp_path / "s8.onnx", tmp_path / "u8.onnx"
+    qdq_conv_model(src)
+    assert activations_to_uint8(src, dst) == 2
+    model = onnx.load(str(dst))
+    zps = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q_zps = [zps[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert all(z.dtype == np.uint8 and int(z) == 128 for z in q_zps)
+    assert zps["w"].dtype == np.int8  # weights untouched
+    x = np.random.default_rng(1).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    a, b = run(src, x), run(dst, x, optimized=tmp_path / "opt.onnx")
+    # the same quantized function; ORT's fused integer path may round a value to the neighbouring step
+    assert np.abs(a - b).max() <= 0.05 + 1e-6 and np.mean(a == b) > 0.95
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert "QLinearConv" in ops
