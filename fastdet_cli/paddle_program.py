@@ -69,3 +69,25 @@ def single_output_conv_weights(prog) -> list[str]:
                         if dims.get(w, [0])[0] == 1:
                             out.append(w)
     return out
+
+
+def mark_skip_quant(pdmodel: Path, out: Path, weights: list[str]) -> int:
+    """Write a copy of the program in which the convolutions reading `weights` carry `skip_quant=True`, the
+    attribute PaddleSlim's quantization passes honour (QAT has no skip list of its own). Returns how many
+    ops were marked."""
+    prog = load_program(pdmodel)
+    wanted, marked = set(weights), 0
+    for block in prog.blocks:
+        for op in block.ops:
+            if op.type in ("conv2d", "depthwise_conv2d") and any(
+                    inp.parameter == "Filter" and inp.arguments[0] in wanted for inp in op.inputs):
+                for a in op.attrs:
+                    if a.name == "skip_quant":
+                        a.b = True
+                        break
+                else:
+                    attr = op.attrs.add()
+                    attr.name, attr.type, attr.b = "skip_quant", 6, True  # 6 = BOOLEAN
+                marked += 1
+    Path(out).write_bytes(prog.SerializeToString())
+    return marked

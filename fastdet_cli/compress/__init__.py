@@ -6,6 +6,7 @@ complete, so an error or Ctrl-C leaves nothing half-written.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,13 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
                 from fastdet_cli.data.dataset import resolve_dataset
 
                 callback = program_eval_callback(source, resolve_dataset(eval_spec))
-            # ACT has no skip list: the single-channel convs are de-quantized at INT8 export instead
-            settings = run_qat(cfg, source, samples, out.tmp, callback, devices)
+            # ACT has no skip list: the single-channel convs are marked skip_quant in a copy of the program
+            qat_source = _with_skip_quant(source, kept_float, out.tmp.with_name(out.tmp.name + "-src"))
+            try:
+                settings = run_qat(cfg, qat_source, samples, out.tmp, callback, devices)
+            finally:
+                if qat_source is not source:
+                    shutil.rmtree(qat_source.dir, ignore_errors=True)
         seconds = time.perf_counter() - t0
         if not (out.tmp / "model.pdmodel").exists():
             raise FastdetError("PaddleSlim finished without writing model.pdmodel")
@@ -96,3 +102,20 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
         out.discard()
         raise
     return CompressResult(final, report)
+
+
+def _with_skip_quant(source, weights: list[str], tmp: Path):
+    """A copy of `source` whose convolutions reading `weights` are marked skip_quant (or `source` itself)."""
+    if not weights:
+        return source
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.paddle_program import mark_skip_quant
+    from fastdet_cli.runtime.paddle import paddle_model_files
+
+    pdmodel, pdiparams = paddle_model_files(source.dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    mark_skip_quant(pdmodel, tmp / pdmodel.name, weights)
+    shutil.copyfile(pdiparams, tmp / pdiparams.name)
+    shutil.copyfile(source.deploy.path, tmp / source.deploy.path.name)
+    return resolve_model(tmp)
