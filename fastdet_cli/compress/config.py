@@ -26,7 +26,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                    "weight_quantize_type": (str,), "quantize_op_types": (list,), "not_quant_pattern": (list,),
                    "weight_bits": (int,), "activation_bits": (int,)},
     "PTQ": {"calibration_method": (str,), "skip_tensor_list": (list,), "batch_size": (int,), "batch_nums": (int,),
-            "hist_percent": NUM, "quantize_op_types": (list,), "is_full_quantize": (bool,)},
+            "hist_percent": NUM, "quantize_op_types": (list,), "is_full_quantize": (bool,),
+            "optimize_model": (bool,)},
     "TrainConfig": {"train_iter": (int,), "learning_rate": NUM + (dict,), "optimizer_builder": (dict,),
                     "eval_iter": (int,), "target_metric": NUM, "logging_iter": (int,), "epochs": (int,)},
 }

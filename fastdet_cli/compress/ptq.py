@@ -41,6 +41,7 @@ def run_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_
                         hist_percent=float(ptq.get("hist_percent", 0.999)),
                         quantizable_op_type=list(ptq.get("quantize_op_types", ["conv2d", "depthwise_conv2d"])),
                         is_full_quantize=bool(ptq.get("is_full_quantize", False)), onnx_format=True,
+                        optimize_model=bool(ptq.get("optimize_model", True)),
                         skip_tensor_list=sorted(set(ptq.get("skip_tensor_list", [])) | set(skip_tensors)) or None)
         quant_post_static(executor=exe, model_dir=str(source.dir), quantize_model_path=str(out_dir),
                           data_loader=loader, model_filename=pdmodel.name, params_filename=pdiparams.name,

@@ -128,13 +128,17 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
         else:
             full.rename(final)
             result.nms = info.get("nms")
-        if quantized and ort_u8:
-            from fastdet_cli.export.qdq import activations_to_uint8
+        if quantized:
+            from fastdet_cli.export.qdq import activations_to_uint8, restrict_to_compute_inputs
 
-            n = activations_to_uint8(final, final)
-            result.activation_uint8 = n > 0
-            result.notes.append(f"{n} activation Q/DQ pairs moved from int8 to uint8 (zero point 128) for "
-                                "ONNX Runtime's QLinearConv fusion")
+            n = restrict_to_compute_inputs(final, final)
+            result.notes.append(f"{n} non-convolution inputs read the float tensor instead of a Q/DQ pair "
+                                "(as the Paddle quantized program computes; paddle2onnx's out-scale pairs)")
+            if ort_u8:
+                n = activations_to_uint8(final, final)
+                result.activation_uint8 = n > 0
+                result.notes.append(f"{n} activation Q/DQ pairs moved from int8 to uint8 (zero point 128) for "
+                                    "ONNX Runtime's QLinearConv fusion")
         if validate:
             result.max_diff = validate_export(source, final, result.nms if result.nms_removed else None, quantized)
         full.unlink(missing_ok=True)
@@ -191,7 +195,13 @@ def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None,
         boxes, scores = (out[0], out[1]) if names[0] == "boxes" else (out[1], out[0])
         det = multiclass_nms(boxes[0], scores[0], NmsParams.from_mapping(host_nms))
         if quantized:  # INT8 rounding reorders near-ties: compare matched boxes, not list positions
-            return match_detections(det, ref_det)
+            agreement = match_detections(det, ref_det)
+            if agreement["matched"] < 0.8 or agreement["score"] > 0.1:
+                raise FastdetError(
+                    f"INT8 export validation failed: the ONNX model finds {agreement['matched']:.0%} of the boxes "
+                    f"Paddle Inference finds with the same quantized program (score differs by up to "
+                    f"{agreement['score']:.3f})")
+            return agreement
         if len(det) != len(ref_det):
             raise FastdetError(f"export validation failed: ONNX + host NMS found {len(det)} boxes, "
                                f"Paddle Inference {len(ref_det)}")
