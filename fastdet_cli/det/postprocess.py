@@ -49,20 +49,23 @@ def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, p: NmsParams) -> Detec
     if p.nms_eta != 1.0:
         raise FastdetError("adaptive NMS (nms_eta != 1) is not supported")
     pad = 0.0 if p.normalized else 1.0
-    xywh = np.empty_like(boxes, dtype=np.float64)
-    xywh[:, :2] = boxes[:, :2]
-    xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2] + pad
     keep_boxes, keep_scores, keep_cls = [], [], []
-    top_k = p.nms_top_k if p.nms_top_k > 0 else 0
     for c in range(scores.shape[0]):
         if c == p.background_label:
             continue
         sc = scores[c]
-        if not (sc > p.score_threshold).any():
+        # only this class's candidates go to OpenCV (the same set it would select itself), so the per-class
+        # call sees tens of boxes, not all M
+        cand = np.flatnonzero(sc > p.score_threshold)
+        if cand.size == 0:
             continue
-        idx = cv2.dnn.NMSBoxes(xywh.tolist(), sc.astype(np.float64).tolist(), float(p.score_threshold),
-                               float(p.nms_threshold), 1.0, top_k)
-        idx = np.asarray(idx, np.int64).reshape(-1)
+        if 0 < p.nms_top_k < cand.size:
+            cand = cand[np.argsort(-sc[cand], kind="stable")[: p.nms_top_k]]
+        b = boxes[cand].astype(np.float64)
+        xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2] + pad], axis=1)
+        idx = cv2.dnn.NMSBoxes(xywh.tolist(), sc[cand].astype(np.float64).tolist(), float(p.score_threshold),
+                               float(p.nms_threshold), 1.0, 0)
+        idx = cand[np.asarray(idx, np.int64).reshape(-1)]
         keep_boxes.append(boxes[idx])
         keep_scores.append(sc[idx])
         keep_cls.append(np.full(len(idx), c, np.int64))

@@ -112,3 +112,4 @@ def activations_to_uint8(src: Path, dst: Path) -> int:
         graph.initializer.remove(init)
     onnx.save(model, str(dst))
     return len(rewritten_outputs)
+
