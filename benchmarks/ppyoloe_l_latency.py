@@ -121,7 +121,7 @@ def main() -> None:
         compress(cfg, "ptq", int8, log=console.print)
     settings = BenchSettings(model=str(fp32), int8_model=str(int8), backends=("ort", "openvino", "paddle"),
                              explicit_backends=True, repeat=args.repeat, warmup=args.warmup, threads=args.threads,
-                             eval=False)
+                             eval=False, end2end=False)
     report = run_bench(settings, log=console.print)
     report["settings"]["note"] = "PP-YOLOE-l architecture with random weights: latency only"
     print_tables(report, console)

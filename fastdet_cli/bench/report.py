@@ -31,7 +31,7 @@ def _cell(row: dict | None, key: str) -> str:
         return "-"
     if row["status"] != "ok":
         return "None" if row["status"].startswith("None") else row["status"].split(":")[0]
-    return f"{row[key]['mean']:.2f}"
+    return f"{row[key]['mean']:.2f}" if row[key] else "not run"
 
 
 def table_rows(report: dict, key: str) -> list[list[str]]:
@@ -42,8 +42,10 @@ def table_rows(report: dict, key: str) -> list[list[str]]:
     for b in backends:
         cells = [_cell(by.get((b, m)), key) if (b, m) in by else "-" for m in MODES]
         fp32 = by.get((b, "fp32"))
-        int8s = [by[(b, m)][key]["mean"] for m in MODES[1:] if (b, m) in by and by[(b, m)]["status"] == "ok"]
-        speed = f"{fp32[key]['mean'] / min(int8s):.2f}x" if fp32 and fp32["status"] == "ok" and int8s else "-"
+        int8s = [by[(b, m)][key]["mean"] for m in MODES[1:]
+                 if (b, m) in by and by[(b, m)]["status"] == "ok" and by[(b, m)][key]]
+        ok = fp32 and fp32["status"] == "ok" and fp32[key] and int8s
+        speed = f"{fp32[key]['mean'] / min(int8s):.2f}x" if ok else "-"
         maps = [f"{by[(b, m)]['map']:.3f}" if (b, m) in by and by[(b, m)].get("map") is not None else "-"
                 for m in ("fp32", "int8")]
         status = fp32["status"] if fp32 and fp32["status"].startswith("skipped") else ""
@@ -58,7 +60,7 @@ HEADER = ["backend", *COLUMNS, "max speedup", "FP32 mAP", "INT8 mAP", "method"]
 def stage_rows(report: dict) -> list[list[str]]:
     out = []
     for r in report["rows"]:
-        if r["status"] != "ok":
+        if r["status"] != "ok" or not r["stages_ms"]:
             continue
         s = r["stages_ms"]
         out.append([r["backend"], r["precision"]] + [
@@ -84,7 +86,8 @@ def print_tables(report: dict, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    for title, key in (("Runtime Benchmark", "runtime_ms"), ("End-to-end Benchmark", "end2end_ms")):
+    for title, key in (("Runtime Benchmark", "runtime_ms"), ("End-to-end Benchmark", "end2end_ms"))[
+            : 2 if report["settings"].get("end2end", True) else 1]:
         t = Table(title=f"{title} (ms) — {caption(report)}", title_justify="left")
         for h in HEADER:
             t.add_column(h, justify="left" if h in ("backend", "method") else "right")

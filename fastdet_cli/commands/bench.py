@@ -24,6 +24,7 @@ def bench(
     eval_: bool = typer.Option(True, "--eval/--no-eval", help="COCO mAP of FP32 and INT8 on each backend."),
     eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Evaluate on the first N images only."),
     report: Path = typer.Option(None, "--report", help="Write report.json/.csv/.md and a PNG plot here."),
+    end2end: bool = typer.Option(True, "--end2end/--no-end2end", help="Also time image-in → boxes-out."),
 ) -> int:
     """Latency (runtime and end-to-end) and mAP for FP32 / INT8 / INT8+FP16 / INT8+FP16+PM per backend."""
     from rich.console import Console
@@ -37,7 +38,8 @@ def bench(
     names = tuple(BACKENDS) if backend == "all" else tuple(b.strip() for b in backend.split(",") if b.strip())
     settings = BenchSettings(model=model, int8_model=int8_model, compress_config=compress_config, backends=names,
                              explicit_backends=explicit, int8=int8, fp16=fp16, pinned=pinned, repeat=repeat,
-                             warmup=warmup, threads=threads, dataset=dataset, eval=eval_, eval_limit=eval_limit)
+                             warmup=warmup, threads=threads, dataset=dataset, eval=eval_, eval_limit=eval_limit,
+                             end2end=end2end)
     console = Console()
     with Progress(console=console, transient=True) as bar:
         def progress(label: str, total: int):
