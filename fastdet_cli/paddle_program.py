@@ -68,7 +68,7 @@ def single_output_conv_weights(prog) -> list[str]:
                         w = inp.arguments[0]
                         if dims.get(w, [0])[0] == 1:
                             out.append(w)
-    return out
+    return list(dict.fromkeys(out))  # a weight shared by several convs is named once
 
 
 def mark_skip_quant(pdmodel: Path, out: Path, weights: list[str]) -> int:
