@@ -38,7 +38,9 @@ def evaluate(
                   title_justify="left")
     for col in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"):
         table.add_column(col, justify="right")
-    table.add_row(*(f"{result.stats[c]:.3f}" for c in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")))
+    # COCO reports -1 for an area range with no ground truth
+    table.add_row(*(f"{result.stats[c]:.3f}" if result.stats[c] >= 0 else "n/a (none)"
+                    for c in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")))
     console.print(table)
     per = Table(title="Per-class AP@[.5:.95]", title_justify="left")
     per.add_column("class")
