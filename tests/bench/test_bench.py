@@ -42,11 +42,14 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
                 assert st["n"] == 5 and 0 < st["p50"] <= st["p99"] and st["mean"] > 0
             # end-to-end includes the runtime: its mean cannot be (much) below it
             assert r["end2end_ms"]["mean"] > 0.8 * r["runtime_ms"]["mean"]
-            assert 0.3 < r["map"] <= 1.0 and r["ap50"] >= r["map"]
+            assert 0.0 < r["map"] <= 1.0 and r["ap50"] >= r["map"]
+        assert rows[(b, "fp32")]["map"] > 0.5
         assert rows[(b, "int8+fp16+pm")]["status"].startswith("None")
-    # same model on three backends: FP32 mAP agrees
-    maps = [rows[(b, "fp32")]["map"] for b in ("ort", "openvino", "paddle")]
-    assert max(maps) - min(maps) < 0.01
+    # the same model on three backends gives the same mAP: FP32, and INT8 (one quantized program; the ONNX
+    # backends run its paddle2onnx export)
+    for prec, tol in (("fp32", 0.01), ("int8", 0.03)):
+        maps = [rows[(b, prec)]["map"] for b in ("ort", "openvino", "paddle")]
+        assert max(maps) - min(maps) < tol, (prec, maps)
     assert all(r["status"].startswith("skipped") for (b, _), r in rows.items() if b in ("trt", "paddle-trt"))
     assert set(report["per_class_delta"]) == {"ort", "openvino", "paddle"}
     files = write_report(report, tmp_path / "rep")
