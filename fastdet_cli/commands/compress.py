@@ -30,9 +30,9 @@ def compress(
     table.add_row("time", f"{r['seconds']:.1f} s")
     table.add_row("deploy config", f"{r['deploy_config']} (copied unchanged)")
     console.print(table)
-    spec = eval_dataset or r.get("eval_dataset")
-    if spec or _config_eval(config):
-        _print_map(console, r["model_fp32"], str(result.output_dir), spec or _config_eval(config))
+    spec = eval_dataset or _config_eval(config)
+    if spec:
+        _print_map(console, r["model_fp32"], str(result.output_dir), spec)
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,11 +109,3 @@ def versions() -> dict[str, str | None]:
 def write_report(out_dir: Path, report: dict) -> None:
     (out_dir / "compress_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
 
-
-class Timer:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0

@@ -30,13 +30,12 @@ def onnx_for(source: ModelSource) -> ModelSource:
     """The ONNX form of a model: itself if ONNX, else an NMS-free export cached by content hash."""
     if source.format == "onnx":
         return source
-    from fastdet_cli.det.model import resolve_model as _resolve
     from fastdet_cli.export.onnx import export_onnx
 
     out = cache_dir() / "exports" / source.content_hash()[:24]
     if not (out / "model.onnx").exists():
         export_onnx(source, out, remove_nms=True)
-    return _resolve(out)
+    return resolve_model(out)
 
 
 @dataclass
