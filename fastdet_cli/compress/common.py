@@ -74,9 +74,9 @@ class Output:
         self.tmp.mkdir(parents=True)
 
     def commit(self) -> Path:
-        from fastdet_cli.export.onnx import _replace_dir
+        from fastdet_cli.io import replace_dir
 
-        _replace_dir(self.tmp, self.final)
+        replace_dir(self.tmp, self.final)
         return self.final
 
     def discard(self) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.io import replace_dir
 from fastdet_cli.lazy import require
 from fastdet_cli.paddle_program import QUANT_OPS
 
@@ -144,7 +145,7 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
         full.unlink(missing_ok=True)
         shutil.copy2(source.deploy.path, tmp / source.deploy.path.name)
         _write_sidecar(tmp / SIDECAR, source, result)
-        _replace_dir(tmp, output_dir)
+        replace_dir(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -161,15 +162,6 @@ def _write_sidecar(path: Path, source: ModelSource, result: ExportResult) -> Non
     if result.nms_removed:
         data["nms"] = result.nms
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Rename `tmp` to `final`, replacing an existing `final` only once the new one is complete."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None, quantized: bool) -> dict[str, float]:
