@@ -64,10 +64,13 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
     try:
         t0 = time.perf_counter()
         if method == "ptq":
-            from fastdet_cli.compress.ptq import run_ptq
+            from fastdet_cli.compress.ptq import run_ptq_with_search
 
-            settings = run_ptq(cfg, source, samples, out.tmp, kept_float)
+            settings, search = run_ptq_with_search(cfg, source, samples, out.tmp, kept_float, log)
+            if search:
+                kept_float = kept_float + search["kept_float"]
         else:
+            search = None
             from fastdet_cli.compress.qat import program_eval_callback, run_qat
 
             callback = None
@@ -93,7 +96,8 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
             "input_list": feeds, "preprocess": samples.pipeline,
             "images": {"source": cfg.calib_images if method == "ptq" else qat_image_dir(cfg), "count": len(files),
                        "first": [str(f) for f in files[:3]]},
-            "kept_float": kept_float, "size_bytes": {"fp32": dir_size(source.dir), "int8": dir_size(out.tmp)},
+            "kept_float": kept_float, "sensitivity_search": search,
+            "size_bytes": {"fp32": dir_size(source.dir), "int8": dir_size(out.tmp)},
             "seconds": round(seconds, 2), "devices": devices, "versions": versions(),
         }
         write_report(out.tmp, report)

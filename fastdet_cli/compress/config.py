@@ -27,7 +27,10 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                    "weight_bits": (int,), "activation_bits": (int,)},
     "PTQ": {"calibration_method": (str,), "skip_tensor_list": (list,), "batch_size": (int,), "batch_nums": (int,),
             "hist_percent": NUM, "quantize_op_types": (list,), "is_full_quantize": (bool,),
-            "optimize_model": (bool,)},
+            "optimize_model": (bool,),
+            "max_map_drop": NUM,  # (+) mAP points; above it, the most sensitive convs are kept in float
+            "max_float_layers": (int,),  # (+) at most this many (default 4)
+            "search_dataset": (str,)},  # (+) COCO dir the search measures mAP on (default: see docs)
     "TrainConfig": {"train_iter": (int,), "learning_rate": NUM + (dict,), "optimizer_builder": (dict,),
                     "eval_iter": (int,), "target_metric": NUM, "logging_iter": (int,), "epochs": (int,)},
 }
@@ -52,7 +55,7 @@ class CompressConfig:
 
 
 def _resolve(value: str, base: Path) -> str:
-    if value == "default":
+    if value == "default" or value.startswith("default:"):
         return value
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
@@ -94,6 +97,12 @@ def load_compress_config(path: Path) -> CompressConfig:
     method = ptq.get("calibration_method", "avg")
     if method not in CALIBRATION_METHODS:
         raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of {', '.join(CALIBRATION_METHODS)}")
+    if ptq.get("max_map_drop", 0) < 0:
+        raise FastdetError(f"{path}: PTQ.max_map_drop must be ≥ 0 (mAP points), got {ptq['max_map_drop']}")
+    if ptq.get("max_float_layers", 1) < 1:
+        raise FastdetError(f"{path}: PTQ.max_float_layers must be ≥ 1, got {ptq['max_float_layers']}")
+    if ptq.get("search_dataset"):
+        ptq["search_dataset"] = _resolve(ptq["search_dataset"], path.resolve().parent)
     backend = g.get("deploy_backend", "onnxruntime")
     if backend not in ("onnxruntime", "tensorrt"):
         raise FastdetError(f"{path}: Global.deploy_backend must be onnxruntime or tensorrt")

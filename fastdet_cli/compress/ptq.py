@@ -7,6 +7,7 @@ from pathlib import Path
 from fastdet_cli.compress.common import FeedSamples
 from fastdet_cli.compress.config import CompressConfig
 from fastdet_cli.det.model import ModelSource
+from fastdet_cli.errors import FastdetError
 
 
 def run_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path,
@@ -50,3 +51,63 @@ def run_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_
         paddle.disable_static()
     settings["images_used"] = batch_size * batch_nums
     return settings
+
+
+def search_dataset_spec(cfg: CompressConfig) -> tuple[str, str]:
+    """(dataset spec, why) for the sensitivity search: `PTQ.search_dataset`, else the calibration images when
+    they are annotated (the generated calib split for `default`), else the eval dataset."""
+    if cfg.ptq.get("search_dataset"):
+        return cfg.ptq["search_dataset"], "PTQ.search_dataset"
+    if cfg.calib_images == "default":
+        return "default:calib", "the generated calibration split"
+    if (Path(cfg.calib_images) / "annotations").is_dir():
+        return cfg.calib_images, "the annotated calibration images"
+    if cfg.eval_dataset:
+        return cfg.eval_dataset, "Global.eval_dataset (the mAP printed afterwards is then not held out)"
+    raise FastdetError(f"{cfg.path}: PTQ.max_map_drop needs annotated images to measure mAP on: set "
+                       "PTQ.search_dataset (or Global.eval_dataset)")
+
+
+def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path,
+                        skip_tensors: list[str], log=print) -> tuple[dict, dict | None]:
+    """PTQ; with `PTQ.max_map_drop` set, the INT8 mAP is measured and, if it dropped more than that, the
+    convolutions whose quantization costs most are kept in float (compress/sensitivity.py) and PTQ is run
+    again with them skipped. Returns (settings, search report or None)."""
+    settings = run_ptq(cfg, source, samples, out_dir, skip_tensors)
+    if cfg.ptq.get("max_map_drop") is None:
+        return settings, None
+    import shutil
+    import time
+
+    from fastdet_cli.compress.sensitivity import search_float_layers
+    from fastdet_cli.data.dataset import resolve_dataset
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.det.pipeline import onnx_for
+    from fastdet_cli.export.onnx import export_onnx
+
+    t0 = time.perf_counter()
+    spec, why = search_dataset_spec(cfg)
+    dataset = resolve_dataset(spec)
+    log(f"sensitivity search on {spec} ({why})")
+    work = out_dir.with_name(out_dir.name + "-search")
+    try:
+        shutil.copyfile(source.deploy.path, out_dir / source.deploy.path.name)
+        export_onnx(resolve_model(out_dir), work / "int8", int8=True, validate=False)
+        feeds = [{k: v[None] for k, v in samples[i].items()} for i in range(min(16, len(samples)))]
+        result = search_float_layers(onnx_for(source).dir, work / "int8", work / "variant", dataset, feeds,
+                                     float(cfg.ptq["max_map_drop"]) / 100, int(cfg.ptq.get("max_float_layers", 4)),
+                                     log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if result.chosen:
+        chosen = [s.weight for s in result.chosen if s.weight]
+        log(f"PTQ again with {len(chosen)} more convolution(s) in float: {', '.join(chosen)}")
+        for f in out_dir.iterdir():
+            f.unlink() if f.is_file() else shutil.rmtree(f)
+        settings = run_ptq(cfg, source, samples, out_dir, skip_tensors + chosen)
+    if not result.reached:
+        log(f"[yellow]the target drop of {cfg.ptq['max_map_drop']} points was not reached with "
+            f"{cfg.ptq.get('max_float_layers', 4)} layers in float; kept the best found[/yellow]")
+    report = {**result.as_dict(), "reason": why, "max_map_drop_points": cfg.ptq["max_map_drop"],
+              "seconds": round(time.perf_counter() - t0, 1)}
+    return settings, report

@@ -46,11 +46,19 @@ class CocoDataset:
 
 
 def resolve_dataset(spec: str | Path | None) -> CocoDataset:
-    """`default`/None → the generated val split; a folder → its annotations/instances_*.json and image folder
+    """`default`/None → the generated val split (`default:calib`, `default:train`: another generated split); a folder → its annotations/instances_*.json and image folder
     (COCO layout: `annotations/instances_val2017.json` + `val2017/`); a json file → images beside it."""
     if spec is None or str(spec) == "default":
         root = default_dataset_dir(("val",))
         return CocoDataset(root / "annotations" / "instances_val.json", root / "val")
+    if str(spec).startswith("default:"):
+        from fastdet_cli.data.synth import SPLITS
+
+        split = str(spec).split(":", 1)[1]
+        if split not in SPLITS:
+            raise FastdetError(f"unknown generated split '{split}' (known: {', '.join(SPLITS)})")
+        root = default_dataset_dir((split,))
+        return CocoDataset(root / "annotations" / f"instances_{split}.json", root / split)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".json":
         for cand in (path.parent.parent / path.stem.replace("instances_", ""), path.parent / "images", path.parent):

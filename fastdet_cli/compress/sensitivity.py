@@ -1,0 +1,177 @@
+"""Which quantized convolutions cost the accuracy: a per-layer sensitivity search on the INT8 ONNX export.
+
+Each convolution of the exported QDQ graph reads its input and weight through a QuantizeLinear →
+DequantizeLinear pair. Wiring a convolution to the float tensors instead gives the model with that one layer
+kept in float — no re-calibration, no Paddle run — so every layer is tried in seconds with ONNX Runtime:
+
+1. *isolated damage*: only layer i quantized, every other convolution in float; the error of the raw outputs
+   against the FP32 model's on a few images ranks the layers (PaddleSlim's AnalysisPTQ idea, measured on
+   outputs rather than mAP so that a hundred layers take a minute);
+2. the most damaging layers are put in float one by one, and mAP is measured after each, until the drop is
+   within the target (or the layer budget is spent).
+
+The convolutions chosen are then skipped in a fresh PTQ run (`skip_tensor_list` takes their weight names).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Site:
+    """A quantized convolution of the QDQ graph."""
+
+    conv: str  # ONNX node name
+    activation: str | None  # float tensor in front of the input's Q/DQ pair
+    weight: str | None  # float weight initializer in front of the weight's Q/DQ pair (the Paddle parameter)
+
+
+def conv_sites(model) -> list[Site]:
+    """The convolutions whose input or weight goes through a QuantizeLinear → DequantizeLinear pair."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def float_source(name: str) -> str | None:
+        dq = producer.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None
+        q = producer.get(dq.input[0])
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+    sites = []
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            site = Site(node.name, float_source(node.input[0]), float_source(node.input[1]))
+            if site.activation or site.weight:
+                sites.append(site)
+    return sites
+
+
+def with_float(model, sites: list[Site]):
+    """A copy of `model` in which the convolutions of `sites` read their float input and weight."""
+    out = copy.deepcopy(model)
+    chosen = {s.conv: s for s in sites}
+    for node in out.graph.node:
+        site = chosen.get(node.name)
+        if site is None or node.op_type != "Conv":
+            continue
+        if site.activation:
+            node.input[0] = site.activation
+        if site.weight:
+            node.input[1] = site.weight
+    return out
+
+
+def session(model, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3  # variants leave Q/DQ initializers unused: ORT warns about each
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class OutputProbe:
+    """Raw outputs of the FP32 model on a few feeds; `error(model)` is the mean over feeds and outputs of
+    ||y - y_fp32||² / ||y_fp32||² (normalized squared error)."""
+
+    fp32_model: object
+    feeds: list[dict[str, np.ndarray]]
+    reference: list[list[np.ndarray]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        sess = session(self.fp32_model)
+        self.outputs = [o.name for o in sess.get_outputs()]
+        self.reference = [sess.run(self.outputs, f) for f in self.feeds]
+
+    def error(self, model) -> float:
+        sess = session(model)
+        total = 0.0
+        for feed, ref in zip(self.feeds, self.reference):
+            for y, r in zip(sess.run(self.outputs, feed), ref):
+                total += float(np.sum((y - r) ** 2) / max(np.sum(r ** 2), 1e-12))
+        return total / (len(self.feeds) * len(self.outputs))
+
+
+def rank_sites(int8_model, probe: OutputProbe, progress: Callable[[int, int], None] | None = None
+               ) -> list[tuple[Site, float]]:
+    """Sites sorted by isolated damage: the output error with only that convolution quantized."""
+    sites = conv_sites(int8_model)
+    ranked = []
+    for i, site in enumerate(sites):
+        others = [s for s in sites if s is not site]
+        ranked.append((site, probe.error(with_float(int8_model, others))))
+        if progress:
+            progress(i + 1, len(sites))
+    return sorted(ranked, key=lambda t: -t[1])
+
+
+@dataclass
+class SearchResult:
+    """What the search measured: mAP of FP32 and full INT8, then of INT8 with the top-k layers in float."""
+
+    dataset: str
+    fp32_map: float
+    int8_map: float
+    ranking: list[tuple[Site, float]] = field(default_factory=list)
+    steps: list[tuple[int, float]] = field(default_factory=list)  # (layers in float, mAP)
+    chosen: list[Site] = field(default_factory=list)
+    reached: bool = True
+
+    def as_dict(self) -> dict:
+        return {"dataset": self.dataset, "fp32_map": round(self.fp32_map, 4), "int8_map": round(self.int8_map, 4),
+                "ranking_top10": [{"conv": s.conv, "weight": s.weight, "activation": s.activation,
+                                   "isolated_error": float(f"{e:.4g}")} for s, e in self.ranking[:10]],
+                "steps": [{"float_layers": k, "map": round(m, 4)} for k, m in self.steps],
+                "kept_float": [s.weight for s in self.chosen], "target_reached": self.reached}
+
+
+def search_float_layers(fp32_dir, int8_dir, work_dir, dataset, feeds: list[dict[str, np.ndarray]],
+                        max_drop: float, max_layers: int, log=print) -> SearchResult:
+    """Keep the fewest convolutions in float that bring the INT8 mAP drop on `dataset` within `max_drop`
+    (mAP@[.5:.95] as a fraction). `fp32_dir`/`int8_dir` are fastdet ONNX exports (model.onnx + deploy config
+    + fastdet.yml); `work_dir` receives a copy of the INT8 export whose model.onnx is replaced by each variant."""
+    import shutil
+
+    import onnx
+
+    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.evaluate.coco import coco_evaluate
+
+    def evaluate(model_dir) -> float:
+        with Detector.load(model_dir, "ort") as det:
+            return coco_evaluate(det, dataset).map
+
+    fp32_map, int8_map = evaluate(fp32_dir), evaluate(int8_dir)
+    result = SearchResult(str(dataset.ann_file), fp32_map, int8_map)
+    log(f"search on {dataset.ann_file.name}: mAP FP32 {fp32_map:.4f}, INT8 {int8_map:.4f} "
+        f"(drop {100 * (fp32_map - int8_map):.2f} points, target ≤ {100 * max_drop:.2f})")
+    if fp32_map - int8_map <= max_drop:
+        return result
+    int8_model = onnx.load(str(int8_dir / "model.onnx"))
+    probe = OutputProbe(onnx.load(str(fp32_dir / "model.onnx")), feeds)
+    result.ranking = rank_sites(int8_model, probe)
+    log("most sensitive convolutions (output error with only that layer quantized): " +
+        ", ".join(f"{s.weight or s.conv} {e:.3g}" for s, e in result.ranking[:5]))
+    shutil.rmtree(work_dir, ignore_errors=True)
+    shutil.copytree(int8_dir, work_dir)
+    best = (int8_map, 0)
+    for k in range(1, min(max_layers, len(result.ranking)) + 1):
+        variant = with_float(int8_model, [s for s, _ in result.ranking[:k]])
+        onnx.save(variant, str(work_dir / "model.onnx"))
+        m = evaluate(work_dir)
+        result.steps.append((k, m))
+        log(f"  {k} layer(s) in float: mAP {m:.4f} (drop {100 * (fp32_map - m):.2f} points)")
+        if m > best[0]:
+            best = (m, k)
+        if fp32_map - m <= max_drop:
+            break
+    result.reached = fp32_map - best[0] <= max_drop
+    result.chosen = [s for s, _ in result.ranking[:best[1]]]
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return result
