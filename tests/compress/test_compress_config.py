@@ -45,6 +45,9 @@ def test_older_quantization_form_is_accepted(tmp_path):
     ("Global: {format: paddle}\n", "Global.model_dir' is required"),
     ("Global: {model_dir: m, format: onnx}\n", "format 'onnx' is not supported"),
     ("Global: {model_dir: m}\nQuantAware: {}\nQuantization: {}\n", "not both"),
+    ("Global: {model_dir: m}\nPTQ: {max_map_drop: -1}\n", "max_map_drop must be ≥ 0"),
+    ("Global: {model_dir: m}\nPTQ: {max_float_layers: 0}\n", "max_float_layers must be ≥ 1"),
+    ("Global: {model_dir: m}\nPTQ: {max_map_drop: half}\n", "'PTQ.max_map_drop' must be int/float"),
     ("Global: [1]\n", "must be a mapping"),
     ("Global: {model_dir: [m\n", "not valid YAML"),
 ])
@@ -57,3 +60,22 @@ def test_invalid_configs_name_key_and_file(tmp_path, text, match):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FastdetError, match="not found"):
         load_compress_config(tmp_path / "nope.yaml")
+
+
+def test_search_dataset_choice(tmp_path):
+    from fastdet_cli.compress.ptq import search_dataset_spec
+
+    cfg = load_compress_config(write(tmp_path, "Global: {model_dir: default}\nPTQ: {max_map_drop: 0.5}\n"))
+    assert search_dataset_spec(cfg)[0] == "default:calib"  # never the val split mAP is reported on
+    cfg = load_compress_config(write(tmp_path, "Global: {model_dir: m, ptq_image_path: imgs}\n"
+                                               "PTQ: {max_map_drop: 0.5, search_dataset: held_out}\n"))
+    assert search_dataset_spec(cfg) == (str(tmp_path / "held_out"), "PTQ.search_dataset")
+    (tmp_path / "imgs").mkdir()
+    cfg = load_compress_config(write(tmp_path, "Global: {model_dir: m, ptq_image_path: imgs, eval_dataset: ev}\n"
+                                               "PTQ: {max_map_drop: 0.5}\n"))
+    spec, why = search_dataset_spec(cfg)
+    assert spec == str(tmp_path / "ev") and "not held out" in why
+    cfg = load_compress_config(write(tmp_path, "Global: {model_dir: m, ptq_image_path: imgs}\n"
+                                               "PTQ: {max_map_drop: 0.5}\n"))
+    with pytest.raises(FastdetError, match="needs annotated images"):
+        search_dataset_spec(cfg)

@@ -48,15 +48,18 @@ def test_int8_export_and_infer_close_to_fp32(default_ptq, tmp_path, val_dataset)
     assert np.mean(matched) >= 0.9
 
 
-@pytest.mark.xfail(strict=True, reason="plain PTQ collapses on the default model (mAP 0.582 -> ~0.27 with "
-                   "avg/abs_max/mse, head or first conv kept float: no help); issue 4")
 def test_ptq_keeps_map_within_half_a_point(default_ptq, val_dataset):
+    """Plain PTQ collapses on the shipped model (0.58 -> 0.28: one depthwise conv reads a tensor whose channels
+    span 0.1 to 8); the sensitivity search keeps that conv float. Measured on val, which the search never saw."""
     from fastdet_cli.evaluate.coco import coco_evaluate
 
+    search = json.loads((default_ptq / "compress_report.json").read_text())["sensitivity_search"]
+    assert search["dataset"].endswith("instances_calib.json") and search["target_reached"]
+    assert search["int8_map"] < search["fp32_map"] - 0.005 and 1 <= len(search["kept_float"]) <= 4
     maps = {}
     for name, model in (("fp32", "default"), ("int8", default_ptq)):
         with Detector.load(model, "paddle") as det:
-            maps[name] = coco_evaluate(det, val_dataset, limit=50).map
+            maps[name] = coco_evaluate(det, val_dataset).map  # all 200: 100 images swing ±0.5 point
     assert maps["fp32"] - maps["int8"] <= 0.005
 
 
