@@ -54,21 +54,24 @@ def feed_names(prog) -> list[str]:
     return [name for _, name in sorted(feeds)]
 
 
-def single_output_conv_weights(prog) -> list[str]:
-    """Weights of convolutions with one output channel. paddle2onnx 1.3.1 aborts on these when quantized
-    (it folds BatchNorm into the scale and takes the max, not the abs-max: a negative scale), so compression
-    keeps them in float."""
+def conv_weights(prog) -> dict[str, list[int]]:
+    """Filter name → its dims, for every convolution of the program (in program order)."""
     dims = {v.name: list(v.type.lod_tensor.tensor.dims) for b in prog.blocks for v in b.vars}
-    out = []
+    out = {}
     for block in prog.blocks:
         for op in block.ops:
             if op.type in ("conv2d", "depthwise_conv2d"):
                 for inp in op.inputs:
                     if inp.parameter == "Filter":
-                        w = inp.arguments[0]
-                        if dims.get(w, [0])[0] == 1:
-                            out.append(w)
-    return list(dict.fromkeys(out))  # a weight shared by several convs is named once
+                        out[inp.arguments[0]] = dims.get(inp.arguments[0], [0])
+    return out  # a weight shared by several convs is named once
+
+
+def single_output_conv_weights(prog) -> list[str]:
+    """Weights of convolutions with one output channel. paddle2onnx 1.3.1 aborts on these when quantized
+    (it folds BatchNorm into the scale and takes the max, not the abs-max: a negative scale), so compression
+    keeps them in float."""
+    return [w for w, dims in conv_weights(prog).items() if dims[0] == 1]
 
 
 def mark_skip_quant(pdmodel: Path, out: Path, weights: list[str]) -> int:

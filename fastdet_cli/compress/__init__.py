@@ -26,7 +26,7 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
                                              versions, write_report)
     from fastdet_cli.compress.config import load_compress_config, qat_image_dir
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.paddle_program import feed_names, load_program, single_output_conv_weights
+    from fastdet_cli.paddle_program import conv_weights, feed_names, load_program, single_output_conv_weights
     from fastdet_cli.runtime.paddle import paddle_model_files
 
     cfg = load_compress_config(config_path)
@@ -48,6 +48,15 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
     prog = load_program(pdmodel)
     feeds = feed_names(prog)
     kept_float = single_output_conv_weights(prog)
+    convs = conv_weights(prog)
+    tensors = {v.name for b in prog.blocks for v in b.vars}  # PTQ skips ops reading any named tensor
+    for key, section, known in (("PTQ.skip_tensor_list", cfg.ptq, tensors),
+                                ("QuantAware.skip_tensor_list", cfg.quant, convs)):
+        unknown = [w for w in section.get("skip_tensor_list", []) if w not in known]
+        if unknown:
+            raise FastdetError(f"{config_path}: {key}: {', '.join(map(str, unknown))} is not a "
+                               f"{'tensor' if known is tensors else 'convolution weight'} of {source.dir.name} "
+                               f"(e.g. {next(iter(convs), '?')})")
 
     limit = cfg.image_limit
     if method == "ptq" and limit is None:
@@ -79,6 +88,8 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
 
                 callback = program_eval_callback(source, resolve_dataset(eval_spec))
             # ACT has no skip list: the single-channel convs are marked skip_quant in a copy of the program
+            # (and so are the user's QuantAware.skip_tensor_list)
+            kept_float = kept_float + [w for w in cfg.quant.get("skip_tensor_list", []) if w not in kept_float]
             qat_source = _with_skip_quant(source, kept_float, out.tmp.with_name(out.tmp.name + "-src"))
             try:
                 settings = run_qat(cfg, qat_source, samples, out.tmp, callback, devices)

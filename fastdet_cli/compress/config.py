@@ -24,7 +24,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "Distillation": {"alpha": NUM, "loss": (str,), "node": (list,)},
     "QuantAware": {"onnx_format": (bool,), "use_pact": (bool,), "activation_quantize_type": (str,),
                    "weight_quantize_type": (str,), "quantize_op_types": (list,), "not_quant_pattern": (list,),
-                   "weight_bits": (int,), "activation_bits": (int,)},
+                   "weight_bits": (int,), "activation_bits": (int,),
+                   "skip_tensor_list": (list,)},  # (+) weights whose convs stay float (as PTQ's key)
     "PTQ": {"calibration_method": (str,), "skip_tensor_list": (list,), "batch_size": (int,), "batch_nums": (int,),
             "hist_percent": NUM, "quantize_op_types": (list,), "is_full_quantize": (bool,),
             "optimize_model": (bool,),

@@ -21,7 +21,7 @@ def act_config(cfg: CompressConfig, feed_names: list[str]) -> dict:
     """The config dict handed to AutoCompression."""
     g = {k: v for k, v in cfg.raw.get("Global", {}).items() if k not in _FD_ONLY_GLOBAL}
     g["input_list"] = feed_names
-    quant = dict(cfg.quant)
+    quant = {k: v for k, v in cfg.quant.items() if k != "skip_tensor_list"}  # fastdet's: applied to the program
     quant.setdefault("onnx_format", True)
     quant.setdefault("quantize_op_types", ["conv2d", "depthwise_conv2d"])
     train = dict(cfg.train)

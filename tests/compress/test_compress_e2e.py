@@ -86,3 +86,14 @@ def test_qat_few_iterations(tmp_path, fastdet_cache):
     assert (out / "model.pdmodel").exists() and (out / "infer_cfg.yml").read_bytes() == (
         DEFAULT_MODEL_DIR / "infer_cfg.yml").read_bytes()
     assert result.report["method_label"] == "QAT-distillation"
+
+
+@pytest.mark.parametrize("section", ["PTQ", "QuantAware"])
+def test_unknown_skip_tensor_is_an_error(tmp_path, section):
+    from fastdet_cli.errors import FastdetError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"Global: {{model_dir: default}}\n{section}: {{skip_tensor_list: [conv2d_1.w_9]}}\n")
+    with pytest.raises(FastdetError, match=f"{section}.skip_tensor_list: conv2d_1.w_9 is not a"):
+        compress(cfg, save_dir=tmp_path / "out", log=lambda m: None)
+    assert not (tmp_path / "out").exists()
