@@ -15,6 +15,7 @@ from fastdet_cli.commands import eval as eval_cmd
 from fastdet_cli.commands import export as export_cmd
 from fastdet_cli.commands import fetch as fetch_cmd
 from fastdet_cli.commands import infer as infer_cmd
+from fastdet_cli.commands import inspect as inspect_cmd
 
 app = typer.Typer(
     name="fastdet", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -34,6 +35,7 @@ app.command("export", help=export_cmd.__doc__)(export_cmd.export)
 app.command("eval", help=eval_cmd.__doc__)(eval_cmd.evaluate)
 app.command("fetch", help=fetch_cmd.__doc__)(fetch_cmd.fetch)
 app.command("bench", help=bench_cmd.__doc__)(bench_cmd.bench)
+app.command("inspect", help=inspect_cmd.__doc__)(inspect_cmd.inspect)
 app.command("env", help=env_cmd.__doc__)(env_cmd.env)
 
 

@@ -1,7 +1,8 @@
 """The one runner contract every backend follows.
 
 A backend overrides small hooks only: `_activate` (build the session/engine), `_input_metadata`,
-`_infer` (one synchronous run: host arrays in, host arrays out, device copies included), `_deactivate`.
+`_infer` (one synchronous run: host arrays in, host arrays out, device copies included), `_deactivate`,
+and optionally `_op_profile` (what the runtime executed, op by op: `fastdet inspect`).
 The base class does the state checks, the input checks and the timing of the last call, and is a context
 manager. Building is separate from running, so a benchmark can time the build on its own.
 """
@@ -27,6 +28,16 @@ class RunnerOptions:
     mkldnn: bool = True  # Paddle Inference on CPU: oneDNN on/off
     cache_dir: Path | None = None  # engine caches (TensorRT)
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One op the runtime executed, as its profiler reports it."""
+
+    name: str
+    op_type: str  # the runtime's kernel/op type (ORT: QLinearConv, Conv…; OpenVINO: Convolution, FakeQuantize…)
+    precision: str  # "int8" | "float" | "q/dq" (a quantize/dequantize/reorder step) | "other"
+    ms: float  # mean milliseconds per run
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,9 @@ class Runner:
 
     def _deactivate(self) -> None:
         pass
+
+    def _op_profile(self, feed: dict[str, np.ndarray], runs: int) -> list[OpTime]:
+        raise FastdetError(f"backend '{self.name}' has no per-op profile in fastdet (ort and openvino have)")
 
     # ---- the contract ---------------------------------------------------------------------
     def activate(self) -> Runner:
@@ -104,6 +118,16 @@ class Runner:
         out = self._infer({k: feed[k] for k in self._inputs})
         self.last_inference_time = time.perf_counter() - t0
         return out
+
+    def op_profile(self, feed: dict[str, np.ndarray], runs: int = 20) -> list[OpTime]:
+        """Run `runs` times with the runtime's profiler on; per-op mean times, slowest first. The runner must
+        have been built with `RunnerOptions.extra["profile"] = True`."""
+        self._require_active()
+        if not self.options.extra.get("profile"):
+            raise FastdetError(f"{self.name} runner was built without extra['profile']=True")
+        self._check_feed(feed)
+        ops = self._op_profile({k: feed[k] for k in self._inputs}, runs)
+        return sorted(ops, key=lambda o: -o.ms)
 
     def _require_active(self) -> None:
         if not self.is_active:

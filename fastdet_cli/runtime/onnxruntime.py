@@ -4,7 +4,18 @@ from __future__ import annotations
 import numpy as np
 
 from fastdet_cli.errors import FastdetError, NoDevice
-from fastdet_cli.runtime.base import Runner, TensorMeta
+from fastdet_cli.runtime.base import OpTime, Runner, TensorMeta
+
+# ORT kernels that compute in 8-bit integers (QLinear* / *Integer ops of the com.microsoft and onnx domains)
+INT8_OPS = {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QLinearAdd", "QLinearMul",
+            "QLinearSigmoid", "QLinearLeakyRelu", "QLinearGlobalAveragePool", "QLinearAveragePool",
+            "QLinearConcat", "QLinearSoftmax", "QGemm", "DynamicQuantizeMatMul", "MaxPool_uint8"}
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+def op_precision(op_type: str) -> str:
+    return "int8" if op_type in INT8_OPS else "q/dq" if op_type in QDQ_OPS else "float"
+
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
@@ -23,6 +34,12 @@ class OrtRunner(Runner):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if o.extra.get("profile"):
+            import tempfile
+
+            self._profile_dir = tempfile.TemporaryDirectory(prefix="fastdet-ort-profile-")
+            so.enable_profiling = True
+            so.profile_file_prefix = f"{self._profile_dir.name}/ort"
         for key, value in o.extra.get("ort_session_config", {}).items():
             so.add_session_config_entry(key, str(value))
         if o.device == "gpu":
@@ -48,5 +65,26 @@ class OrtRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self._outputs, feed)
 
+    def _op_profile(self, feed: dict[str, np.ndarray], runs: int) -> list[OpTime]:
+        import json
+
+        for _ in range(runs):
+            self.session.run(self._outputs, feed)
+        with open(self.session.end_profiling()) as f:
+            events = json.load(f)
+        # the profile covers every run since the session was built: keep the last `runs` (warm-up excluded)
+        spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[-runs:]
+        start = spans[0][0] if spans else 0
+        total: dict[str, list] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e.get("ts", 0) >= start:
+                node = e["name"][: -len("_kernel_time")]
+                entry = total.setdefault(node, [e.get("args", {}).get("op_name", "?"), 0.0])
+                entry[1] += e.get("dur", 0) / 1000.0  # µs → ms
+        return [OpTime(node, op, op_precision(op), ms / max(1, len(spans))) for node, (op, ms) in total.items()]
+
     def _deactivate(self) -> None:
         del self.session
+        if getattr(self, "_profile_dir", None) is not None:
+            self._profile_dir.cleanup()
+            self._profile_dir = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastdet_cli.errors import FastdetError, NoDevice
-from fastdet_cli.runtime.base import Runner, TensorMeta
+from fastdet_cli.runtime.base import OpTime, Runner, TensorMeta
 
 
 class OpenVinoRunner(Runner):
@@ -37,6 +37,8 @@ class OpenVinoRunner(Runner):
         hint = self.precision_hint(device)
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
+        if self.options.extra.get("profile"):
+            config["PERF_COUNT"] = True
         config.update(self.options.extra.get("openvino_config", {}))
         try:
             model = core.read_model(str(self.model_path))
@@ -60,5 +62,25 @@ class OpenVinoRunner(Runner):
         self.request.infer(feed)
         return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
 
+    def _op_profile(self, feed: dict[str, np.ndarray], runs: int) -> list[OpTime]:
+        total: dict[str, list] = {}
+        for _ in range(runs):
+            self.request.infer(feed)
+            for info in self.request.get_profiling_info():
+                if info.status.name != "EXECUTED":
+                    continue
+                entry = total.setdefault(info.node_name, [info.node_type, info.exec_type, 0.0])
+                entry[2] += info.real_time.total_seconds() * 1000.0
+        return [OpTime(name, node_type, exec_precision(node_type, exec_type), ms / runs)
+                for name, (node_type, exec_type, ms) in total.items()]
+
     def _deactivate(self) -> None:
         del self.request, self.compiled
+
+
+def exec_precision(node_type: str, exec_type: str) -> str:
+    """OpenVINO CPU's exec_type ends in the precision the kernel ran in (e.g. brgconv_avx2_I8, jit_avx2_FP32)."""
+    if node_type in ("FakeQuantize", "Reorder", "Convert"):
+        return "q/dq"
+    suffix = exec_type.rsplit("_", 1)[-1].upper()
+    return "int8" if suffix in ("I8", "U8") else "float" if suffix in ("FP32", "F32", "BF16", "FP16") else "other"

@@ -25,7 +25,7 @@ def run_cli(capsys, *args):
 def test_help_in_a_real_process():
     proc = subprocess.run([sys.executable, "-m", "fastdet_cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for cmd in ("infer", "export", "eval", "fetch", "env"):
+    for cmd in ("infer", "export", "eval", "fetch", "env", "compress", "bench", "inspect"):
         assert cmd in proc.stdout
 
 

@@ -1,0 +1,51 @@
+"""What a runtime really executes for a model: INT8 vs float ops, quantize/dequantize steps left, the
+slowest ops, and why INT8 is (not) faster."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fastdet_cli.commands import options
+
+
+def inspect(
+    model: str = options.Model,
+    backend: str = options.Backend,
+    threads: int = options.Threads,
+    runs: int = typer.Option(50, "--runs", min=1, help="Profiled runs (after 5 warm-up runs)."),
+    top: int = typer.Option(10, "--top", min=1, help="How many of the slowest ops to list."),
+    json_out: Path = typer.Option(None, "--json", help="Write every op's time and the verdict to this file."),
+) -> int:
+    """Per-op profile on ort or openvino: ops by precision, the slowest ops, and a verdict for INT8 models."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastdet_cli.inspect import inspect_model
+    from fastdet_cli.io import write_json_atomic
+
+    result = inspect_model(model, backend, threads, runs)
+    console = Console()
+    total = result.total_ms or 1e-9
+    head = Table(title=f"{result.model} on {backend} — {'INT8' if result.quantized else 'FP32'} model, "
+                       f"{threads} thread(s), mean of {runs} profiled runs: {result.total_ms:.2f} ms in ops",
+                 title_justify="left")
+    for col in ("op type", "precision", "ops", "ms", "share"):
+        head.add_column(col, justify="left" if col in ("op type", "precision") else "right")
+    for op_type, precision, n, ms in result.by_type():
+        head.add_row(op_type, precision, str(n), f"{ms:.3f}", f"{100 * ms / total:.1f}%")
+    console.print(head)
+    int8_convs, float_convs = result.convs()
+    summary = ", ".join(f"{p} {n} ops {100 * ms / total:.0f}%" for p, (n, ms) in result.by_precision().items())
+    console.print(f"convolutions: {int8_convs} INT8, {float_convs} float; by precision: {summary}", highlight=False)
+    slow = Table(title=f"{top} slowest ops", title_justify="left")
+    for col in ("op", "type", "precision", "ms"):
+        slow.add_column(col, justify="right" if col == "ms" else "left")
+    for o in result.ops[:top]:
+        slow.add_row(o.name, o.op_type, o.precision, f"{o.ms:.3f}")
+    console.print(slow)
+    for line in result.verdict():
+        console.print(f"[bold]verdict:[/bold] {line}", highlight=False)
+    if json_out is not None:
+        write_json_atomic(json_out, result.as_dict())
+    return 0

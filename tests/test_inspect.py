@@ -1,0 +1,46 @@
+"""`fastdet inspect`: the runtimes' own per-op profiles, classified by precision, and the verdict."""
+import json
+
+import pytest
+
+from fastdet_cli.cli import main
+from fastdet_cli.errors import FastdetError
+from fastdet_cli.inspect import inspect_model
+
+pytestmark = pytest.mark.paddle  # the INT8 model comes from PaddleSlim
+
+
+def test_fp32_on_ort_has_no_int8_and_says_so():
+    r = inspect_model("default", "ort", runs=3)
+    assert not r.quantized and r.convs()[0] == 0 and r.convs()[1] > 50
+    assert r.total_ms > 0 and [o.ms for o in r.ops] == sorted((o.ms for o in r.ops), reverse=True)
+    assert r.verdict()[0].startswith("FP32 model")
+
+
+def test_int8_on_ort_runs_fake_quantized_and_the_verdict_names_it(default_ptq):
+    r = inspect_model(str(default_ptq), "ort", runs=3)
+    assert r.quantized and r.convs()[0] == 0  # Q/DQ on conv inputs only: ORT builds no QLinearConv
+    assert r.by_precision()["q/dq"][0] > 100
+    assert r.verdict()[0].startswith("No convolution runs in INT8 on ort")
+
+
+@pytest.mark.openvino
+def test_int8_on_openvino_runs_convolutions_in_int8(default_ptq):
+    r = inspect_model(str(default_ptq), "openvino", runs=3)
+    int8, fp = r.convs()
+    assert int8 > 50 and fp < int8
+    assert not any(line.startswith("No convolution") for line in r.verdict())
+
+
+def test_backend_without_profile_is_a_clear_error():
+    with pytest.raises(FastdetError, match="no per-op profile"):
+        inspect_model("default", "paddle", runs=1)
+
+
+def test_cli_writes_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "inspect.json"
+    assert main(["inspect", "-b", "ort", "--runs", "2", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["backend"] == "ort" and data["ops"] and data["verdict"]
+    assert "slowest ops" in capsys.readouterr().out
