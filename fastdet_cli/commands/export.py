@@ -17,7 +17,9 @@ def export(
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT engine with FP16 kernels allowed (--format trt)."),
     int8: bool = typer.Option(False, "--int8", help="INT8: the model must be quantized (fastdet compress)."),
     ort_u8: bool = typer.Option(True, "--ort-u8/--no-ort-u8",
-                                help="INT8: move activation Q/DQ to uint8 so ONNX Runtime fuses QLinearConv (same function)."),
+                                help="INT8: move activation Q/DQ to uint8, ONNX Runtime's fast path (same function)."),
+    weight_bits: int = typer.Option(7, "--weight-bits", min=7, max=8,
+                                    help="INT8: 7 keeps CPUs without VNNI from saturating (default); 8 for VNNI CPUs/GPUs."),
 ) -> int:
     """Export a Paddle inference model; every export is checked against Paddle Inference on the same input."""
     from rich.console import Console
@@ -36,7 +38,7 @@ def export(
         from fastdet_cli.export.trt import check_trt_available
 
         check_trt_available()
-    result = export_onnx(source, output, remove_nms=remove_nms, int8=int8, ort_u8=ort_u8)
+    result = export_onnx(source, output, remove_nms=remove_nms, int8=int8, ort_u8=ort_u8, weight_bits=weight_bits)
     console = Console()
     table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
     table.add_column("output")

@@ -30,9 +30,9 @@ def onnx_for(source: ModelSource) -> ModelSource:
     """The ONNX form of a model: itself if ONNX, else an NMS-free export cached by content hash."""
     if source.format == "onnx":
         return source
-    from fastdet_cli.export.onnx import export_onnx
+    from fastdet_cli.export.onnx import EXPORT_VERSION, export_onnx
 
-    out = cache_dir() / "exports" / source.content_hash()[:24]
+    out = cache_dir() / "exports" / f"{source.content_hash()[:24]}-v{EXPORT_VERSION}"
     if not (out / "model.onnx").exists():
         export_onnx(source, out, remove_nms=True)
     return resolve_model(out)

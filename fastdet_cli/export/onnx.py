@@ -19,6 +19,7 @@ from fastdet_cli.lazy import require
 from fastdet_cli.paddle_program import QUANT_OPS
 
 OPSET = 13
+EXPORT_VERSION = 2  # bumped when the same source exports differently (cached exports are keyed on it); 2: 7-bit weights
 
 
 @dataclass
@@ -29,6 +30,7 @@ class ExportResult:
     nms: dict | None
     quantized: bool
     activation_uint8: bool = False
+    weight_bits: int | None = None  # quantized: 7 when the weight range was reduced
     max_diff: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -95,10 +97,11 @@ def cut_nms(src: Path, dst: Path) -> dict | None:
 
 
 def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, int8: bool = False,
-                validate: bool = True, ort_u8: bool = True) -> ExportResult:
+                validate: bool = True, ort_u8: bool = True, weight_bits: int = 7) -> ExportResult:
     """Export `source` (a Paddle model) to `output_dir`/model.onnx with its deploy config and a fastdet.yml
     sidecar; written into a temporary folder and renamed into place when complete. For quantized models,
-    `ort_u8` moves activation Q/DQ pairs to uint8 (export/qdq.py) so ONNX Runtime runs the convs in INT8."""
+    `ort_u8` moves activation Q/DQ pairs to uint8 (export/qdq.py), same function; `weight_bits=7` limits the
+    weights to 7 bits so CPUs without VNNI do not saturate (export/qdq.py: reduce_weight_range); 8 keeps them."""
     from fastdet_cli.runtime.paddle import paddle_model_files
 
     if source.format != "paddle":
@@ -140,8 +143,15 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
                 result.activation_uint8 = n > 0
                 result.notes.append(f"{n} activation Q/DQ pairs moved from int8 to uint8 (zero point 128) for "
                                     "ONNX Runtime's QLinearConv fusion")
-        if validate:
+        if validate:  # against Paddle Inference running the same program: before the weight range changes
             result.max_diff = validate_export(source, final, result.nms if result.nms_removed else None, quantized)
+        if quantized and weight_bits < 8:
+            from fastdet_cli.export.qdq import reduce_weight_range
+
+            n = reduce_weight_range(final, final, weight_bits)
+            result.weight_bits = weight_bits
+            result.notes.append(f"{n} weight Q/DQ pairs limited to {weight_bits} bits after validation (no int16 "
+                                "saturation on CPUs without VNNI; --weight-bits 8 keeps the full range)")
         full.unlink(missing_ok=True)
         shutil.copy2(source.deploy.path, tmp / source.deploy.path.name)
         _write_sidecar(tmp / SIDECAR, source, result)
@@ -157,7 +167,7 @@ def _write_sidecar(path: Path, source: ModelSource, result: ExportResult) -> Non
 
     data = {"source": str(source.dir), "source_sha256": source.content_hash(), "opset": OPSET,
             "nms_removed": result.nms_removed, "quantized": result.quantized,
-            "activation_uint8": result.activation_uint8,
+            "activation_uint8": result.activation_uint8, "weight_bits": result.weight_bits,
             "validation_max_abs_diff": {k: float(v) for k, v in result.max_diff.items()}}
     if result.nms_removed:
         data["nms"] = result.nms

@@ -55,3 +55,37 @@ def test_rewrite_is_the_same_function_and_fuses(tmp_path):
     assert np.abs(a - b).max() <= 0.05 + 1e-6 and np.mean(a == b) > 0.95
     ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
     assert "QLinearConv" in ops
+
+
+def float_weight_qdq_model(path, w):
+    """Conv whose float weight goes through QuantizeLinear → DequantizeLinear sharing one per-channel scale
+    (how paddle2onnx writes PaddleSlim's weights)."""
+    scale = (np.abs(w).reshape(len(w), -1).max(axis=1) / 127).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(scale, "ws"),
+             numpy_helper.from_array(np.zeros(len(w), np.int8), "wzp")]
+    nodes = [helper.make_node("QuantizeLinear", ["w", "ws", "wzp"], ["wq"], axis=0),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wzp"], ["wd"], axis=0),
+             helper.make_node("Conv", ["x", "wd"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "wqdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_reduce_weight_range_quantizes_weights_to_7_bits(tmp_path):
+    from fastdet_cli.export.qdq import reduce_weight_range
+
+    w = np.random.default_rng(1).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    float_weight_qdq_model(tmp_path / "a.onnx", w)
+    assert reduce_weight_range(tmp_path / "a.onnx", tmp_path / "b.onnx") == 1
+    m = onnx.load(str(tmp_path / "b.onnx"))
+    q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear")
+    dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear")
+    assert q.input[1] == dq.input[1] != "ws"
+    m.graph.output.append(helper.make_tensor_value_info("wq", TensorProto.INT8, None))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(2).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    y7, wq = sess.run(["y", "wq"], {"x": x})
+    assert np.abs(wq).max() == 63  # the largest weight of each channel maps to ±63, not ±127
+    y8 = ort.InferenceSession(str(tmp_path / "a.onnx"), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+    # still the same convolution, at half the weight resolution
+    assert np.abs(y7 - y8).max() < 0.05 * np.abs(y8).max()
