@@ -104,6 +104,10 @@ def print_tables(report: dict, console) -> None:
         if d["flagged"]:
             console.print(f"[yellow]warning:[/] on {backend}, INT8 loses more than {FLAG_POINTS:g} AP points on: "
                           f"{', '.join(d['flagged'])}", highlight=False)
+    for backend, lines in report.get("int8_verdict", {}).items():
+        console.print(f"[bold]why INT8 is not faster on {backend}:[/bold]", highlight=False)
+        for line in lines:
+            console.print(f"  - {line}", highlight=False)
 
 
 def markdown(report: dict) -> str:
@@ -117,6 +121,8 @@ def markdown(report: dict) -> str:
     parts.append("## Runtime Benchmark (ms)\n\n" + md_table(HEADER, table_rows(report, "runtime_ms")))
     parts.append("## End-to-end Benchmark (ms)\n\n" + md_table(HEADER, table_rows(report, "end2end_ms")))
     parts.append("## Per-stage split (mean ms)\n\n" + md_table(STAGE_HEADER, stage_rows(report)))
+    for backend, lines in report.get("int8_verdict", {}).items():
+        parts.append(f"## Why INT8 is not faster on {backend}\n\n" + "\n".join(f"- {line}" for line in lines))
     return "\n\n".join(parts) + "\n"
 
 

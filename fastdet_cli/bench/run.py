@@ -221,7 +221,26 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
         "rows": [dataclasses.asdict(r) for r in rows],
     }
     report["per_class_delta"] = per_class_deltas(report["rows"])
+    report["int8_verdict"] = int8_verdicts(rows, int8_path, settings.threads, log)
     return report
+
+
+def int8_verdicts(rows: list[Row], int8_path, threads: int, log: Callable[[str], None]) -> dict[str, list[str]]:
+    """For each backend where INT8 ran no faster than FP32: `fastdet inspect`'s verdict (a short profile of 10
+    runs) on why, when the backend has a per-op profile."""
+    from fastdet_cli.inspect import inspect_model
+
+    mean = {(r.backend, r.precision): r.runtime_ms["mean"] for r in rows if r.status == "ok" and r.runtime_ms}
+    out = {}
+    for (backend, precision), ms in mean.items():
+        if precision != "int8" or ms < mean.get((backend, "fp32"), 0.0):
+            continue
+        log(f"INT8 is not faster than FP32 on {backend}: profiling it (fastdet inspect) to say why")
+        try:
+            out[backend] = inspect_model(str(int8_path), backend, threads, runs=10).verdict()
+        except FastdetError as e:  # no per-op profile for this backend
+            out[backend] = [f"no per-op profile: {e}"]
+    return out
 
 
 def _versions() -> dict:

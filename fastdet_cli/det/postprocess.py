@@ -63,7 +63,7 @@ def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, p: NmsParams) -> Detec
             cand = cand[np.argsort(-sc[cand], kind="stable")[: p.nms_top_k]]
         b = boxes[cand].astype(np.float64)
         xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2] + pad], axis=1)
-        idx = cv2.dnn.NMSBoxes(xywh.tolist(), sc[cand].astype(np.float64).tolist(), float(p.score_threshold),
+        idx = cv2.dnn.NMSBoxes(xywh, sc[cand].astype(np.float32), float(p.score_threshold),
                                float(p.nms_threshold), 1.0, 0)
         idx = cand[np.asarray(idx, np.int64).reshape(-1)]
         keep_boxes.append(boxes[idx])
