@@ -87,15 +87,16 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
                 from fastdet_cli.data.dataset import resolve_dataset
 
                 callback = program_eval_callback(source, resolve_dataset(eval_spec))
-            # ACT has no skip list: the single-channel convs are marked skip_quant in a copy of the program
-            # (and so are the user's QuantAware.skip_tensor_list)
+            # ACT trains a BN-folded copy (paddle2onnx mis-exports conv → quantize → batch_norm, see
+            # qat.fuse_conv_bn), and has no skip list: the single-channel convs and the user's
+            # QuantAware.skip_tensor_list are marked skip_quant in that copy
             kept_float = kept_float + [w for w in cfg.quant.get("skip_tensor_list", []) if w not in kept_float]
-            qat_source = _with_skip_quant(source, kept_float, out.tmp.with_name(out.tmp.name + "-src"))
+            src_dir = out.tmp.with_name(out.tmp.name + "-src")
             try:
+                qat_source = _qat_source(source, kept_float, src_dir, log)
                 settings = run_qat(cfg, qat_source, samples, out.tmp, callback, devices)
             finally:
-                if qat_source is not source:
-                    shutil.rmtree(qat_source.dir, ignore_errors=True)
+                shutil.rmtree(src_dir, ignore_errors=True)
         seconds = time.perf_counter() - t0
         if not (out.tmp / "model.pdmodel").exists():
             raise FastdetError("PaddleSlim finished without writing model.pdmodel")
@@ -119,18 +120,16 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
     return CompressResult(final, report)
 
 
-def _with_skip_quant(source, weights: list[str], tmp: Path):
-    """A copy of `source` whose convolutions reading `weights` are marked skip_quant (or `source` itself)."""
-    if not weights:
-        return source
+def _qat_source(source, skip_weights: list[str], tmp: Path, log):
+    """The model ACT trains: `source` with conv + batch_norm folded, the convs reading `skip_weights` marked
+    skip_quant."""
+    from fastdet_cli.compress.qat import fuse_conv_bn
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.paddle_program import mark_skip_quant
-    from fastdet_cli.runtime.paddle import paddle_model_files
 
-    pdmodel, pdiparams = paddle_model_files(source.dir)
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    mark_skip_quant(pdmodel, tmp / pdmodel.name, weights)
-    shutil.copyfile(pdiparams, tmp / pdiparams.name)
-    shutil.copyfile(source.deploy.path, tmp / source.deploy.path.name)
+    folded = fuse_conv_bn(source, tmp)
+    log(f"batch_norm folded into {folded} convolutions before QAT")
+    if skip_weights:
+        mark_skip_quant(tmp / "model.pdmodel", tmp / "model.pdmodel", skip_weights)
     return resolve_model(tmp)
