@@ -142,6 +142,11 @@ def fuse_conv_bn(source: ModelSource, out_dir: Path) -> int:
                 ir_pass.apply(graph.graph)
             fused = graph.to_program()
             block = fused.global_block()
+            # the ops the passes create carry no op_role, which ACT's program clone requires
+            role = core.op_proto_and_checker_maker.kOpRoleAttrName()
+            for op in block.ops:
+                if not op.has_attr(role):
+                    op._set_attr(role, int(core.op_proto_and_checker_maker.OpRole.Forward))
             paddle.static.save_inference_model(
                 str(out_dir / "model"), [block.var(n) for n in feeds], [block.var(v.name) for v in fetches], exe,
                 program=fused)

@@ -142,7 +142,7 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
                 n = activations_to_uint8(final, final)
                 result.activation_uint8 = n > 0
                 result.notes.append(f"{n} activation Q/DQ pairs moved from int8 to uint8 (zero point 128) for "
-                                    "ONNX Runtime's QLinearConv fusion")
+                                    "ONNX Runtime's u8 activation kernels (same function)")
         if validate:  # against Paddle Inference running the same program: before the weight range changes
             result.max_diff = validate_export(source, final, result.nms if result.nms_removed else None, quantized)
         if quantized and weight_bits < 8:

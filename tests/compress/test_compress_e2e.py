@@ -97,3 +97,24 @@ def test_unknown_skip_tensor_is_an_error(tmp_path, section):
     with pytest.raises(FastdetError, match=f"{section}.skip_tensor_list: conv2d_1.w_9 is not a"):
         compress(cfg, save_dir=tmp_path / "out", log=lambda m: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_bn_folded_copy_for_qat_computes_the_same(tmp_path):
+    """QAT trains a conv+BN-folded copy (paddle2onnx mis-exports conv → quantize → batch_norm)."""
+    from fastdet_cli.compress.qat import fuse_conv_bn
+    from fastdet_cli.det.pipeline import sample_inputs
+    from fastdet_cli.paddle_program import load_program, op_counts
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
+
+    source = resolve_model("default")
+    assert fuse_conv_bn(source, tmp_path / "fused") > 50
+    assert "batch_norm" not in op_counts(load_program(tmp_path / "fused" / "model.pdmodel"))
+    assert (tmp_path / "fused" / "infer_cfg.yml").read_bytes() == (DEFAULT_MODEL_DIR / "infer_cfg.yml").read_bytes()
+    feed = sample_inputs(source.deploy)
+    outs = []
+    for d in (DEFAULT_MODEL_DIR, tmp_path / "fused"):
+        with create_runner("paddle", d, RunnerOptions(mkldnn=False)) as r:
+            outs.append(r.infer({k: feed[k] for k in r.input_metadata()}))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
