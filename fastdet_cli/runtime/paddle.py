@@ -2,6 +2,9 @@
 TensorRT subgraph engine; min_subgraph_size comes from the deploy config)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,20 @@ def paddle_model_files(path: Path) -> tuple[Path, Path]:
     if not params.exists():
         raise FastdetError(f"Paddle model weights missing: {params}")
     return model, params
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced():
+    """Send file descriptor 1 to /dev/null for the duration (native code's prints bypass sys.stdout)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class PaddleRunner(Runner):
@@ -69,7 +86,8 @@ class PaddleRunner(Runner):
 
         config = self._config()
         try:
-            self.predictor = pi.create_predictor(config)
+            with _native_stdout_silenced():  # the oneDNN INT8 passes print dozens of lines from C++
+                self.predictor = pi.create_predictor(config)
         except (RuntimeError, ValueError, OSError) as e:
             raise FastdetError(f"Paddle Inference cannot load {self.model_path}: {str(e).strip().splitlines()[-1]}") from e
         self._in_names = self.predictor.get_input_names()
