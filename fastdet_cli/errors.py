@@ -16,3 +16,7 @@ class MissingDependency(FastdetError):
 
 class NoDevice(FastdetError):
     """A requested device (e.g. a CUDA GPU) is not present."""
+
+
+class UnsupportedMode(FastdetError):
+    """A backend cannot run this model in the requested mode (a benchmark shows the mode as "None: why")."""

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from fastdet_cli.bench.latency import Stats, time_calls
-from fastdet_cli.errors import FastdetError, MissingDependency, NoDevice
+from fastdet_cli.errors import FastdetError, MissingDependency, NoDevice, UnsupportedMode
 
 MODES = ("fp32", "int8", "int8+fp16", "int8+fp16+pm")
 CPU_BACKENDS = ("ort", "openvino", "paddle")
@@ -203,6 +203,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
             try:
                 row = bench_one(fp32.dir if mode == "fp32" else int8_path, backend, opts, image, settings, dataset,
                                 tick)
+            except UnsupportedMode as e:
+                row = Row(backend, mode, f"None: {e}")
             except (MissingDependency, NoDevice) as e:
                 if settings.explicit_backends:
                     raise

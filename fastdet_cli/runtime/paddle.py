@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from fastdet_cli.errors import FastdetError
+from fastdet_cli.errors import FastdetError, UnsupportedMode
 from fastdet_cli.lazy import import_paddle
 from fastdet_cli.runtime.base import Runner, TensorMeta
 
@@ -88,7 +89,16 @@ class PaddleRunner(Runner):
         try:
             with _native_stdout_silenced():  # the oneDNN INT8 passes print dozens of lines from C++
                 self.predictor = pi.create_predictor(config)
-        except (RuntimeError, ValueError, OSError) as e:
+        except (RuntimeError, ValueError, OSError, SystemError) as e:
+            found = re.search(r"threshold information for \[([^\]]+)\]", str(e))
+            if found:
+                # Paddle 2.6.2 takes a float conv weight whose values are all integers in int8 range for an
+                # already-quantized one (IsInt8Weight) and then finds no scale for it: PP-YOLOE's DFL projection
+                # conv (weights 0..reg_max), which compression keeps float
+                raise UnsupportedMode(
+                    f"Paddle Inference's oneDNN INT8 passes cannot take {self.model_path.name}: {found.group(1)} is a "
+                    "float convolution whose weights are all small integers, which Paddle 2.6.2 mistakes for an int8 "
+                    "weight without scales") from e
             raise FastdetError(f"Paddle Inference cannot load {self.model_path}: {str(e).strip().splitlines()[-1]}") from e
         self._in_names = self.predictor.get_input_names()
         self._out_names = self.predictor.get_output_names()
