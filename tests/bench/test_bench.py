@@ -29,7 +29,7 @@ def test_cpu_backends_have_no_fp16_or_pinned_mode():
 @pytest.mark.openvino
 def test_bench_default_model_end_to_end(default_ptq, tmp_path):
     settings = BenchSettings(backends=("ort", "openvino", "paddle", "trt", "paddle-trt"), explicit_backends=False,
-                             fp16=True, pinned=True, repeat=5, warmup=2, eval_limit=30)
+                             fp16=True, pinned=True, repeat=5, warmup=10, eval_limit=30)
     report = run_bench(settings, log=lambda m: None)
     rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
     assert len(rows) == 5 * 4
@@ -40,8 +40,9 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
             for key in ("runtime_ms", "end2end_ms"):
                 st = r[key]
                 assert st["n"] == 5 and 0 < st["p50"] <= st["p99"] and st["mean"] > 0
-            # end-to-end includes the runtime: its mean cannot be (much) below it
-            assert r["end2end_ms"]["mean"] > 0.8 * r["runtime_ms"]["mean"]
+            # end-to-end includes the runtime: its median cannot be (much) below it (medians: 5 runs on a
+            # shared machine, and oneDNN INT8 builds primitives during its first runs)
+            assert r["end2end_ms"]["p50"] > 0.8 * r["runtime_ms"]["p50"]
             assert 0.0 < r["map"] <= 1.0 and r["ap50"] >= r["map"]
         assert rows[(b, "fp32")]["map"] > 0.5
         assert rows[(b, "int8+fp16+pm")]["status"].startswith("None")
