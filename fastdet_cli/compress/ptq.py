@@ -73,9 +73,8 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
     """PTQ; with `PTQ.max_map_drop` set, the INT8 mAP is measured and, if it dropped more than that, the
     convolutions whose quantization costs most are kept in float (compress/sensitivity.py) and PTQ is run
     again with them skipped. Returns (settings, search report or None)."""
-    settings = run_ptq(cfg, source, samples, out_dir, skip_tensors)
     if cfg.ptq.get("max_map_drop") is None:
-        return settings, None
+        return run_ptq(cfg, source, samples, out_dir, skip_tensors), None
     import shutil
     import time
 
@@ -85,9 +84,10 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
     from fastdet_cli.det.pipeline import onnx_for
     from fastdet_cli.export.onnx import export_onnx
 
-    t0 = time.perf_counter()
-    spec, why = search_dataset_spec(cfg)
+    spec, why = search_dataset_spec(cfg)  # a config without annotated images fails before PTQ runs
     dataset = resolve_dataset(spec)
+    settings = run_ptq(cfg, source, samples, out_dir, skip_tensors)
+    t0 = time.perf_counter()
     log(f"sensitivity search on {spec} ({why})")
     work = out_dir.with_name(out_dir.name + "-search")
     try:

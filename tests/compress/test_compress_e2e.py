@@ -125,3 +125,19 @@ def test_bn_folded_copy_for_qat_computes_the_same(tmp_path):
             outs.append(r.infer({k: feed[k] for k in r.input_metadata()}))
     for a, b in zip(*outs):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_search_without_annotated_images_fails_before_ptq(tmp_path, val_dataset):
+    import shutil
+
+    from fastdet_cli.errors import FastdetError
+
+    (tmp_path / "imgs").mkdir()
+    for _, p in val_dataset.image_paths(limit=2):
+        shutil.copy(p, tmp_path / "imgs")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("Global: {model_dir: default, ptq_image_path: imgs}\nPTQ: {max_map_drop: 0.5, batch_size: 1, "
+                   "batch_nums: 2}\n")
+    with pytest.raises(FastdetError, match="needs annotated images"):
+        compress(cfg, save_dir=tmp_path / "out", log=lambda m: None)
+    assert not (tmp_path / "out").exists()
