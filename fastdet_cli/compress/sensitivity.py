@@ -27,7 +27,7 @@ class Site:
 
     conv: str  # ONNX node name
     activation: str | None  # float tensor in front of the input's Q/DQ pair
-    weight: str | None  # float weight initializer in front of the weight's Q/DQ pair (the Paddle parameter)
+    weight: str | None  # float weight constant in front of the weight's Q/DQ pair (the Paddle parameter name)
 
 
 def conv_sites(model) -> list[Site]:
