@@ -35,16 +35,20 @@ def paddle_model_files(path: Path) -> tuple[Path, Path]:
 
 @contextlib.contextmanager
 def _native_stdout_silenced():
-    """Send file descriptor 1 to /dev/null for the duration (native code's prints bypass sys.stdout)."""
+    """Send file descriptors 1 and 2 to /dev/null for the duration (native code's prints bypass sys.stdout;
+    Paddle's failures still arrive as Python exceptions)."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+        for fd, old in zip((1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
 
 
 class PaddleRunner(Runner):

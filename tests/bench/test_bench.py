@@ -40,9 +40,10 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
             for key in ("runtime_ms", "end2end_ms"):
                 st = r[key]
                 assert st["n"] == 5 and 0 < st["p50"] <= st["p99"] and st["mean"] > 0
-            # end-to-end includes the runtime: its median cannot be (much) below it (medians: 5 runs on a
-            # shared machine, and oneDNN INT8 builds primitives during its first runs)
-            assert r["end2end_ms"]["p50"] > 0.8 * r["runtime_ms"]["p50"]
+            # end-to-end includes the runtime: its median cannot be far below it (the two are timed one after
+            # the other, 5 runs each, on a shared machine: only a gross gap is a bug)
+            assert r["end2end_ms"]["p50"] > 0.5 * r["runtime_ms"]["p50"]
+            assert r["stages_ms"]["compute"] > 0 and r["stages_ms"]["preprocess"] > 0
             assert 0.0 < r["map"] <= 1.0 and r["ap50"] >= r["map"]
         assert rows[(b, "fp32")]["map"] > 0.5
         assert rows[(b, "int8+fp16+pm")]["status"].startswith("None")
