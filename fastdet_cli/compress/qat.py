@@ -135,11 +135,9 @@ def fuse_conv_bn(source: ModelSource, out_dir: Path) -> int:
                 str(source.dir), exe, model_filename=pdmodel.name, params_filename=pdiparams.name)
             graph = IrGraph(core.Graph(prog.desc), for_test=True)
             graph.safe_remove_nodes({n for n in graph.all_var_nodes() if n.is_ctrl_var()})
+            graph.graph.set_not_owned("__param_scope__", scope)  # the passes rewrite the weights there
             for name in BN_FUSE_PASSES:
-                ir_pass = core.get_pass(name)
-                if not graph.graph.has("__param_scope__"):
-                    graph.graph.set_not_owned("__param_scope__", scope)
-                ir_pass.apply(graph.graph)
+                core.get_pass(name).apply(graph.graph)
             fused = graph.to_program()
             block = fused.global_block()
             # the ops the passes create carry no op_role, which ACT's program clone requires

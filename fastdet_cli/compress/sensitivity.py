@@ -128,7 +128,7 @@ class SearchResult:
                 "ranking_top10": [{"conv": s.conv, "weight": s.weight, "activation": s.activation,
                                    "isolated_error": float(f"{e:.4g}")} for s, e in self.ranking[:10]],
                 "steps": [{"float_layers": k, "map": round(m, 4)} for k, m in self.steps],
-                "kept_float": [s.weight for s in self.chosen], "target_reached": self.reached}
+                "kept_float": [s.weight for s in self.chosen if s.weight], "target_reached": self.reached}
 
 
 def search_float_layers(fp32_dir, int8_dir, work_dir, dataset, feeds: list[dict[str, np.ndarray]],

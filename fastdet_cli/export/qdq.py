@@ -36,6 +36,15 @@ def _values(graph) -> dict[str, np.ndarray]:
     return vals
 
 
+def _consumers(graph) -> dict[str, list]:
+    """Tensor name → the nodes reading it."""
+    out: dict[str, list] = {}
+    for n in graph.node:
+        for name in n.input:
+            out.setdefault(name, []).append(n)
+    return out
+
+
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
@@ -83,10 +92,7 @@ def activations_to_uint8(src: Path, dst: Path) -> int:
     graph = model.graph
     vals = _values(graph)
     inits = {i.name for i in graph.initializer}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    consumers = _consumers(graph)
     u8_zero = "fastdet_u8_zero_point_128"
     rewritten_outputs = set()
     for q in graph.node:
@@ -121,7 +127,7 @@ def activations_to_uint8(src: Path, dst: Path) -> int:
 
 
 def reduce_weight_range(src: Path, dst: Path, bits: int = 7) -> int:
-    """Write `dst` with every weight QuantizeLinear → DequantizeLinear pair (an initializer quantized to int8)
+    """Write `dst` with every weight QuantizeLinear → DequantizeLinear pair (a constant quantized to int8)
     rescaled to `bits`-bit values: scale × 127 / (2^(bits-1) − 1). Returns the number of pairs rescaled."""
     import onnx
     from onnx import numpy_helper
@@ -129,10 +135,7 @@ def reduce_weight_range(src: Path, dst: Path, bits: int = 7) -> int:
     model = onnx.load(str(src))
     graph = model.graph
     vals = _values(graph)
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    consumers = _consumers(graph)
     factor = np.float32(127.0 / (2 ** (bits - 1) - 1))
     done = 0
     for q in list(graph.node):
