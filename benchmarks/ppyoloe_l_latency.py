@@ -119,7 +119,7 @@ def main() -> None:
         cfg = work / "ptq.yaml"
         cfg.write_text(PTQ.format(model=fp32))
         compress(cfg, "ptq", int8, log=console.print)
-    settings = BenchSettings(model=str(fp32), int8_model=str(int8), backends=("ort", "openvino", "paddle"),
+    settings = BenchSettings(model=str(fp32), int8_models=(str(int8),), backends=("ort", "openvino", "paddle"),
                              explicit_backends=True, repeat=args.repeat, warmup=args.warmup, threads=args.threads,
                              eval=False, end2end=False)
     report = run_bench(settings, log=console.print)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from fastdet_cli.errors import FastdetError
 from fastdet_cli.runtime.base import OpTime
 
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
@@ -96,6 +97,20 @@ class Inspection:
                 "ops": [{"name": o.name, "op_type": o.op_type, "precision": o.precision, "ms": round(o.ms, 4)}
                         for o in self.ops],
                 "verdict": self.verdict()}
+
+
+def int8_model_for(model: str | None, backend: str, log=print) -> str:
+    """The INT8 model `fastdet bench --int8` runs on `backend` for `model` (the embedded model's cached PTQ
+    versions; another model is its own INT8 model)."""
+    from fastdet_cli.bench.artifacts import choose, default_artifacts, describe
+    from fastdet_cli.paths import DEFAULT_MODEL_DIR
+
+    if model not in (None, "default"):
+        return str(describe(model).path)  # an FP32 model is an error here
+    chosen = choose(backend, default_artifacts(DEFAULT_MODEL_DIR, log))
+    if isinstance(chosen, str):
+        raise FastdetError(chosen.removeprefix("None: "))
+    return str(chosen.path)
 
 
 def inspect_model(model: str | None, backend: str, threads: int = 1, runs: int = 50, warmup: int = 5) -> Inspection:

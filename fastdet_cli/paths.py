@@ -16,3 +16,4 @@ def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "fastdet"
 DEFAULT_PTQ_CONFIG = PACKAGE_DIR / "configs" / "default_ptq.yaml"
+DEFAULT_PTQ_ORT_CONFIG = PACKAGE_DIR / "configs" / "default_ptq_ort.yaml"

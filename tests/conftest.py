@@ -74,11 +74,23 @@ def sample_image(val_dataset):
 
 
 @pytest.fixture(scope="session")
-def default_ptq(fastdet_cache):
-    """The embedded model quantized with the shipped PTQ config (cached the way `fastdet bench` caches it)."""
+def default_artifacts(fastdet_cache):
+    """The embedded model quantized with the shipped PTQ configs (PaddleSlim and ONNX Runtime engines), cached
+    the way `fastdet bench` caches them: {kind: dir}."""
     pytest.importorskip("paddleslim", reason="paddleslim not installed")
-    from fastdet_cli.bench.run import default_int8_model
+    from fastdet_cli.bench.artifacts import default_artifacts as made
     from fastdet_cli.paths import DEFAULT_MODEL_DIR
 
-    path, _ = default_int8_model(DEFAULT_MODEL_DIR, log=lambda m: None)
-    return path
+    return {a.kind: a.path for a in made(DEFAULT_MODEL_DIR, log=lambda m: None)}
+
+
+@pytest.fixture(scope="session")
+def default_ptq(default_artifacts):
+    """The PaddleSlim PTQ version of the embedded model."""
+    return default_artifacts["paddle-program"]
+
+
+@pytest.fixture(scope="session")
+def default_ptq_ort(default_artifacts):
+    """The ONNX Runtime engine's PTQ version of the embedded model."""
+    return default_artifacts["ort-qdq"]

@@ -49,12 +49,21 @@ def table_rows(report: dict, key: str) -> list[list[str]]:
         maps = [f"{by[(b, m)]['map']:.3f}" if (b, m) in by and by[(b, m)].get("map") is not None else "-"
                 for m in ("fp32", "int8")]
         status = fp32["status"] if fp32 and fp32["status"].startswith("skipped") else ""
-        method = report["settings"].get("int8_method") or "-"
-        out.append([b, *cells, speed, *maps, method if not status else status])
+        out.append([b, *cells, speed, *maps, status or int8_label(by.get((b, "int8")))])
     return out
 
 
-HEADER = ["backend", *COLUMNS, "max speedup", "FP32 mAP", "INT8 mAP", "method"]
+def int8_label(row: dict | None) -> str:
+    """What the INT8 row of a backend ran: the method and the artifact kind."""
+    if not row or not row.get("int8_artifact"):
+        return "-"
+    from fastdet_cli.bench.artifacts import KIND_LABELS
+
+    art = row["int8_artifact"]
+    return f"{art['method']} · {KIND_LABELS.get(art['kind'], art['kind'])}"
+
+
+HEADER = ["backend", *COLUMNS, "max speedup", "FP32 mAP", "INT8 mAP", "INT8 model"]
 
 
 def stage_rows(report: dict) -> list[list[str]]:
@@ -107,7 +116,11 @@ def print_tables(report: dict, console) -> None:
     for backend, lines in report.get("int8_verdict", {}).items():
         console.print(f"[bold]why INT8 is not faster on {backend}:[/bold]", highlight=False)
         for line in lines:
-            console.print(f"  - {line}", highlight=False)
+            console.print(f"  - {escape(line)}", highlight=False)
+    for a in report["settings"].get("int8_artifacts", []):
+        console.print(f"INT8 artifact: {escape(a['method'])} ({a['kind']}) {escape(a['path'])}", highlight=False)
+    if report.get("recommendation"):
+        console.print(f"[bold]recommendation:[/bold] {escape(report['recommendation']['text'])}", highlight=False)
 
 
 def markdown(report: dict) -> str:
@@ -123,6 +136,11 @@ def markdown(report: dict) -> str:
     parts.append("## Per-stage split (mean ms)\n\n" + md_table(STAGE_HEADER, stage_rows(report)))
     for backend, lines in report.get("int8_verdict", {}).items():
         parts.append(f"## Why INT8 is not faster on {backend}\n\n" + "\n".join(f"- {line}" for line in lines))
+    arts = report["settings"].get("int8_artifacts", [])
+    if arts:
+        parts.append("## INT8 artifacts\n\n" + "\n".join(f"- {a['method']} ({a['kind']}): `{a['path']}`" for a in arts))
+    if report.get("recommendation"):
+        parts.append(f"## Recommendation\n\n{report['recommendation']['text']}")
     return "\n\n".join(parts) + "\n"
 
 
@@ -130,11 +148,13 @@ def csv_text(report: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["backend", "precision", "status", "runtime_mean_ms", "runtime_p50_ms", "runtime_p90_ms",
-                "runtime_p99_ms", "runtime_stdev_ms", "end2end_mean_ms", "end2end_p50_ms", "map", "ap50"])
+                "runtime_p99_ms", "runtime_stdev_ms", "end2end_mean_ms", "end2end_p50_ms", "map", "ap50",
+                "int8_kind", "int8_model"])
     for r in report["rows"]:
-        rt, e2e = r["runtime_ms"] or {}, r["end2end_ms"] or {}
+        rt, e2e, art = r["runtime_ms"] or {}, r["end2end_ms"] or {}, r.get("int8_artifact") or {}
         w.writerow([r["backend"], r["precision"], r["status"], rt.get("mean"), rt.get("p50"), rt.get("p90"),
-                    rt.get("p99"), rt.get("stdev"), e2e.get("mean"), e2e.get("p50"), r["map"], r["ap50"]])
+                    rt.get("p99"), rt.get("stdev"), e2e.get("mean"), e2e.get("p50"), r["map"], r["ap50"],
+                    art.get("kind"), art.get("path")])
     return buf.getvalue()
 
 

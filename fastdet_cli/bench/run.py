@@ -5,6 +5,9 @@
   pre- and post-processing.
 - End-to-end latency: decoded BGR image in → boxes out (preprocess + runtime + decode + NMS).
 Both: `warmup` untimed runs, then `repeat` timed runs, CPU threads fixed to `threads` for every backend.
+- INT8: each backend runs the INT8 artifact it runs best (bench/artifacts.py); every row names its artifact.
+- The recommendation: the fastest backend × precision whose mAP is within `max_map_drop` of FP32 on the same
+  backend.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ CPU_BACKENDS = ("ort", "openvino", "paddle")
 @dataclass
 class BenchSettings:
     model: str = "default"
-    int8_model: str | None = None
+    int8_models: tuple[str, ...] = ()  # INT8 artifacts; each backend takes the one it runs best
     compress_config: Path | None = None
     backends: tuple[str, ...] = CPU_BACKENDS
     explicit_backends: bool = False
@@ -40,6 +43,7 @@ class BenchSettings:
     eval: bool = True
     eval_limit: int | None = None
     end2end: bool = True  # off for random-weight models, where every box passes the score threshold
+    max_map_drop: float = 0.5  # mAP points: the recommendation's accuracy bound
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Row:
     per_class_ap: dict = field(default_factory=dict)
     model: str | None = None
     rss_mb: float | None = None
+    int8_artifact: dict | None = None  # INT8 rows: path, kind, method of the artifact this backend ran
 
 
 def mode_options(backend: str, mode: str, threads: int):
@@ -130,32 +135,27 @@ def bench_one(model_path, backend: str, options, image: np.ndarray, settings: Be
     return row
 
 
-def default_int8_model(model_dir: Path, log: Callable[[str], None]) -> tuple[Path, str]:
-    """The embedded model's PTQ version, made with the shipped config and cached by the model's content."""
-    from fastdet_cli.compress import compress
+def int8_artifacts(settings: BenchSettings, log: Callable[[str], None]) -> list:
+    """The INT8 artifacts to choose from: --int8-model(s), else --compress's output, else (embedded model) the
+    cached PaddleSlim and ONNX Runtime PTQ versions."""
+    from fastdet_cli.bench.artifacts import default_artifacts, describe
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.paths import DEFAULT_PTQ_CONFIG, cache_dir
 
-    key = resolve_model(model_dir).content_hash()[:16]
-    out = cache_dir() / "compressed" / f"default_ptq_{key}"
-    if not (out / "model.pdmodel").exists():
-        log(f"making the INT8 model with {DEFAULT_PTQ_CONFIG.name} (cached in {out})")
-        compress(DEFAULT_PTQ_CONFIG, "ptq", out, log=log)
-    return out, "PTQ"
+    if settings.int8_models:
+        return [describe(m) for m in settings.int8_models]
+    if settings.compress_config:
+        from fastdet_cli.compress import compress
 
-
-def int8_method(path: Path) -> str:
-    import json
-
-    report = path / "compress_report.json"
-    if report.exists():
-        return json.loads(report.read_text()).get("method_label", "INT8")
-    return "INT8 (given)"
+        return [describe(compress(settings.compress_config, log=log).output_dir)]
+    if settings.model == "default":
+        return default_artifacts(resolve_model("default").dir, log)
+    raise FastdetError("--int8 needs --int8-model DIR or --compress CONFIG for a model other than 'default'")
 
 
 def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
               progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
     """Measure every requested backend × mode; returns the report dict (see docs/bench.md)."""
+    from fastdet_cli.bench.artifacts import choose
     from fastdet_cli.bench.report import per_class_deltas
     from fastdet_cli.data.dataset import resolve_dataset
     from fastdet_cli.det.model import resolve_model
@@ -168,22 +168,9 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
     fp32 = resolve_model(settings.model)
     dataset = resolve_dataset(settings.dataset)
     image = read_image(dataset.image_paths(limit=1)[0][1])
-    int8_path, method = None, None
-    if settings.int8:
-        if settings.int8_model:
-            int8_path = resolve_model(settings.int8_model).dir
-            method = int8_method(int8_path)
-        elif settings.compress_config:
-            from fastdet_cli.compress import compress
-
-            res = compress(settings.compress_config, log=log)
-            int8_path, method = res.output_dir, res.report["method_label"]
-        elif settings.model == "default":
-            int8_path, method = default_int8_model(fp32.dir, log)
-        else:
-            raise FastdetError("--int8 needs --int8-model DIR or --compress CONFIG for a model other than 'default'")
-    modes = ["fp32"] + (["int8"] if int8_path else []) + (["int8+fp16"] if settings.fp16 and int8_path else []) + (
-        ["int8+fp16+pm"] if settings.pinned and int8_path else [])
+    artifacts = int8_artifacts(settings, log) if settings.int8 else []
+    modes = ["fp32"] + (["int8"] if artifacts else []) + (["int8+fp16"] if settings.fp16 and artifacts else []) + (
+        ["int8+fp16+pm"] if settings.pinned and artifacts else [])
     rows: list[Row] = []
     for backend in settings.backends:
         skip = backend_status(backend)
@@ -192,8 +179,11 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
                 raise FastdetError(f"backend '{backend}' cannot run here: {skip.removeprefix('skipped: ')}")
             rows += [Row(backend, m, skip) for m in modes]
             continue
+        chosen = choose(backend, artifacts) if artifacts else None
         for mode in modes:
             opts = mode_options(backend, mode, settings.threads)
+            if mode != "fp32" and isinstance(chosen, str):
+                opts = chosen  # no artifact this backend can run
             if isinstance(opts, str):
                 rows.append(Row(backend, mode, opts))
                 continue
@@ -201,8 +191,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
             runs = (2 if settings.end2end else 1) * (settings.warmup + settings.repeat)
             tick = progress(f"{backend} {mode}", runs) if progress else (lambda n: None)
             try:
-                row = bench_one(fp32.dir if mode == "fp32" else int8_path, backend, opts, image, settings, dataset,
-                                tick)
+                row = bench_one(fp32.dir if mode == "fp32" else chosen.path, backend, opts, image, settings,
+                                dataset, tick)
             except UnsupportedMode as e:
                 row = Row(backend, mode, f"None: {e}")
             except (MissingDependency, NoDevice) as e:
@@ -210,11 +200,13 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
                     raise
                 row = Row(backend, mode, f"skipped: {e}")
             row.precision = mode
+            if mode != "fp32":
+                row.int8_artifact = chosen.as_dict()
             rows.append(row)
     report = {
         "schema": "fastdet-bench/1",
         "settings": {**dataclasses.asdict(settings), "compress_config": str(settings.compress_config or ""),
-                     "int8_model_used": str(int8_path or ""), "int8_method": method,
+                     "int8_artifacts": [a.as_dict() for a in artifacts],
                      "runtime_includes": "model run incl. host<->device copies on GPU backends; no pre/post-processing",
                      "end2end_includes": "decoded BGR image -> boxes: preprocess + runtime + decode + NMS",
                      "dataset_used": str(dataset.ann_file), "timing_image": str(dataset.image_paths(limit=1)[0][1])},
@@ -223,23 +215,61 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
         "rows": [dataclasses.asdict(r) for r in rows],
     }
     report["per_class_delta"] = per_class_deltas(report["rows"])
-    report["int8_verdict"] = int8_verdicts(rows, int8_path, settings.threads, log)
+    report["int8_verdict"] = int8_verdicts(rows, settings.threads, log)
+    report["recommendation"] = recommend(report["rows"], settings.max_map_drop)
     return report
 
 
-def int8_verdicts(rows: list[Row], int8_path, threads: int, log: Callable[[str], None]) -> dict[str, list[str]]:
+def recommend(rows: list[dict], max_map_drop: float) -> dict:
+    """The fastest backend × precision whose mAP is within `max_map_drop` points of FP32 on the same backend
+    (end-to-end mean when measured, else runtime mean). INT8 rows without mAP cannot qualify unless no row has
+    mAP at all (then speed alone decides, and the text says so)."""
+    key = "end2end_ms" if any(r.get("end2end_ms") for r in rows) else "runtime_ms"
+    ok = [r for r in rows if r["status"] == "ok" and r.get(key)]
+    if not ok:
+        return {"text": "no backend ran", "backend": None, "precision": None}
+    fp32 = {r["backend"]: r for r in ok if r["precision"] == "fp32"}
+    with_map = any(r.get("map") is not None for r in ok)
+
+    def qualifies(r: dict) -> bool:
+        if r["precision"] == "fp32":
+            return True
+        base = fp32.get(r["backend"])
+        if not with_map:
+            return True
+        return (r.get("map") is not None and base is not None and base.get("map") is not None
+                and 100 * (base["map"] - r["map"]) <= max_map_drop)
+
+    best = min((r for r in ok if qualifies(r)), key=lambda r: r[key]["mean"])
+    what = "end-to-end" if key == "end2end_ms" else "runtime"
+    base = fp32.get(best["backend"])
+    if best["precision"] == "fp32":
+        text = (f"FP32 on {best['backend']} ({best[key]['mean']:.2f} ms {what}): INT8 does not pay here"
+                + (f" (no INT8 row both faster and within {max_map_drop:g} mAP point)" if with_map else ""))
+    else:
+        speed = f", {base[key]['mean'] / best[key]['mean']:.2f}x its FP32" if base else ""
+        acc = (f", mAP {best['map']:.3f} vs FP32 {base['map']:.3f}" if with_map and base and base.get("map") is not None
+               else " (mAP not measured: speed only)")
+        text = (f"{best['precision'].upper()} on {best['backend']} ({best[key]['mean']:.2f} ms {what}{speed}{acc}; "
+                f"{best['int8_artifact']['method']}, {best['int8_artifact']['path']})")
+    return {"text": text, "backend": best["backend"], "precision": best["precision"], "latency": what,
+            "max_map_drop_points": max_map_drop}
+
+
+def int8_verdicts(rows: list[Row], threads: int, log: Callable[[str], None]) -> dict[str, list[str]]:
     """For each backend where INT8 ran no faster than FP32: `fastdet inspect`'s verdict (a short profile of 10
     runs) on why, when the backend has a per-op profile."""
     from fastdet_cli.inspect import inspect_model
 
     mean = {(r.backend, r.precision): r.runtime_ms["mean"] for r in rows if r.status == "ok" and r.runtime_ms}
+    paths = {r.backend: r.int8_artifact["path"] for r in rows if r.int8_artifact}
     out = {}
     for (backend, precision), ms in mean.items():
         if precision != "int8" or ms < mean.get((backend, "fp32"), 0.0):
             continue
         log(f"INT8 is not faster than FP32 on {backend}: profiling it (fastdet inspect) to say why")
         try:
-            out[backend] = inspect_model(str(int8_path), backend, threads, runs=10).verdict()
+            out[backend] = inspect_model(paths[backend], backend, threads, runs=10).verdict()
         except FastdetError as e:  # no per-op profile for this backend
             out[backend] = [f"no per-op profile: {e}"]
     return out

@@ -10,7 +10,8 @@ from fastdet_cli.commands import options
 
 def bench(
     model: str = options.Model,
-    int8_model: str = typer.Option(None, "--int8-model", help="Quantized Paddle model dir (fastdet compress output)."),
+    int8_model: list[str] = typer.Option(None, "--int8-model", help="Quantized model (fastdet compress output); "
+                                         "repeat it to give several: each backend runs the one it runs best."),
     compress_config: Path = typer.Option(None, "--compress", help="Make the INT8 model with this compression config."),
     backend: str = typer.Option("ort,openvino,paddle", "--backend", "-b",
                                 help="Comma-separated backends, or 'all' (GPU ones get a 'skipped' row here)."),
@@ -25,6 +26,8 @@ def bench(
     eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Evaluate on the first N images only."),
     report: Path = typer.Option(None, "--report", help="Write report.json/.csv/.md and a PNG plot here."),
     end2end: bool = typer.Option(True, "--end2end/--no-end2end", help="Also time image-in → boxes-out."),
+    max_map_drop: float = typer.Option(0.5, "--max-map-drop", min=0.0,
+                                       help="mAP points an INT8 row may lose and still be recommended."),
 ) -> int:
     """Latency (runtime and end-to-end) and mAP for FP32 / INT8 / INT8+FP16 / INT8+FP16+PM per backend."""
     from rich.console import Console
@@ -36,7 +39,8 @@ def bench(
 
     explicit = backend != "all"
     names = tuple(BACKENDS) if backend == "all" else tuple(b.strip() for b in backend.split(",") if b.strip())
-    settings = BenchSettings(model=model, int8_model=int8_model, compress_config=compress_config, backends=names,
+    settings = BenchSettings(model=model, int8_models=tuple(int8_model or ()), compress_config=compress_config,
+                             backends=names, max_map_drop=max_map_drop,
                              explicit_backends=explicit, int8=int8, fp16=fp16, pinned=pinned, repeat=repeat,
                              warmup=warmup, threads=threads, dataset=dataset, eval=eval_, eval_limit=eval_limit,
                              end2end=end2end)

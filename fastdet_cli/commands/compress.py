@@ -12,6 +12,8 @@ def compress(
     save_dir: Path = typer.Option(None, "--save-dir", help="Output folder (default: beside the config)."),
     devices: str = typer.Option("cpu", "--devices", help="cpu or gpu."),
     eval_dataset: str = typer.Option(None, "--eval", help="COCO dataset dir or 'default': mAP FP32 vs INT8."),
+    engine: str = typer.Option(None, "--engine", help="paddleslim or onnxruntime (default: Global.engine, "
+                                                      "else paddleslim)."),
 ) -> int:
     """Quantize: quantized model + the FP32 deploy config copied + compress_report.json; optional mAP table."""
     from rich.console import Console
@@ -20,7 +22,8 @@ def compress(
     from fastdet_cli.compress import compress as run
 
     console = Console()
-    result = run(config, method, save_dir, devices, eval_dataset, log=lambda m: console.print(m, highlight=False))
+    result = run(config, method, save_dir, devices, eval_dataset, log=lambda m: console.print(m, highlight=False),
+                 engine=engine)
     r = result.report
     table = Table(title=f"{r['method_label']} → {result.output_dir}", title_justify="left", show_header=False)
     table.add_row("images", f"{r['images']['count']} from {r['images']['source']}")
@@ -32,7 +35,7 @@ def compress(
     console.print(table)
     spec = eval_dataset or _config_eval(config)
     if spec:
-        _print_map(console, r["model_fp32"], str(result.output_dir), spec)
+        _print_map(console, r["model_fp32"], str(result.output_dir), spec, "ort" if r["format"] == "onnx" else "paddle")
     return 0
 
 
@@ -42,8 +45,9 @@ def _config_eval(config: Path) -> str | None:
     return load_compress_config(config).eval_dataset
 
 
-def _print_map(console, fp32: str, int8: str, dataset: str) -> None:
-    """mAP of FP32 and INT8 on Paddle Inference (the runtime the quantized program comes from)."""
+def _print_map(console, fp32: str, int8: str, dataset: str, backend: str) -> None:
+    """mAP of FP32 and INT8 on the runtime the quantized model is made for (Paddle Inference for a PaddleSlim
+    program, ONNX Runtime for the onnxruntime engine's ONNX)."""
     from rich.table import Table
 
     from fastdet_cli.data.dataset import resolve_dataset
@@ -51,11 +55,12 @@ def _print_map(console, fp32: str, int8: str, dataset: str) -> None:
     from fastdet_cli.evaluate.coco import coco_evaluate
 
     ds = resolve_dataset(dataset)
-    table = Table(title=f"COCO mAP on {ds.ann_file.name} (Paddle Inference, CPU)", title_justify="left")
+    label = {"paddle": "Paddle Inference", "ort": "ONNX Runtime"}[backend]
+    table = Table(title=f"COCO mAP on {ds.ann_file.name} ({label}, CPU)", title_justify="left")
     for col in ("model", "AP", "AP50", "AP75"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for name, path in (("FP32", fp32), ("INT8", int8)):
-        with Detector.load(path, "paddle") as det:
+        with Detector.load(path, backend) as det:
             res = coco_evaluate(det, ds)
         table.add_row(name, f"{res.stats['AP']:.3f}", f"{res.stats['AP50']:.3f}", f"{res.stats['AP75']:.3f}")
     console.print(table)

@@ -16,16 +16,20 @@ def inspect(
     runs: int = typer.Option(50, "--runs", min=1, help="Profiled runs (after 5 warm-up runs)."),
     top: int = typer.Option(10, "--top", min=1, help="How many of the slowest ops to list."),
     json_out: Path = typer.Option(None, "--json", help="Write every op's time and the verdict to this file."),
+    int8: bool = typer.Option(False, "--int8", help="Inspect the INT8 model `fastdet bench --int8` runs on this "
+                                                    "backend (for the embedded model: its cached PTQ version)."),
 ) -> int:
     """Per-op profile on ort or openvino: ops by precision, the slowest ops, and a verdict for INT8 models."""
     from rich.console import Console
     from rich.table import Table
 
-    from fastdet_cli.inspect import inspect_model
+    from fastdet_cli.inspect import inspect_model, int8_model_for
     from fastdet_cli.io import write_json_atomic
 
-    result = inspect_model(model, backend, threads, runs)
     console = Console()
+    if int8:
+        model = int8_model_for(model, backend, log=lambda m: console.print(m, highlight=False))
+    result = inspect_model(model, backend, threads, runs)
     total = result.total_ms or 1e-9
     head = Table(title=f"{result.model} on {backend} — {'INT8' if result.quantized else 'FP32'} model, "
                        f"{threads} thread(s), mean of {runs} profiled runs: {result.total_ms:.2f} ms in ops",

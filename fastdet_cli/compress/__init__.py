@@ -1,7 +1,8 @@
 """`fastdet compress`: one-click auto-compression with PaddleSlim from one YAML file (FastDeploy's format).
 
-The output folder holds the quantized `model.pdmodel` / `model.pdiparams`, the FP32 model's deploy config
-copied byte for byte, and `compress_report.json`. It is written to a temporary folder and renamed when
+The output folder holds the quantized `model.pdmodel` / `model.pdiparams` (engine paddleslim) or `model.onnx`
++ `fastdet.yml` (engine onnxruntime: ONNX Runtime's quantizer on the FP32 ONNX export, compress/ort_engine.py),
+the FP32 model's deploy config copied byte for byte, and `compress_report.json`. It is written to a temporary folder and renamed when
 complete, so an error or Ctrl-C leaves nothing half-written.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ class CompressResult:
 
 
 def compress(config_path: Path, method: str | None = None, save_dir: Path | None = None, devices: str = "cpu",
-             eval_dataset: str | None = None, log=print) -> CompressResult:
+             eval_dataset: str | None = None, log=print, engine: str | None = None) -> CompressResult:
     from fastdet_cli.compress.common import (FeedSamples, Output, copy_deploy_config, dir_size, image_list,
                                              versions, write_report)
     from fastdet_cli.compress.config import load_compress_config, qat_image_dir
@@ -29,10 +30,13 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
     from fastdet_cli.paddle_program import conv_weights, feed_names, load_program, single_output_conv_weights
     from fastdet_cli.runtime.paddle import paddle_model_files
 
-    cfg = load_compress_config(config_path)
+    cfg = load_compress_config(config_path, engine)
     method = (method or cfg.method_hint or "ptq").lower()
     if method not in ("ptq", "qat"):
         raise FastdetError(f"unknown method '{method}' (ptq or qat)")
+    if cfg.engine == "onnxruntime" and method != "ptq":
+        raise FastdetError("engine onnxruntime does post-training quantization only; QAT (with distillation) "
+                           "trains the Paddle program: use engine paddleslim")
     if devices not in ("cpu", "gpu"):
         raise FastdetError(f"--devices must be cpu or gpu, got '{devices}'")
     if devices == "gpu":
@@ -65,14 +69,21 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
     samples = FeedSamples(source, files, feeds)
     log(f"{method.upper()} of {source.dir} on {len(files)} images; preprocessing from "
         f"{source.deploy.path.name}: {samples.pipeline}")
-    if kept_float:
+    if kept_float and cfg.engine == "paddleslim":
         log(f"kept in float (single-output-channel convs, which paddle2onnx cannot export quantized): "
             f"{', '.join(kept_float)}")
 
     out = Output(save_dir)
     try:
         t0 = time.perf_counter()
-        if method == "ptq":
+        if cfg.engine == "onnxruntime":
+            from fastdet_cli.compress.ort_engine import run_ort_ptq
+            from fastdet_cli.compress.ptq import search_dataset_spec
+
+            spec = search_dataset_spec(cfg) if cfg.ptq.get("max_map_drop") is not None else None
+            settings, search, _ = run_ort_ptq(cfg, source, samples, out.tmp, spec, log)
+            kept_float = settings["nodes_to_exclude"]
+        elif method == "ptq":
             from fastdet_cli.compress.ptq import run_ptq_with_search
 
             settings, search = run_ptq_with_search(cfg, source, samples, out.tmp, kept_float, log)
@@ -98,18 +109,22 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
             finally:
                 shutil.rmtree(src_dir, ignore_errors=True)
         seconds = time.perf_counter() - t0
-        if not (out.tmp / "model.pdmodel").exists():
-            raise FastdetError("PaddleSlim finished without writing model.pdmodel")
+        written = "model.onnx" if cfg.engine == "onnxruntime" else "model.pdmodel"
+        if not (out.tmp / written).exists():
+            raise FastdetError(f"{cfg.engine} finished without writing {written}")
         deploy_copy = copy_deploy_config(source, out.tmp)
         report = {
-            "method": method, "method_label": "PTQ" if method == "ptq" else "QAT-distillation",
+            "method": method, "engine": cfg.engine,
+            "method_label": ("PTQ (ORT)" if cfg.engine == "onnxruntime" else "PTQ") if method == "ptq"
+            else "QAT-distillation",
+            "format": "onnx" if cfg.engine == "onnxruntime" else "paddle",
             "config_file": str(Path(config_path).resolve()), "config_resolved": settings,
             "model_fp32": str(source.dir), "deploy_config": deploy_copy.name,
             "input_list": feeds, "preprocess": samples.pipeline,
             "images": {"source": cfg.calib_images if method == "ptq" else qat_image_dir(cfg), "count": len(files),
                        "first": [str(f) for f in files[:3]]},
             "kept_float": kept_float, "sensitivity_search": search,
-            "size_bytes": {"fp32": dir_size(source.dir), "int8": dir_size(out.tmp)},
+            "size_bytes": {"fp32": dir_size(source.dir), "int8": dir_size(out.tmp)},  # model files only
             "seconds": round(seconds, 2), "devices": devices, "versions": versions(),
         }
         write_report(out.tmp, report)

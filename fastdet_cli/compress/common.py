@@ -91,7 +91,7 @@ def copy_deploy_config(source: ModelSource, dest_dir: Path) -> Path:
 
 
 def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.suffix in (".pdmodel", ".pdiparams"))
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.suffix in (".pdmodel", ".pdiparams", ".onnx"))
 
 
 def versions() -> dict[str, str | None]:

@@ -20,6 +20,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "eval_dataset": (str,),  # (+) COCO dir or 'default': FP32 and INT8 mAP
         "image_limit": (int,),  # (+) use at most this many calibration/training images
         "deploy_backend": (str,),  # (+) onnxruntime | tensorrt (what the INT8 export targets)
+        "engine": (str,),  # (+) paddleslim | onnxruntime (the quantizer; see docs/compress.md)
     },
     "Distillation": {"alpha": NUM, "loss": (str,), "node": (list,)},
     "QuantAware": {"onnx_format": (bool,), "use_pact": (bool,), "activation_quantize_type": (str,),
@@ -31,12 +32,15 @@ SCHEMA: dict[str, dict[str, tuple]] = {
             "optimize_model": (bool,),
             "max_map_drop": NUM,  # (+) mAP points; above it, the most sensitive convs are kept in float
             "max_float_layers": (int,),  # (+) at most this many (default 4)
-            "search_dataset": (str,)},  # (+) COCO dir the search measures mAP on (default: see docs)
+            "search_dataset": (str,),  # (+) COCO dir the search measures mAP on (default: see docs)
+            "per_channel": (bool,),  # (+) engine onnxruntime: per-channel weight scales (default true)
+            "reduce_range": (bool,)},  # (+) engine onnxruntime: 7-bit weights (default: on without VNNI)
     "TrainConfig": {"train_iter": (int,), "learning_rate": NUM + (dict,), "optimizer_builder": (dict,),
                     "eval_iter": (int,), "target_metric": NUM, "logging_iter": (int,), "epochs": (int,)},
 }
 SCHEMA["Quantization"] = SCHEMA["QuantAware"]  # the older form's name for the same section
 CALIBRATION_METHODS = ("avg", "abs_max", "hist", "KL", "mse", "emd")
+ENGINES = ("paddleslim", "onnxruntime")
 
 
 @dataclass
@@ -53,6 +57,7 @@ class CompressConfig:
     train: dict[str, Any] = field(default_factory=dict)
     image_limit: int | None = None
     deploy_backend: str = "onnxruntime"
+    engine: str = "paddleslim"
 
 
 def _resolve(value: str, base: Path) -> str:
@@ -62,7 +67,14 @@ def _resolve(value: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def load_compress_config(path: Path) -> CompressConfig:
+def check_engine(engine: str, where: str) -> str:
+    if engine not in ENGINES:
+        raise FastdetError(f"{where}: unknown engine '{engine}' (choose {' or '.join(ENGINES)})")
+    return engine
+
+
+def load_compress_config(path: Path, engine: str | None = None) -> CompressConfig:
+    """Read and validate `path`; `engine` (the --engine option) overrides Global.engine."""
     import yaml
 
     if not path.is_file():
@@ -95,9 +107,23 @@ def load_compress_config(path: Path) -> CompressConfig:
         raise FastdetError(f"{path}: Global.format '{g['format']}' is not supported: fastdet compresses Paddle "
                            "inference models (export ONNX models from their Paddle source)")
     ptq = dict(raw.get("PTQ", {}))
-    method = ptq.get("calibration_method", "avg")
-    if method not in CALIBRATION_METHODS:
-        raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of {', '.join(CALIBRATION_METHODS)}")
+    engine = check_engine(engine, "--engine") if engine else check_engine(g.get("engine", "paddleslim"),
+                                                                         f"{path}: Global.engine")
+    if engine == "onnxruntime":
+        from fastdet_cli.compress.ort_engine import ort_method
+
+        try:
+            ort_method(ptq.get("calibration_method"))
+        except FastdetError as e:
+            raise FastdetError(f"{path}: {e}") from None
+    else:
+        method = ptq.get("calibration_method", "avg")
+        if method not in CALIBRATION_METHODS:
+            raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of "
+                               f"{', '.join(CALIBRATION_METHODS)} (engine paddleslim)")
+        for key in ("per_channel", "reduce_range"):
+            if key in ptq:
+                raise FastdetError(f"{path}: PTQ.{key} applies to engine onnxruntime only")
     if ptq.get("max_map_drop", 0) < 0:
         raise FastdetError(f"{path}: PTQ.max_map_drop must be ≥ 0 (mAP points), got {ptq['max_map_drop']}")
     if ptq.get("max_float_layers", 1) < 1:
@@ -116,7 +142,7 @@ def load_compress_config(path: Path) -> CompressConfig:
         path=path, raw=raw, model_dir=_resolve(g["model_dir"], base), calib_images=_resolve(images, base),
         eval_dataset=_resolve(g["eval_dataset"], base) if g.get("eval_dataset") else None, method_hint=hint,
         ptq=ptq, quant=quant, distill=dict(raw.get("Distillation", {})), train=dict(raw.get("TrainConfig", {})),
-        image_limit=g.get("image_limit"), deploy_backend=backend)
+        image_limit=g.get("image_limit"), deploy_backend=backend, engine=engine)
 
 
 def qat_image_dir(cfg: CompressConfig) -> str:

@@ -1,8 +1,9 @@
 """Which quantized convolutions cost the accuracy: a per-layer sensitivity search on the INT8 ONNX export.
 
 Each convolution of the exported QDQ graph reads its input and weight through a QuantizeLinear →
-DequantizeLinear pair. Wiring a convolution to the float tensors instead gives the model with that one layer
-kept in float — no re-calibration, no Paddle run — so every layer is tried in seconds with ONNX Runtime:
+DequantizeLinear pair (and, in ONNX Runtime's own QDQ form, writes its output through one). Wiring a
+convolution to the float tensors instead gives the model with that one layer kept in float — no
+re-calibration, no Paddle run — so every layer is tried in seconds with ONNX Runtime:
 
 1. *isolated damage*: only layer i quantized, every other convolution in float; the error of the raw outputs
    against the FP32 model's on a few images ranks the layers (PaddleSlim's AnalysisPTQ idea, measured on
@@ -10,7 +11,8 @@ kept in float — no re-calibration, no Paddle run — so every layer is tried i
 2. the most damaging layers are put in float one by one, and mAP is measured after each, until the drop is
    within the target (or the layer budget is spent).
 
-The convolutions chosen are then skipped in a fresh PTQ run (`skip_tensor_list` takes their weight names).
+The convolutions chosen are then skipped in a fresh PTQ run (PaddleSlim's `skip_tensor_list` takes their
+weight names; ONNX Runtime's `nodes_to_exclude` their node names).
 """
 from __future__ import annotations
 
@@ -28,11 +30,23 @@ class Site:
     conv: str  # ONNX node name
     activation: str | None  # float tensor in front of the input's Q/DQ pair
     weight: str | None  # float weight constant in front of the weight's Q/DQ pair (the Paddle parameter name)
+    output: str | None = None  # the convolution's own output, when a Q/DQ pair follows it
+    output_dq: str | None = None  # what the consumers read: the DequantizeLinear after that pair
 
 
 def conv_sites(model) -> list[Site]:
     """The convolutions whose input or weight goes through a QuantizeLinear → DequantizeLinear pair."""
+    from fastdet_cli.export.qdq import _consumers
+
     producer = {o: n for n in model.graph.node for o in n.output}
+    consumers = _consumers(model.graph)
+
+    def output_pair(name: str) -> str | None:
+        users = consumers.get(name, [])
+        if len(users) != 1 or users[0].op_type != "QuantizeLinear":
+            return None
+        dqs = consumers.get(users[0].output[0], [])
+        return dqs[0].output[0] if len(dqs) == 1 and dqs[0].op_type == "DequantizeLinear" else None
 
     def float_source(name: str) -> str | None:
         dq = producer.get(name)
@@ -44,7 +58,9 @@ def conv_sites(model) -> list[Site]:
     sites = []
     for node in model.graph.node:
         if node.op_type == "Conv":
-            site = Site(node.name, float_source(node.input[0]), float_source(node.input[1]))
+            out_dq = output_pair(node.output[0])
+            site = Site(node.name, float_source(node.input[0]), float_source(node.input[1]),
+                        node.output[0] if out_dq else None, out_dq)
             if site.activation or site.weight:
                 sites.append(site)
     return sites
@@ -54,7 +70,11 @@ def with_float(model, sites: list[Site]):
     """A copy of `model` in which the convolutions of `sites` read their float input and weight."""
     out = copy.deepcopy(model)
     chosen = {s.conv: s for s in sites}
+    to_float = {s.output_dq: s.output for s in sites if s.output_dq}
     for node in out.graph.node:
+        for k, name in enumerate(node.input):
+            if name in to_float:
+                node.input[k] = to_float[name]
         site = chosen.get(node.name)
         if site is None or node.op_type != "Conv":
             continue
@@ -131,6 +151,15 @@ class SearchResult:
                 "kept_float": [s.weight for s in self.chosen if s.weight], "target_reached": self.reached}
 
 
+def evaluate_map(model_dir, dataset) -> float:
+    """mAP@[.5:.95] of a fastdet ONNX model dir on ONNX Runtime."""
+    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.evaluate.coco import coco_evaluate
+
+    with Detector.load(model_dir, "ort") as det:
+        return coco_evaluate(det, dataset).map
+
+
 def search_float_layers(fp32_dir, int8_dir, work_dir, dataset, feeds: list[dict[str, np.ndarray]],
                         max_drop: float, max_layers: int, log=print) -> SearchResult:
     """Keep the fewest convolutions in float that bring the INT8 mAP drop on `dataset` within `max_drop`
@@ -140,12 +169,8 @@ def search_float_layers(fp32_dir, int8_dir, work_dir, dataset, feeds: list[dict[
 
     import onnx
 
-    from fastdet_cli.det.pipeline import Detector
-    from fastdet_cli.evaluate.coco import coco_evaluate
-
     def evaluate(model_dir) -> float:
-        with Detector.load(model_dir, "ort") as det:
-            return coco_evaluate(det, dataset).map
+        return evaluate_map(model_dir, dataset)
 
     fp32_map, int8_map = evaluate(fp32_dir), evaluate(int8_dir)
     result = SearchResult(str(dataset.ann_file), fp32_map, int8_map)

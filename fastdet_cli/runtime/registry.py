@@ -27,6 +27,8 @@ class BackendSpec:
     devices: tuple[str, ...]
     precisions: tuple[str, ...]
     description: str
+    # INT8 artifact kinds it runs, best first (bench/artifacts.py; measured in docs/performance.md)
+    int8_kinds: tuple[str, ...] = ("paddle-program",)
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.module.split(".")[0]) is not None
@@ -44,13 +46,16 @@ class BackendSpec:
 
 BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
     BackendSpec("ort", "fastdet_cli.runtime.onnxruntime:OrtRunner", "onnxruntime", "onnxruntime", "base", "onnx",
-                ("cpu", "gpu"), ("fp32", "int8"), "ONNX Runtime (CPU; CUDA execution provider when present)"),
+                ("cpu", "gpu"), ("fp32", "int8"), "ONNX Runtime (CPU; CUDA execution provider when present)",
+                ("ort-qdq", "onnx-qdq", "paddle-program")),
     BackendSpec("openvino", "fastdet_cli.runtime.openvino:OpenVinoRunner", "openvino", "openvino", "openvino",
-                "onnx", ("cpu", "gpu"), ("fp32", "fp16", "int8"), "OpenVINO from ONNX"),
+                "onnx", ("cpu", "gpu"), ("fp32", "fp16", "int8"), "OpenVINO from ONNX",
+                ("ort-qdq", "paddle-program", "onnx-qdq")),
     BackendSpec("paddle", "fastdet_cli.runtime.paddle:PaddleRunner", "paddle", "paddlepaddle", "paddle", "paddle",
                 ("cpu", "gpu"), ("fp32", "int8"), "Paddle Inference (oneDNN on CPU)"),
     BackendSpec("trt", "fastdet_cli.runtime.tensorrt:TrtRunner", "tensorrt", "tensorrt", "trt", "onnx",
-                ("gpu",), ("fp32", "fp16", "int8"), "TensorRT engine built from ONNX"),
+                ("gpu",), ("fp32", "fp16", "int8"), "TensorRT engine built from ONNX",
+                ("paddle-program", "onnx-qdq", "ort-qdq")),
     BackendSpec("paddle-trt", "fastdet_cli.runtime.paddle:PaddleTrtRunner", "paddle", "paddlepaddle", "paddle",
                 "paddle", ("gpu",), ("fp32", "fp16", "int8"), "Paddle Inference with its TensorRT subgraph engine"),
 )}

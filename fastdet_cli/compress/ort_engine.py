@@ -1,0 +1,205 @@
+"""The ONNX Runtime engine of `fastdet compress` (`Global.engine: onnxruntime`): post-training quantization of
+the validated FP32 ONNX export (NMS cut) with ONNX Runtime's own quantizer.
+
+Why a second engine: PaddleSlim's program quantizes convolution *inputs* only, and ONNX Runtime fuses a
+convolution into its integer kernels (QLinearConv) only when the output is quantized too (DequantizeLinear →
+Conv → QuantizeLinear). ORT's `quantize_static` writes exactly that form: per-channel int8 weights, uint8
+activations with asymmetric calibrated ranges, the output of every quantized convolution quantized. So ORT
+runs this graph in INT8, where it runs PaddleSlim's export in float (docs/performance.md has both).
+
+- Calibration images go through the model's own deploy-config preprocessing (`FeedSamples`, as for PaddleSlim).
+- Calibration methods: ORT's MinMax / Entropy / Percentile / Distribution; PaddleSlim's names with an ORT
+  counterpart are accepted (abs_max → MinMax, hist → Percentile at `hist_percent`, KL → Entropy).
+- `reduce_range` (7-bit weights) is on by default where the CPU has no VNNI: u8 × s8 products summed in pairs
+  saturate int16 there (the same trap as export/qdq.py's `reduce_weight_range`). It is recorded in the report.
+- Only `Conv` is quantized by default: quantizing the DFL head's MatMul/Softmax and the score ops cost 3 mAP
+  points more on the embedded model (docs/toolchain.md).
+- With `PTQ.max_map_drop` the sensitivity search of compress/sensitivity.py ranks convolutions on a copy that
+  keeps float weights behind Q/DQ pairs, and the chosen ones go to `nodes_to_exclude` in the final quantization.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fastdet_cli.compress.common import FeedSamples
+from fastdet_cli.compress.config import CompressConfig
+from fastdet_cli.det.model import SIDECAR, ModelSource
+from fastdet_cli.errors import FastdetError
+
+ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "distribution": "Distribution"}
+FROM_PADDLE_NAMES = {"abs_max": "minmax", "hist": "percentile", "kl": "entropy"}
+DEFAULT_METHOD = "percentile"
+DEFAULT_OP_TYPES = ("Conv",)
+PADDLE_OP_TYPES = {"conv2d": "Conv", "depthwise_conv2d": "Conv", "matmul": "MatMul", "matmul_v2": "MatMul",
+                   "mul": "MatMul", "conv2d_transpose": "ConvTranspose"}
+
+
+def ort_method(name: str | None) -> str:
+    """An ORT CalibrationMethod name from a config value (ORT's or PaddleSlim's name); FastdetError otherwise."""
+    key = (name or DEFAULT_METHOD).lower()
+    key = FROM_PADDLE_NAMES.get(key, key)
+    if key not in ORT_METHODS:
+        raise FastdetError(f"PTQ.calibration_method '{name}' has no ONNX Runtime counterpart (engine onnxruntime "
+                           f"takes {', '.join(ORT_METHODS)}; or abs_max, hist, KL)")
+    return ORT_METHODS[key]
+
+
+def ort_op_types(names: list[str] | None) -> list[str]:
+    out = []
+    for n in names or DEFAULT_OP_TYPES:
+        out.append(PADDLE_OP_TYPES.get(n, n))
+    return sorted(set(out))
+
+
+def cpu_has_vnni() -> bool:
+    from fastdet_cli.machine import cpu_model_and_flags
+
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_model_and_flags()[1]))
+
+
+class FeedReader:
+    """ORT's CalibrationDataReader over calibration images: `get_next()` → {input: batch of 1} or None."""
+
+    def __init__(self, samples: FeedSamples, input_names: list[str]):
+        self.samples, self.input_names, self.i = samples, input_names, 0
+
+    def get_next(self):
+        if self.i >= len(self.samples):
+            return None
+        feed = self.samples[self.i]
+        self.i += 1
+        return {k: np.ascontiguousarray(feed[k][None]) for k in self.input_names}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def quant_settings(cfg: CompressConfig) -> dict:
+    """The quantizer's settings from the config's PTQ section (validated; defaults filled in)."""
+    ptq = cfg.ptq
+    method = ort_method(ptq.get("calibration_method"))
+    reduce_range = ptq.get("reduce_range")
+    settings = {
+        "engine": "onnxruntime", "calibrate_method": method, "quant_format": "QDQ",
+        "op_types_to_quantize": ort_op_types(ptq.get("quantize_op_types")),
+        "per_channel": bool(ptq.get("per_channel", True)),
+        "reduce_range": (not cpu_has_vnni()) if reduce_range is None else bool(reduce_range),
+        "reduce_range_reason": ("set in the config" if reduce_range is not None else
+                                "on: this CPU has no VNNI (u8×s8 pairs saturate int16)" if not cpu_has_vnni()
+                                else "off: this CPU has VNNI"),
+        "activation_type": "QUInt8", "weight_type": "QInt8",
+    }
+    if method == "Percentile":
+        settings["percentile"] = float(ptq.get("hist_percent", 0.9999)) * 100
+    return settings
+
+
+def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: dict, exclude: list[str],
+             qdq_weights: bool = False) -> None:
+    """One `quantize_static` run of `fp32_onnx` (already pre-processed) into `out_onnx`."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class _Reader(FeedReader, CalibrationDataReader):
+        pass
+
+    inputs = [i.name for i in onnx.load(str(fp32_onnx), load_external_data=False).graph.input]
+    extra = {"AddQDQPairToWeight": qdq_weights}
+    if "percentile" in settings:
+        extra["CalibPercentile"] = settings["percentile"]
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress with print()
+        quantize_static(str(fp32_onnx), str(out_onnx), _Reader(samples, inputs), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=settings["op_types_to_quantize"], per_channel=settings["per_channel"],
+                        reduce_range=settings["reduce_range"], activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) or None,
+                        calibrate_method=getattr(CalibrationMethod, settings["calibrate_method"]),
+                        extra_options=extra)
+
+
+def _model_dir(fp32: ModelSource, onnx_path: Path, target: Path, engine_note: dict) -> Path:
+    """`target` as a fastdet ONNX model dir: model.onnx, the deploy config unchanged and a fastdet.yml that
+    keeps the FP32 export's NMS parameters and says the model is quantized."""
+    import yaml
+
+    target.mkdir(parents=True, exist_ok=True)
+    if onnx_path != target / "model.onnx":
+        shutil.copyfile(onnx_path, target / "model.onnx")
+    shutil.copyfile(fp32.deploy.path, target / fp32.deploy.path.name)
+    side = {k: v for k, v in fp32.sidecar().items() if k not in ("validation_max_abs_diff", "weight_bits")}
+    side.update(engine_note, quantized=True, activation_uint8=True)
+    (target / SIDECAR).write_text(yaml.safe_dump(side, sort_keys=False))
+    return target
+
+
+def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path, dataset_spec,
+                log=print) -> tuple[dict, dict | None, ModelSource]:
+    """Quantize `source`'s FP32 ONNX export into `out_dir` (model.onnx + fastdet.yml). `dataset_spec` is
+    (spec, why) for the sensitivity search, or None without `PTQ.max_map_drop`. Returns (settings, search
+    report or None, the FP32 ONNX model)."""
+    from fastdet_cli.det.pipeline import onnx_for
+    from fastdet_cli.lazy import require
+
+    require("onnxruntime.quantization", "base", "compress --engine onnxruntime")
+    settings = quant_settings(cfg)
+    fp32 = onnx_for(source)  # validated against Paddle Inference, NMS cut
+    work = out_dir.with_name(out_dir.name + "-ort")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre = work / "fp32_pre.onnx"
+        t0 = time.perf_counter()
+        # ONNX shape inference + ORT's basic graph optimizations (batch_norm folded into the convolutions); the
+        # symbolic pass (sympy) is not needed: paddle2onnx writes the shapes
+        quant_pre_process(str(fp32.path), str(pre), skip_symbolic_shape=True)
+        note = {"engine": "onnxruntime", "source_fp32_onnx": str(fp32.path),
+                "weight_bits": 7 if settings["reduce_range"] else 8}
+        exclude: list[str] = []
+        search = None
+        if dataset_spec is not None:
+            search, exclude = _search(cfg, fp32, pre, samples, settings, work, dataset_spec, note, log)
+        quantize(pre, out_dir / "model.onnx", samples, settings, exclude)
+        _model_dir(fp32, out_dir / "model.onnx", out_dir, note)
+        if search is not None and exclude:
+            from fastdet_cli.compress.sensitivity import evaluate_map
+
+            final = evaluate_map(out_dir, search["_dataset"])
+            search["final_map"] = round(final, 4)
+            log(f"final INT8 model ({len(exclude)} convolution(s) excluded): mAP {final:.4f} on the search set")
+        if search is not None:
+            search.pop("_dataset", None)
+        settings.update(nodes_to_exclude=exclude, images_used=len(samples), seconds=round(time.perf_counter() - t0, 1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return settings, search, fp32
+
+
+def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, dataset_spec, note, log):
+    from fastdet_cli.compress.sensitivity import search_float_layers
+    from fastdet_cli.data.dataset import resolve_dataset
+
+    spec, why = dataset_spec
+    dataset = resolve_dataset(spec)
+    log(f"sensitivity search on {spec} ({why})")
+    t0 = time.perf_counter()
+    probe_dir = work / "qdq_weights"
+    probe_dir.mkdir()
+    quantize(pre, probe_dir / "model.onnx", samples, settings, [], qdq_weights=True)
+    _model_dir(fp32, probe_dir / "model.onnx", probe_dir, note)
+    feeds = [{k: v[None] for k, v in samples[i].items()} for i in range(min(16, len(samples)))]
+    result = search_float_layers(fp32.dir, probe_dir, work / "variant", dataset, feeds,
+                                 float(cfg.ptq["max_map_drop"]) / 100, int(cfg.ptq.get("max_float_layers", 4)), log)
+    exclude = [s.conv for s in result.chosen]
+    report = {**result.as_dict(), "kept_float": exclude, "reason": why,
+              "max_map_drop_points": cfg.ptq["max_map_drop"], "seconds": round(time.perf_counter() - t0, 1),
+              "_dataset": dataset}
+    if exclude:
+        log(f"quantizing again with {len(exclude)} convolution(s) in float: {', '.join(exclude)}")
+    return report, exclude
