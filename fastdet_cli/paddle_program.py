@@ -94,3 +94,67 @@ def mark_skip_quant(pdmodel: Path, out: Path, weights: list[str]) -> int:
                 marked += 1
     Path(out).write_bytes(prog.SerializeToString())
     return marked
+
+
+def _integer_valued(arr) -> bool:
+    import numpy as np
+
+    return arr.size > 0 and bool(np.all(arr == np.round(arr)))
+
+
+def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
+    """Replace every float 1×1 convolution whose weights are all integers (PP-YOLOE's DFL projection conv:
+    weights 0..reg_max) by the same sum written as elementwise_mul + reduce_sum, in place in `model_dir`.
+
+    Paddle 2.6.2's oneDNN INT8 pass (quant_dequant_mkldnn_pass, IsInt8Weight) takes any convolution whose float
+    weights are all integers for an already-quantized one, finds no scale for it and refuses the whole program
+    ("Could not find threshold information"). The rewritten ops compute the same values (a 1×1 convolution
+    with one output channel is a weighted sum over channels) and are not convolutions, so the rest of the
+    program runs in oneDNN INT8. Returns the weight names of the rewritten convolutions."""
+    import numpy as np
+    import paddle
+
+    from fastdet_cli.runtime.paddle import paddle_model_files
+
+    pdmodel, pdiparams = paddle_model_files(model_dir)
+    prefix = str(pdmodel.with_suffix(""))
+    paddle.enable_static()
+    try:
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            prog, feeds, fetches = paddle.static.load_inference_model(
+                str(pdmodel.parent), exe, model_filename=pdmodel.name, params_filename=pdiparams.name)
+            block = prog.global_block()
+            quantized_inputs = {op.output("Y")[0] for op in block.ops if op.type == "dequantize_linear"}
+            done = []
+            for idx in range(len(block.ops) - 1, -1, -1):
+                op = block.ops[idx]
+                if op.type not in ("conv2d", "depthwise_conv2d") or op.input("Input")[0] in quantized_inputs:
+                    continue
+                weight = op.input("Filter")[0]
+                var = scope.find_var(weight)
+                if var is None:
+                    continue
+                w = np.array(var.get_tensor())
+                plain = (op.attr("groups") == 1 and list(op.attr("strides")) == [1, 1]
+                         and list(op.attr("dilations")) == [1, 1] and not any(op.attr("paddings"))
+                         and w.ndim == 4 and w.shape[0] == 1 and w.shape[2:] == (1, 1))
+                if not plain or not _integer_valued(w) or op.input("Filter")[0] in quantized_inputs:
+                    continue
+                x, out = op.input("Input")[0], op.output("Output")[0]
+                tmp = block.create_var(name=f"{out}.fastdet_weighted", dtype=block.var(x).dtype,
+                                       shape=block.var(x).shape)
+                block._remove_op(idx)
+                block._insert_op(idx, type="elementwise_mul", inputs={"X": [x], "Y": [weight]},
+                                 outputs={"Out": [tmp]}, attrs={"axis": -1})
+                block._insert_op(idx + 1, type="reduce_sum", inputs={"X": [tmp]}, outputs={"Out": [out]},
+                                 attrs={"dim": [1], "keep_dim": True, "reduce_all": False})
+                done.append(weight)
+            if done:
+                prog._sync_with_cpp()
+                feed_vars = [block.var(n) for n in feeds]
+                paddle.static.save_inference_model(prefix, feed_vars, fetches, exe, program=prog)
+    finally:
+        paddle.disable_static()
+    return done

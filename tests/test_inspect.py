@@ -44,3 +44,13 @@ def test_cli_writes_json(tmp_path, capsys, monkeypatch):
     data = json.loads(out.read_text())
     assert data["backend"] == "ort" and data["ops"] and data["verdict"]
     assert "slowest ops" in capsys.readouterr().out
+
+
+def test_cli_int8_inspects_the_model_bench_runs_on_that_backend(default_artifacts, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "inspect.json"
+    assert main(["inspect", "--int8", "-b", "ort", "--runs", "2", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["quantized"] and data["model"].startswith(str(default_artifacts["ort-qdq"]))
+    assert data["convs"]["int8"] >= 0.9 * (data["convs"]["int8"] + data["convs"]["float"])
+    assert main(["inspect", "--int8", "-b", "ort", "-m", "default_missing_dir"]) == 2

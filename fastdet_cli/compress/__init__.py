@@ -112,6 +112,15 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
         written = "model.onnx" if cfg.engine == "onnxruntime" else "model.pdmodel"
         if not (out.tmp / written).exists():
             raise FastdetError(f"{cfg.engine} finished without writing {written}")
+        rewritten = []
+        if cfg.engine == "paddleslim" and any(d[0] == 1 and d[2:] == [1, 1] for d in convs.values()):
+            from fastdet_cli.paddle_program import rewrite_integer_weight_convs
+
+            rewritten = rewrite_integer_weight_convs(out.tmp)
+            if rewritten:
+                log(f"float 1×1 convolution(s) with integer weights ({', '.join(sorted(set(rewritten)))}: a DFL "
+                    "projection) written as elementwise_mul + reduce_sum, so Paddle Inference's oneDNN INT8 "
+                    "passes take the program")
         deploy_copy = copy_deploy_config(source, out.tmp)
         report = {
             "method": method, "engine": cfg.engine,
@@ -124,6 +133,7 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
             "images": {"source": cfg.calib_images if method == "ptq" else qat_image_dir(cfg), "count": len(files),
                        "first": [str(f) for f in files[:3]]},
             "kept_float": kept_float, "sensitivity_search": search,
+            "integer_weight_convs_rewritten": sorted(set(rewritten)),
             "size_bytes": {"fp32": dir_size(source.dir), "int8": dir_size(out.tmp)},  # model files only
             "seconds": round(seconds, 2), "devices": devices, "versions": versions(),
         }

@@ -102,7 +102,9 @@ def quant_settings(cfg: CompressConfig) -> dict:
 
 def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: dict, exclude: list[str],
              qdq_weights: bool = False) -> None:
-    """One `quantize_static` run of `fp32_onnx` (already pre-processed) into `out_onnx`."""
+    """One `quantize_static` run of `fp32_onnx` (already pre-processed) into `out_onnx`. `qdq_weights` writes the
+    form the sensitivity search rewires: float weights behind Q/DQ pairs, and Relu/Clip kept (ORT drops them
+    when a uint8 output makes them redundant, but a convolution wired back to float needs them)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -110,7 +112,7 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
         pass
 
     inputs = [i.name for i in onnx.load(str(fp32_onnx), load_external_data=False).graph.input]
-    extra = {"AddQDQPairToWeight": qdq_weights}
+    extra = {"AddQDQPairToWeight": qdq_weights, "QDQKeepRemovableActivations": qdq_weights}
     if "percentile" in settings:
         extra["CalibPercentile"] = settings["percentile"]
     with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress with print()

@@ -67,14 +67,18 @@ def conv_sites(model) -> list[Site]:
 
 
 def with_float(model, sites: list[Site]):
-    """A copy of `model` in which the convolutions of `sites` read their float input and weight."""
+    """A copy of `model` in which the convolutions of `sites` read their float input and weight, and (where a
+    Q/DQ pair follows them) the pair's DequantizeLinear becomes an Identity of the float output, so that
+    every reader, graph outputs included, sees the float value under the same name."""
     out = copy.deepcopy(model)
     chosen = {s.conv: s for s in sites}
     to_float = {s.output_dq: s.output for s in sites if s.output_dq}
     for node in out.graph.node:
-        for k, name in enumerate(node.input):
-            if name in to_float:
-                node.input[k] = to_float[name]
+        if node.op_type == "DequantizeLinear" and node.output[0] in to_float:
+            node.op_type = "Identity"
+            node.input[:] = [to_float[node.output[0]]]
+            del node.attribute[:]
+            continue
         site = chosen.get(node.name)
         if site is None or node.op_type != "Conv":
             continue

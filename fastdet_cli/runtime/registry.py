@@ -50,7 +50,7 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
                 ("ort-qdq", "onnx-qdq", "paddle-program")),
     BackendSpec("openvino", "fastdet_cli.runtime.openvino:OpenVinoRunner", "openvino", "openvino", "openvino",
                 "onnx", ("cpu", "gpu"), ("fp32", "fp16", "int8"), "OpenVINO from ONNX",
-                ("ort-qdq", "paddle-program", "onnx-qdq")),
+                ("paddle-program", "onnx-qdq", "ort-qdq")),
     BackendSpec("paddle", "fastdet_cli.runtime.paddle:PaddleRunner", "paddle", "paddlepaddle", "paddle", "paddle",
                 ("cpu", "gpu"), ("fp32", "int8"), "Paddle Inference (oneDNN on CPU)"),
     BackendSpec("trt", "fastdet_cli.runtime.tensorrt:TrtRunner", "tensorrt", "tensorrt", "trt", "onnx",

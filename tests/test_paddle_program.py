@@ -1,0 +1,50 @@
+"""Rewriting a Paddle program: the integer-weight 1×1 convolution (PP-YOLOE's DFL projection) becomes the same
+weighted sum in ops Paddle 2.6.2's oneDNN INT8 pass does not mistake for a quantized convolution."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.paddle
+
+
+def _program_with_projection(out_dir: Path) -> None:
+    import paddle
+
+    paddle.enable_static()
+    try:
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            x = paddle.static.data("image", [1, 17, 5, 4], "float32")
+            proj = paddle.ParamAttr(name="proj.w_0", initializer=paddle.nn.initializer.Assign(
+                np.arange(17, dtype="float32").reshape(1, 17, 1, 1)))
+            y = paddle.static.nn.conv2d(paddle.nn.functional.softmax(x, axis=1), 1, 1, param_attr=proj,
+                                        bias_attr=False)
+            other = paddle.static.nn.conv2d(x, 1, 1, bias_attr=False)  # random float weights: left alone
+            out = y + other
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        exe.run(startup)
+        paddle.static.save_inference_model(str(out_dir / "model"), [x], [out], exe, program=main)
+    finally:
+        paddle.disable_static()
+
+
+def test_integer_weight_conv_becomes_the_same_weighted_sum(tmp_path):
+    from fastdet_cli.paddle_program import load_program, op_counts, rewrite_integer_weight_convs
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _program_with_projection(src)
+    shutil.copytree(src, dst)
+    assert rewrite_integer_weight_convs(dst) == ["proj.w_0"]
+    before, after = op_counts(load_program(src / "model.pdmodel")), op_counts(load_program(dst / "model.pdmodel"))
+    assert after["conv2d"] == before["conv2d"] - 1 and after["reduce_sum"] == 1 and after["elementwise_mul"] == 1
+    feed = {"image": np.random.default_rng(0).normal(0, 2, (1, 17, 5, 4)).astype(np.float32)}
+    outs = []
+    for d in (src, dst):
+        with create_runner("paddle", d, RunnerOptions(threads=1)) as r:
+            outs.append(r.infer(feed)[0])
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    assert rewrite_integer_weight_convs(dst) == []  # nothing left to rewrite
