@@ -126,12 +126,12 @@ def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
             prog, feeds, fetches = paddle.static.load_inference_model(
                 str(pdmodel.parent), exe, model_filename=pdmodel.name, params_filename=pdiparams.name)
             block = prog.global_block()
-            quantized_inputs = {op.output("Y")[0] for op in block.ops if op.type == "dequantize_linear"}
+            dequantized = {op.output("Y")[0] for op in block.ops if op.type == "dequantize_linear"}
             done = []
             for idx in range(len(block.ops) - 1, -1, -1):
                 op = block.ops[idx]
-                if op.type not in ("conv2d", "depthwise_conv2d") or op.input("Input")[0] in quantized_inputs:
-                    continue
+                if op.type not in ("conv2d", "depthwise_conv2d") or op.input("Filter")[0] in dequantized:
+                    continue  # not a convolution, or a quantized one
                 weight = op.input("Filter")[0]
                 var = scope.find_var(weight)
                 if var is None:
@@ -140,7 +140,7 @@ def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
                 plain = (op.attr("groups") == 1 and list(op.attr("strides")) == [1, 1]
                          and list(op.attr("dilations")) == [1, 1] and not any(op.attr("paddings"))
                          and w.ndim == 4 and w.shape[0] == 1 and w.shape[2:] == (1, 1))
-                if not plain or not _integer_valued(w) or op.input("Filter")[0] in quantized_inputs:
+                if not plain or not _integer_valued(w):
                     continue
                 x, out = op.input("Input")[0], op.output("Output")[0]
                 tmp = block.create_var(name=f"{out}.fastdet_weighted", dtype=block.var(x).dtype,

@@ -122,6 +122,11 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
                     "projection) written as elementwise_mul + reduce_sum, so Paddle Inference's oneDNN INT8 "
                     "passes take the program")
         deploy_copy = copy_deploy_config(source, out.tmp)
+        paddle_int8 = None
+        if cfg.engine == "paddleslim" and devices == "cpu":
+            from fastdet_cli.compress.paddle_int8 import choose_int8_ops
+
+            paddle_int8 = choose_int8_ops(out.tmp, log=log)
         report = {
             "method": method, "engine": cfg.engine,
             "method_label": ("PTQ (ORT)" if cfg.engine == "onnxruntime" else "PTQ") if method == "ptq"
@@ -134,6 +139,8 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
                        "first": [str(f) for f in files[:3]]},
             "kept_float": kept_float, "sensitivity_search": search,
             "integer_weight_convs_rewritten": sorted(set(rewritten)),
+            "paddle_int8_ops": paddle_int8["choice"] if paddle_int8 else None,
+            "paddle_int8_ops_measured": paddle_int8,
             "size_bytes": {"fp32": dir_size(source.dir), "int8": dir_size(out.tmp)},  # model files only
             "seconds": round(seconds, 2), "devices": devices, "versions": versions(),
         }

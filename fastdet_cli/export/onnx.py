@@ -230,10 +230,10 @@ def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None,
     return diffs
 
 
-def match_detections(det, ref, iou_min: float = 0.5) -> dict[str, float]:
-    """How well two detection lists agree: the share of `ref` boxes (score ≥ 0.3) that `det` finds with the same
-    class at IoU ≥ iou_min, and the largest score / coordinate difference among those matches."""
-    ref_keep = ref.scores >= 0.3
+def match_detections(det, ref, iou_min: float = 0.5, min_score: float = 0.3) -> dict[str, float]:
+    """How well two detection lists agree: the share of `ref` boxes (score ≥ min_score) that `det` finds with the
+    same class at IoU ≥ iou_min, and the largest score / coordinate difference among those matches."""
+    ref_keep = ref.scores >= min_score
     rb, rs, rc = ref.boxes[ref_keep], ref.scores[ref_keep], ref.class_ids[ref_keep]
     if len(rb) == 0:
         return {"matched": 1.0, "score": 0.0, "boxes": 0.0}

@@ -51,6 +51,25 @@ def _native_stdout_silenced():
             os.close(old)
 
 
+INT8_OP_SETS = {"conv": {"conv2d"}, "all": set()}  # set() = Paddle's own default: every op it can quantize
+
+
+def int8_op_set(model_dir: Path, choice: str | None) -> set[str]:
+    """The ops Paddle Inference runs in oneDNN INT8: `choice` ('conv' or 'all'), else what `fastdet compress`
+    measured faster for this program (compress_report.json → paddle_int8_ops), else 'all'. Measured here:
+    PP-YOLOE-l 'all' 1.59× FP32 vs 'conv' ≈1.0×; the depthwise PicoDet 'conv' 0.9× vs 'all' 0.66×."""
+    import json
+
+    if choice is None:
+        report = Path(model_dir) / "compress_report.json"
+        if report.is_file():
+            choice = json.loads(report.read_text()).get("paddle_int8_ops")
+    choice = choice or "all"
+    if choice not in INT8_OP_SETS:
+        raise FastdetError(f"unknown Paddle INT8 op set '{choice}' (choose {' or '.join(INT8_OP_SETS)})")
+    return INT8_OP_SETS[choice]
+
+
 class PaddleRunner(Runner):
     name = "paddle"
 
@@ -72,10 +91,11 @@ class PaddleRunner(Runner):
                 config.enable_mkldnn()
                 if o.precision == "int8" and o.extra.get("mkldnn_int8", True):
                     # oneDNN INT8 kernels for a quantized program (else its quantize/dequantize ops run in
-                    # float: 5× slower than FP32). Convolutions only, and without cpu_quantize_squash_pass,
-                    # which aborts on this project's PicoDet ("The operator after requantize should have input
-                    # scale(0) equal to requantize output scale") in Paddle 2.6.2.
-                    config.enable_mkldnn_int8({"conv2d"})
+                    # float: 5× slower than FP32), without cpu_quantize_squash_pass, which aborts on this
+                    # project's PicoDet ("The operator after requantize should have input scale(0) equal to
+                    # requantize output scale") in Paddle 2.6.2. Which ops run in INT8: see int8_op_set.
+                    ops = int8_op_set(self.model_path, o.extra.get("mkldnn_int8_ops"))
+                    config.enable_mkldnn_int8(ops) if ops else config.enable_mkldnn_int8()
                     config.delete_pass("cpu_quantize_squash_pass")
             else:
                 config.disable_mkldnn()
