@@ -10,6 +10,7 @@ Kinds: `paddle-program` (PaddleSlim output: a quantized Paddle program; ONNX bac
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,8 @@ def default_artifacts(model_dir: Path, log: Callable[[str], None]) -> list[Int8A
     out = []
     for config, name, marker in ((DEFAULT_PTQ_CONFIG, "default_ptq", "model.pdmodel"),
                                  (DEFAULT_PTQ_ORT_CONFIG, "default_ptq_ort", "model.onnx")):
-        path = cache_dir() / "compressed" / f"{name}_{key}"
+        conf = hashlib.sha256(config.read_bytes()).hexdigest()[:8]  # a changed config makes a new artifact
+        path = cache_dir() / "compressed" / f"{name}_{key}_{conf}"
         if not (path / marker).exists():
             log(f"making the INT8 model with {config.name} (cached in {path})")
             compress(config, "ptq", path, log=log)

@@ -12,8 +12,10 @@ runs this graph in INT8, where it runs PaddleSlim's export in float (docs/perfor
   counterpart are accepted (abs_max → MinMax, hist → Percentile at `hist_percent`, KL → Entropy).
 - `reduce_range` (7-bit weights) is on by default where the CPU has no VNNI: u8 × s8 products summed in pairs
   saturate int16 there (the same trap as export/qdq.py's `reduce_weight_range`). It is recorded in the report.
-- Only `Conv` is quantized by default: quantizing the DFL head's MatMul/Softmax and the score ops cost 3 mAP
-  points more on the embedded model (docs/toolchain.md).
+- Quantized op types: Conv and the element-wise/concat/pool ops ORT has integer kernels for, but only where
+  they feed a convolution: everything after the last convolutions (the DFL head's Softmax/MatMul, the score
+  Sigmoid, box decoding) stays float — quantizing those cost 3 mAP points on the embedded model, and they are
+  the model's outputs, not a path to the next INT8 kernel (`post_conv_nodes`).
 - With `PTQ.max_map_drop` the sensitivity search of compress/sensitivity.py ranks convolutions on a copy that
   keeps float weights behind Q/DQ pairs, and the chosen ones go to `nodes_to_exclude` in the final quantization.
 """
@@ -35,7 +37,9 @@ from fastdet_cli.errors import FastdetError
 ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "distribution": "Distribution"}
 FROM_PADDLE_NAMES = {"abs_max": "minmax", "hist": "percentile", "kl": "entropy"}
 DEFAULT_METHOD = "percentile"
-DEFAULT_OP_TYPES = ("Conv",)
+# ops ORT has integer kernels for, besides Conv: quantizing them removes float islands between convolutions
+# (PP-YOLOE-l on AVX2: Conv alone 1.45×, with these 1.94× FP32 on ORT; docs/performance.md)
+DEFAULT_OP_TYPES = ("Conv", "Add", "Mul", "Concat", "Sigmoid", "MaxPool", "Resize", "GlobalAveragePool")
 PADDLE_OP_TYPES = {"conv2d": "Conv", "depthwise_conv2d": "Conv", "matmul": "MatMul", "matmul_v2": "MatMul",
                    "mul": "MatMul", "conv2d_transpose": "ConvTranspose"}
 
@@ -55,6 +59,34 @@ def ort_op_types(names: list[str] | None) -> list[str]:
     for n in names or DEFAULT_OP_TYPES:
         out.append(PADDLE_OP_TYPES.get(n, n))
     return sorted(set(out))
+
+
+def post_conv_nodes(model_path: Path) -> list[str]:
+    """Names of the non-Conv nodes from which no Conv can be reached: the head's post-processing."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    leads: dict[str, bool] = {}
+
+    def reaches_conv(node) -> bool:  # iterative DFS with memo (graphs are deep)
+        stack = [(node, False)]
+        while stack:
+            cur, done = stack.pop()
+            if cur.name in leads:
+                continue
+            nxt = [c for o in cur.output for c in consumers.get(o, [])]
+            if done:
+                leads[cur.name] = any(c.op_type == "Conv" or leads.get(c.name, False) for c in nxt)
+                continue
+            stack.append((cur, True))
+            stack.extend((c, False) for c in nxt if c.name not in leads)
+        return leads[node.name]
+
+    return [n.name for n in graph.node if n.op_type != "Conv" and n.name and not reaches_conv(n)]
 
 
 def cpu_has_vnni() -> bool:
@@ -168,26 +200,31 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
                 "weight_bits": 7 if settings["reduce_range"] else 8}
         exclude: list[str] = []
         search = None
+        post = post_conv_nodes(pre)
+        settings["post_conv_nodes_float"] = len(post)
         if dataset_spec is not None:
-            search, exclude = _search(cfg, fp32, pre, samples, settings, work, dataset_spec, note, log)
-        quantize(pre, out_dir / "model.onnx", samples, settings, exclude)
+            search, exclude = _search(cfg, fp32, pre, samples, settings, work, dataset_spec, note, post,
+                                      out_dir / "model.onnx", log)
+        else:
+            quantize(pre, out_dir / "model.onnx", samples, settings, post)
         _model_dir(fp32, out_dir / "model.onnx", out_dir, note)
-        if search is not None and exclude:
-            from fastdet_cli.compress.sensitivity import evaluate_map
-
-            final = evaluate_map(out_dir, search["_dataset"])
-            search["final_map"] = round(final, 4)
-            log(f"final INT8 model ({len(exclude)} convolution(s) excluded): mAP {final:.4f} on the search set")
-        if search is not None:
-            search.pop("_dataset", None)
         settings.update(nodes_to_exclude=exclude, images_used=len(samples), seconds=round(time.perf_counter() - t0, 1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return settings, search, fp32
 
 
-def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, dataset_spec, note, log):
-    from fastdet_cli.compress.sensitivity import search_float_layers
+def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, dataset_spec, note, post,
+            final: Path, log):
+    """The sensitivity search on a probe quantization (float weights behind Q/DQ); the output written to
+    `final` is the probe with the chosen convolutions wired to float — exactly the graph whose mAP the search
+    measured (a second quantization with nodes_to_exclude was measured to differ: with more op types quantized it
+    fell from 0.581 to 0.296 on the embedded model) — with the weight Q/DQ pairs folded to int8 and the pairs
+    left unused removed."""
+    import onnx
+
+    from fastdet_cli.compress.sensitivity import search_float_layers, with_float
+    from fastdet_cli.export.qdq import fold_weight_quantize, prune_dead_nodes
     from fastdet_cli.data.dataset import resolve_dataset
 
     spec, why = dataset_spec
@@ -196,15 +233,18 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
     t0 = time.perf_counter()
     probe_dir = work / "qdq_weights"
     probe_dir.mkdir()
-    quantize(pre, probe_dir / "model.onnx", samples, settings, [], qdq_weights=True)
+    quantize(pre, probe_dir / "model.onnx", samples, settings, post, qdq_weights=True)
     _model_dir(fp32, probe_dir / "model.onnx", probe_dir, note)
     feeds = [{k: v[None] for k, v in samples[i].items()} for i in range(min(16, len(samples)))]
     result = search_float_layers(fp32.dir, probe_dir, work / "variant", dataset, feeds,
                                  float(cfg.ptq["max_map_drop"]) / 100, int(cfg.ptq.get("max_float_layers", 4)), log)
     exclude = [s.conv for s in result.chosen]
+    model = with_float(onnx.load(str(probe_dir / "model.onnx")), result.chosen)
+    fold_weight_quantize(model)
+    prune_dead_nodes(model)
+    onnx.save(model, str(final))
     report = {**result.as_dict(), "kept_float": exclude, "reason": why,
-              "max_map_drop_points": cfg.ptq["max_map_drop"], "seconds": round(time.perf_counter() - t0, 1),
-              "_dataset": dataset}
+              "max_map_drop_points": cfg.ptq["max_map_drop"], "seconds": round(time.perf_counter() - t0, 1)}
     if exclude:
-        log(f"quantizing again with {len(exclude)} convolution(s) in float: {', '.join(exclude)}")
+        log(f"kept in float: {', '.join(exclude)}")
     return report, exclude

@@ -256,6 +256,25 @@ def _float_bias(conv, vals, producer):
     return None
 
 
+def prune_dead_nodes(model) -> int:
+    """Remove nodes none of whose outputs is read (by a node or as a graph output), repeatedly, and the
+    initializers left unread. Returns how many nodes went."""
+    graph = model.graph
+    removed = 0
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        keep = [n for n in graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(graph.node):
+            break
+        removed += len(graph.node) - len(keep)
+        del graph.node[:]
+        graph.node.extend(keep)
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    return removed
+
+
 def _int32_bias(graph, conv, bias, vals, producer):
     """Replace the float bias of `conv` by int32 values behind a DequantizeLinear with scale = input scale ×
     weight scale (per output channel), as ONNX Runtime's QLinearConv takes it."""
