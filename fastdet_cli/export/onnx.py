@@ -105,7 +105,9 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
     from fastdet_cli.runtime.paddle import paddle_model_files
 
     if source.format != "paddle":
-        raise FastdetError(f"{source.path} is already ONNX; export takes a Paddle inference model dir")
+        made = " (compress --engine onnxruntime wrote it ready to deploy: infer, eval, bench and inspect take " \
+               "it as it is)" if source.sidecar().get("engine") == "onnxruntime" else ""
+        raise FastdetError(f"{source.path} is already ONNX{made}; export takes a Paddle inference model dir")
     pdmodel, pdiparams = paddle_model_files(source.dir)
     output_dir = output_dir.resolve()
     tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
