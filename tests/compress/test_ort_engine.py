@@ -116,3 +116,17 @@ def test_default_ort_engine_output_runs_int8_on_ort_within_half_a_point(default_
         with Detector.load(model, "ort") as det:
             maps[name] = coco_evaluate(det, val_dataset).map
     assert maps["fp32"] - maps["int8"] <= 0.005, maps
+
+
+def test_post_conv_nodes_are_the_ops_after_the_last_convolutions(tmp_path):
+    import onnx
+    from onnx import helper
+
+    from fastdet_cli.compress.ort_engine import post_conv_nodes
+
+    _tiny_conv_model(tmp_path / "f.onnx")
+    m = onnx.load(str(tmp_path / "f.onnx"))
+    m.graph.node.append(helper.make_node("Sigmoid", ["y"], ["scores"], name="score_sigmoid"))
+    m.graph.output[0].name = "scores"
+    onnx.save(m, str(tmp_path / "g.onnx"))
+    assert post_conv_nodes(tmp_path / "g.onnx") == ["score_sigmoid"]  # relu1 feeds conv2: quantized
