@@ -123,8 +123,11 @@ def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
         exe = paddle.static.Executor(paddle.CPUPlace())
         scope = paddle.static.Scope()
         with paddle.static.scope_guard(scope):
-            prog, feeds, fetches = paddle.static.load_inference_model(
-                str(pdmodel.parent), exe, model_filename=pdmodel.name, params_filename=pdiparams.name)
+            if pdmodel.stem == pdiparams.stem:  # the path-prefix form (the other one logs a deprecation)
+                prog, feeds, fetches = paddle.static.load_inference_model(prefix, exe)
+            else:
+                prog, feeds, fetches = paddle.static.load_inference_model(
+                    str(pdmodel.parent), exe, model_filename=pdmodel.name, params_filename=pdiparams.name)
             block = prog.global_block()
             dequantized = {op.output("Y")[0] for op in block.ops if op.type == "dequantize_linear"}
             done = []

@@ -88,7 +88,7 @@ STAGE_HEADER = ["backend", "precision", "preprocess", "H2D", "compute", "D2H", "
 def caption(report: dict) -> str:
     s = report["settings"]
     return (f"mean ms over {s['repeat']} runs after {s['warmup']} warm-up, {s['threads']} CPU thread(s); "
-            f"CPU: {report['machine']['cpu']}")
+            f"CPU: {report['machine']['cpu']} ({report['machine'].get('cpu flags', '-')})")
 
 
 def print_tables(report: dict, console) -> None:
