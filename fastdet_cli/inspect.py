@@ -61,8 +61,8 @@ class Inspection:
             if self.backend == "ort":
                 lines.append("ONNX Runtime builds QLinearConv only from DequantizeLinear → Conv → QuantizeLinear; "
                              "this export quantizes convolution inputs only (as the Paddle program computes), so "
-                             "no convolution output is quantized and nothing fuses. OpenVINO runs the same graph in "
-                             "INT8 (try --backend openvino).")
+                             "no convolution output is quantized and nothing fuses. Quantize for ORT with "
+                             "`fastdet compress --engine onnxruntime`; OpenVINO runs this graph in INT8.")
         elif float_convs:
             slow = [o.name for o in self.ops if "conv" in o.op_type.lower() and o.precision == "float"][:3]
             lines.append(f"{float_convs} of {int8_convs + float_convs} convolutions still run in float "
