@@ -93,7 +93,7 @@ def caption(report: dict) -> str:
 
 def print_tables(report: dict, console) -> None:
     from rich.markup import escape
-    from rich.table import Table
+    from fastdet_cli.ui import Table
 
     for title, key in (("Runtime Benchmark", "runtime_ms"), ("End-to-end Benchmark", "end2end_ms"))[
             : 2 if report["settings"].get("end2end", True) else 1]:

@@ -30,7 +30,7 @@ def bench(
                                        help="mAP points an INT8 row may lose and still be recommended."),
 ) -> int:
     """Latency (runtime and end-to-end) and mAP for FP32 / INT8 / INT8+FP16 / INT8+FP16+PM per backend."""
-    from rich.console import Console
+    from fastdet_cli.ui import make_console
     from rich.progress import Progress
 
     from fastdet_cli.bench.report import print_tables, write_report
@@ -44,7 +44,7 @@ def bench(
                              explicit_backends=explicit, int8=int8, fp16=fp16, pinned=pinned, repeat=repeat,
                              warmup=warmup, threads=threads, dataset=dataset, eval=eval_, eval_limit=eval_limit,
                              end2end=end2end)
-    console = Console()
+    console = make_console()
     with Progress(console=console, transient=True) as bar:
         def progress(label: str, total: int):
             task = bar.add_task(f"timing {label}", total=total)

@@ -16,12 +16,11 @@ def compress(
                                                       "else paddleslim)."),
 ) -> int:
     """Quantize: quantized model + the FP32 deploy config copied + compress_report.json; optional mAP table."""
-    from rich.console import Console
-    from rich.table import Table
+    from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.compress import compress as run
 
-    console = Console()
+    console = make_console()
     result = run(config, method, save_dir, devices, eval_dataset, log=lambda m: console.print(m, highlight=False),
                  engine=engine)
     r = result.report
@@ -48,7 +47,7 @@ def _config_eval(config: Path) -> str | None:
 def _print_map(console, fp32: str, int8: str, dataset: str, backend: str) -> None:
     """mAP of FP32 and INT8 on the runtime the quantized model is made for (Paddle Inference for a PaddleSlim
     program, ONNX Runtime for the onnxruntime engine's ONNX)."""
-    from rich.table import Table
+    from fastdet_cli.ui import Table
 
     from fastdet_cli.data.dataset import resolve_dataset
     from fastdet_cli.det.pipeline import Detector

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 def env() -> int:
     """Backends, devices, CPU and threads of this machine."""
-    from rich.console import Console
-    from rich.table import Table
+    from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.machine import machine_info
     from fastdet_cli.runtime.registry import BACKENDS, cuda_device_count
 
-    console = Console()
+    console = make_console()
     info = machine_info()
     gpus = cuda_device_count()
     table = Table(title="Backends", title_justify="left")

@@ -18,9 +18,9 @@ def evaluate(
     json_out: Path = typer.Option(None, "--json", help="Write all figures to this JSON file."),
 ) -> int:
     """COCO mAP@[.5:.95], AP50, AP75, AP small/medium/large and per-class AP."""
-    from rich.console import Console
+    from fastdet_cli.ui import make_console
     from rich.progress import Progress
-    from rich.table import Table
+    from fastdet_cli.ui import Table
 
     from fastdet_cli.data.dataset import resolve_dataset
     from fastdet_cli.det.pipeline import Detector
@@ -33,7 +33,7 @@ def evaluate(
             task = bar.add_task(f"evaluating on {backend}", total=None)
             result = coco_evaluate(det, ds, limit, lambda n, total: bar.update(task, completed=n, total=total))
         source = str(det.source.path)
-    console = Console()
+    console = make_console()
     table = Table(title=f"COCO bbox mAP — {source} on {backend}, {result.images} images ({ds.ann_file.name})",
                   title_justify="left")
     for col in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"):

@@ -22,8 +22,7 @@ def export(
                                     help="INT8: 7 keeps CPUs without VNNI from saturating (default); 8 for VNNI CPUs/GPUs."),
 ) -> int:
     """Export a Paddle inference model; every export is checked against Paddle Inference on the same input."""
-    from rich.console import Console
-    from rich.table import Table
+    from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.errors import FastdetError
@@ -39,7 +38,7 @@ def export(
 
         check_trt_available()
     result = export_onnx(source, output, remove_nms=remove_nms, int8=int8, ort_u8=ort_u8, weight_bits=weight_bits)
-    console = Console()
+    console = make_console()
     table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
     table.add_column("output")
     table.add_column("ONNX vs Paddle Inference (max abs diff; matched = share of boxes found)", justify="right")

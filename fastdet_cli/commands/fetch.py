@@ -13,14 +13,14 @@ def fetch(
     """Download and unpack a model or dataset; prints the folder to pass to --model / --dataset."""
     import dataclasses
 
-    from rich.console import Console
+    from fastdet_cli.ui import make_console
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-    from rich.table import Table
+    from fastdet_cli.ui import Table
 
     from fastdet_cli.errors import FastdetError
     from fastdet_cli.fetch import ENTRIES, Part, fetch as do_fetch, target_dir
 
-    console = Console()
+    console = make_console()
     if list_ or name is None:
         table = Table(title="fastdet fetch", title_justify="left")
         for col in ("name", "kind", "what", "cached"):

@@ -32,8 +32,7 @@ def infer(
     save_dir: Path = typer.Option(None, "--save-dir", help="Write images with boxes drawn into this folder."),
 ) -> int:
     """Detect objects in images: a table per image; JSON and drawn images on request."""
-    from rich.console import Console
-    from rich.table import Table
+    from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.det.draw import draw, records
     from fastdet_cli.det.pipeline import Detector
@@ -41,7 +40,7 @@ def infer(
     from fastdet_cli.errors import FastdetError
     from fastdet_cli.io import write_bytes_atomic, write_json_atomic
 
-    console, err = Console(), Console(stderr=True)
+    console, err = make_console(), make_console(stderr=True)
     files = expand_inputs(images)
     if not files:
         raise FastdetError("no images given (folders had no image files)")

@@ -20,13 +20,12 @@ def inspect(
                                                     "backend (for the embedded model: its cached PTQ version)."),
 ) -> int:
     """Per-op profile on ort or openvino: ops by precision, the slowest ops, and a verdict for INT8 models."""
-    from rich.console import Console
-    from rich.table import Table
+    from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.inspect import inspect_model, int8_model_for
     from fastdet_cli.io import write_json_atomic
 
-    console = Console()
+    console = make_console()
     if int8:
         model = int8_model_for(model, backend, log=lambda m: console.print(m, highlight=False))
     result = inspect_model(model, backend, threads, runs)

@@ -116,3 +116,19 @@ def test_env_lists_every_backend(capsys):
     assert code == 0
     for name in ("ort", "openvino", "paddle", "trt", "paddle-trt"):
         assert name in out
+
+
+@pytest.mark.parametrize("columns", [None, "60"])
+def test_piped_tables_never_elide_a_cell(columns):
+    """Piped (no terminal: rich would fall back to 80 columns) and on a narrow terminal: no cell is cut."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns:
+        env["COLUMNS"] = columns
+    for args in (["env"], ["bench", "--no-int8", "--no-eval", "-b", "ort", "--repeat", "2", "--warmup", "0"]):
+        proc = subprocess.run([sys.executable, "-m", "fastdet_cli", *args], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "…" not in proc.stdout, proc.stdout
+        if args[0] == "env":
+            assert "onnxruntime" in proc.stdout.replace("\n", "").replace("│", "").replace(" ", "") or columns
+    if not columns:
+        assert "Runtime Benchmark" in proc.stdout and "backend" in proc.stdout

@@ -1,0 +1,30 @@
+"""What users read: a rich Console that never narrows tables to 80 columns when the output is piped, and a
+Table whose cells fold instead of eliding — a number is never cut to `2083.…`."""
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+from rich.table import Table as _RichTable
+
+PIPED_WIDTH = 240  # rich falls back to 80 columns without a terminal; logs and files have room
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The console for a command's output: the terminal's width on a terminal (COLUMNS when set), else wide."""
+    stream = sys.stderr if stderr else sys.stdout
+    if os.environ.get("COLUMNS") or stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=PIPED_WIDTH)
+
+
+class Table(_RichTable):
+    """rich's Table whose columns fold overlong cells onto the next line rather than cutting them (columns made
+    by add_column or implicitly by add_row alike)."""
+
+    def __rich_console__(self, console, options):
+        for column in self.columns:
+            if column.overflow == "ellipsis":
+                column.overflow = "fold"
+        yield from super().__rich_console__(console, options)
