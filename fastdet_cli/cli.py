@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         if _state["debug"]:
             raise
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {e}", markup=True)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}",
+                                                                    markup=True)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -21,7 +21,20 @@ def make_console(stderr: bool = False) -> Console:
 
 class Table(_RichTable):
     """rich's Table whose columns fold overlong cells onto the next line rather than cutting them (columns made
-    by add_column or implicitly by add_row alike)."""
+    by add_column or implicitly by add_row alike), and whose title is plain text (it carries paths and names:
+    `photo[red].jpg` must not be read as markup)."""
+
+    def __init__(self, *args, title=None, **kwargs):
+        from rich.text import Text
+
+        super().__init__(*args, title=Text(title) if isinstance(title, str) else title, **kwargs)
+
+    def add_row(self, *renderables, **kwargs) -> None:
+        """Cells are plain text (file names, labels, op names are data, not markup); pass a rich Text for
+        styled cells."""
+        from rich.text import Text
+
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **kwargs)
 
     def __rich_console__(self, console, options):
         for column in self.columns:

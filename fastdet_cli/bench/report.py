@@ -101,7 +101,7 @@ def print_tables(report: dict, console) -> None:
         for h in HEADER:
             t.add_column(h, justify="left" if h in ("backend", "method") else "right")
         for row in table_rows(report, key):
-            t.add_row(*(escape(c) for c in row))
+            t.add_row(*row)
         console.print(t)
     t = Table(title="Per-stage split of end-to-end time (mean ms)", title_justify="left")
     for h in STAGE_HEADER:

@@ -35,10 +35,13 @@ def bench(
 
     from fastdet_cli.bench.report import print_tables, write_report
     from fastdet_cli.bench.run import BenchSettings, run_bench
+    from fastdet_cli.errors import FastdetError
     from fastdet_cli.runtime.registry import BACKENDS
 
     explicit = backend != "all"
-    names = tuple(BACKENDS) if backend == "all" else tuple(b.strip() for b in backend.split(",") if b.strip())
+    names = tuple(BACKENDS) if backend == "all" else tuple(b.strip() for b in backend.split(","))
+    if not all(names):
+        raise FastdetError(f"--backend '{backend}' has an empty item: give comma-separated backend names, or 'all'")
     settings = BenchSettings(model=model, int8_models=tuple(int8_model or ()), compress_config=compress_config,
                              backends=names, max_map_drop=max_map_drop,
                              explicit_backends=explicit, int8=int8, fp16=fp16, pinned=pinned, repeat=repeat,
@@ -50,9 +53,9 @@ def bench(
             task = bar.add_task(f"timing {label}", total=total)
             return lambda n: bar.advance(task, n)
 
-        result = run_bench(settings, log=lambda m: console.print(m, highlight=False), progress=progress)
+        result = run_bench(settings, log=lambda m: console.print(m, highlight=False, markup=False), progress=progress)
     print_tables(result, console)
     if report is not None:
         for path in write_report(result, report):
-            console.print(f"wrote {path}", highlight=False)
+            console.print(f"wrote {path}", highlight=False, markup=False)
     return 0

@@ -21,7 +21,7 @@ def compress(
     from fastdet_cli.compress import compress as run
 
     console = make_console()
-    result = run(config, method, save_dir, devices, eval_dataset, log=lambda m: console.print(m, highlight=False),
+    result = run(config, method, save_dir, devices, eval_dataset, log=lambda m: console.print(m, highlight=False, markup=False),
                  engine=engine)
     r = result.report
     table = Table(title=f"{r['method_label']} → {result.output_dir}", title_justify="left", show_header=False)

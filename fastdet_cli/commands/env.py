@@ -4,6 +4,8 @@ from __future__ import annotations
 
 def env() -> int:
     """Backends, devices, CPU and threads of this machine."""
+    from rich.text import Text
+
     from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.machine import machine_info
@@ -18,11 +20,11 @@ def env() -> int:
     for spec in BACKENDS.values():
         version = spec.version() if spec.installed() else None
         if version is None:
-            status = "[yellow]not installed[/]"
+            status = Text("not installed", style="yellow")
         elif "cpu" not in spec.devices and gpus == 0:
-            status = "[yellow]installed, no GPU[/]"
+            status = Text("installed, no GPU", style="yellow")
         else:
-            status = "[green]ready[/]"
+            status = Text("ready", style="green")
         table.add_row(spec.name, spec.module, version or "-", spec.extra, ",".join(spec.devices),
                       ",".join(spec.precisions), status)
     console.print(table)

@@ -46,10 +46,10 @@ def export(
         table.add_row(name, f"{diff:.3g}")
     console.print(table)
     for note in result.notes:
-        console.print(f"• {note}", highlight=False)
+        console.print(f"• {note}", highlight=False, markup=False)
     if fmt == "trt":
         from fastdet_cli.export.trt import build_engine
 
         engine = build_engine(result.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32")
-        console.print(f"TensorRT engine: {engine}")
+        console.print(f"TensorRT engine: {engine}", highlight=False, markup=False)
     return 0

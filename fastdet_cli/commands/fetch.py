@@ -51,5 +51,5 @@ def fetch(
 
         path = do_fetch(entry, progress, force=force)
     flag = "--model" if entry.kind == "model" else "--dataset"
-    console.print(f"{entry.name}: {path}  (use {flag} {path})", highlight=False)
+    console.print(f"{entry.name}: {path}  (use {flag} {path})", highlight=False, markup=False)
     return 0

@@ -1,6 +1,7 @@
 """Detect objects in images with the model's own preprocessing, on any backend."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -32,6 +33,8 @@ def infer(
     save_dir: Path = typer.Option(None, "--save-dir", help="Write images with boxes drawn into this folder."),
 ) -> int:
     """Detect objects in images: a table per image; JSON and drawn images on request."""
+    from rich.markup import escape
+
     from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.det.draw import draw, records
@@ -41,18 +44,28 @@ def infer(
     from fastdet_cli.io import write_bytes_atomic, write_json_atomic
 
     console, err = make_console(), make_console(stderr=True)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise FastdetError(f"--threshold must be a score between 0 and 1, got {threshold:g}")
     files = expand_inputs(images)
     if not files:
         raise FastdetError("no images given (folders had no image files)")
     results, failures = [], 0
     with Detector.load(model, backend, options.runner_options(threads, device)) as det:
         thr = det.deploy.draw_threshold if threshold is None else threshold
+        in_graph = det.graph_nms_score_threshold()
+        if in_graph is None and thr < det.nms.score_threshold:  # fastdet runs the NMS: keep what was asked for
+            err.print(f"note: NMS score threshold lowered from the model's {det.nms.score_threshold:g} to {thr:g}",
+                      highlight=False)
+            det.nms = dataclasses.replace(det.nms, score_threshold=thr)
+        elif in_graph is not None and thr < in_graph:
+            err.print(f"note: this model's in-graph NMS drops boxes below {in_graph:g}; --threshold {thr:g} cannot "
+                      "bring them back (export it with the NMS cut to lower it)", highlight=False)
         labels = det.deploy.label_list
         for path in files:
             try:
                 bgr = read_image(path)
             except FastdetError as e:
-                err.print(f"[red]skipped:[/] {e}", highlight=False)
+                err.print(f"[red]skipped:[/] {escape(str(e))}", highlight=False)
                 failures += 1
                 continue
             found = det(bgr).above(thr)

@@ -20,6 +20,8 @@ def inspect(
                                                     "backend (for the embedded model: its cached PTQ version)."),
 ) -> int:
     """Per-op profile on ort or openvino: ops by precision, the slowest ops, and a verdict for INT8 models."""
+    from rich.markup import escape
+
     from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.inspect import inspect_model, int8_model_for
@@ -27,7 +29,7 @@ def inspect(
 
     console = make_console()
     if int8:
-        model = int8_model_for(model, backend, log=lambda m: console.print(m, highlight=False))
+        model = int8_model_for(model, backend, log=lambda m: console.print(m, highlight=False, markup=False))
     result = inspect_model(model, backend, threads, runs)
     total = result.total_ms or 1e-9
     head = Table(title=f"{result.model} on {backend} — {'INT8' if result.quantized else 'FP32'} model, "
@@ -48,7 +50,7 @@ def inspect(
         slow.add_row(o.name, o.op_type, o.precision, f"{o.ms:.3f}")
     console.print(slow)
     for line in result.verdict():
-        console.print(f"[bold]verdict:[/bold] {line}", highlight=False)
+        console.print(f"[bold]verdict:[/bold] {escape(line)}", highlight=False)
     if json_out is not None:
         write_json_atomic(json_out, result.as_dict())
     return 0

@@ -106,8 +106,8 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
             f.unlink() if f.is_file() else shutil.rmtree(f)
         settings = run_ptq(cfg, source, samples, out_dir, skip_tensors + chosen)
     if not result.reached:
-        log(f"[yellow]the target drop of {cfg.ptq['max_map_drop']} points was not reached with "
-            f"{cfg.ptq.get('max_float_layers', 4)} layers in float; kept the best found[/yellow]")
+        log(f"warning: the target drop of {cfg.ptq['max_map_drop']} points was not reached with "
+            f"{cfg.ptq.get('max_float_layers', 4)} layers in float; kept the best found")
     report = {**result.as_dict(), "reason": why, "max_map_drop_points": cfg.ptq["max_map_drop"],
               "seconds": round(time.perf_counter() - t0, 1)}
     return settings, report

@@ -127,7 +127,33 @@ class Detector:
         return {k: all_inputs[k] for k in self.inputs}, info
 
     def decode(self, outs: list[np.ndarray], info: ImageInfo) -> Detections:
-        return decode_outputs(outs, info, self.deploy, self.nms, "scale_factor" in self.inputs, self.times)
+        """Boxes in original-image pixels, clipped to the image (as PaddleDetection's deploy code does)."""
+        det = decode_outputs(outs, info, self.deploy, self.nms, "scale_factor" in self.inputs, self.times)
+        h, w = info.orig_shape
+        boxes = det.boxes.copy()
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
+        return Detections(boxes, det.scores, det.class_ids)
+
+    def graph_nms_score_threshold(self) -> float | None:
+        """The score threshold of the NMS inside the model's graph, or None when fastdet runs the NMS on the
+        host (NMS cut out of the ONNX graph, or a program without NMS) and can lower it."""
+        if self.source.format == "paddle":
+            from fastdet_cli.paddle_program import load_program, nms_attributes
+            from fastdet_cli.runtime.paddle import paddle_model_files
+
+            attrs = nms_attributes(load_program(paddle_model_files(self.source.dir)[0]))
+            return None if attrs is None else float(attrs.get("score_threshold", 0.0))
+        import onnx
+
+        from fastdet_cli.export.onnx import _constant_value
+
+        graph = onnx.load(str(self.source.path), load_external_data=False).graph
+        for n in graph.node:
+            if n.op_type == "NonMaxSuppression":
+                v = _constant_value(graph, n.input[4]) if len(n.input) > 4 and n.input[4] else None
+                return float(np.asarray(v).reshape(-1)[0]) if v is not None else 0.0
+        return None
 
     def __call__(self, bgr: np.ndarray) -> Detections:
         self.times = StageTimes()

@@ -57,6 +57,10 @@ def test_import_and_help_need_only_typer_and_rich(tmp_path):
     (["eval", "--dataset", "/nonexistent/ds"], "dataset not found"),
     (["fetch", "ppyoloe_crn_l"], "did you mean"),
     (["export", "--output", "/tmp/x", "--format", "tflite"], "unknown export format"),
+    (["infer", "--threshold", "1.5", "x.jpg"], "--threshold must be a score between 0 and 1"),
+    (["infer", "--threshold", "-0.1", "x.jpg"], "--threshold must be a score between 0 and 1"),
+    (["bench", "--backend", "ort,,"], "has an empty item"),
+    (["infer", "--model", "/nonexistent/[trt]", "x.jpg"], "/nonexistent/[trt]"),  # brackets are not markup
 ])
 def test_user_errors_are_one_red_line_exit_2(capsys, args, match):
     code, out, err = run_cli(capsys, *args)
@@ -132,3 +136,17 @@ def test_piped_tables_never_elide_a_cell(columns):
             assert "onnxruntime" in proc.stdout.replace("\n", "").replace("│", "").replace(" ", "") or columns
     if not columns:
         assert "Runtime Benchmark" in proc.stdout and "backend" in proc.stdout
+
+
+def test_boxes_are_clipped_and_a_lower_threshold_is_honoured(capsys, val_dataset, tmp_path):
+    img = tmp_path / "scene[1].jpg"  # brackets in a file name are shown as they are
+    img.write_bytes(val_dataset.image_paths(limit=1)[0][1].read_bytes())
+    out = tmp_path / "d.json"
+    code, stdout, err = run_cli(capsys, "infer", str(img), "--threshold", "0.01", "--json", str(out))
+    assert code == 0 and "scene[1].jpg" in stdout and "lowered from the model's 0.025 to 0.01" in err
+    data = json.loads(out.read_text())["images"][0]
+    dets = data["detections"]
+    assert dets and min(d["score"] for d in dets) >= 0.01
+    for d in dets:
+        x1, y1, x2, y2 = d["bbox"]
+        assert 0 <= x1 <= x2 <= data["width"] and 0 <= y1 <= y2 <= data["height"]
