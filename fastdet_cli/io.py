@@ -28,3 +28,46 @@ def replace_dir(tmp: Path, final: Path) -> None:
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _writable_parent(path: Path, what: str) -> None:
+    """The nearest existing ancestor of `path` must be a writable directory."""
+    from fastdet_cli.errors import FastdetError
+
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FastdetError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FastdetError(f"{what} {path}: {parent} is not writable")
+
+
+def check_output_file(path: Path | None, what: str = "output file") -> None:
+    """Before any work: `path` can be written (not a folder, its folder writable). None passes."""
+    from fastdet_cli.errors import FastdetError
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise FastdetError(f"{what} {path} is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise FastdetError(f"{what} {path} is not writable")
+    _writable_parent(path, what)
+
+
+def check_output_dir(path: Path | None, what: str = "output folder") -> None:
+    """Before any work: `path` is (or can be made) a writable folder. None passes."""
+    from fastdet_cli.errors import FastdetError
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FastdetError(f"{what} {path} is a file, not a folder")
+    if path.exists():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise FastdetError(f"{what} {path} is not writable")
+        return
+    _writable_parent(path, what)

@@ -36,12 +36,14 @@ def bench(
     from fastdet_cli.bench.report import print_tables, write_report
     from fastdet_cli.bench.run import BenchSettings, run_bench
     from fastdet_cli.errors import FastdetError
+    from fastdet_cli.io import check_output_dir
     from fastdet_cli.runtime.registry import BACKENDS
 
     explicit = backend != "all"
     names = tuple(BACKENDS) if backend == "all" else tuple(b.strip() for b in backend.split(","))
     if not all(names):
         raise FastdetError(f"--backend '{backend}' has an empty item: give comma-separated backend names, or 'all'")
+    check_output_dir(report, "--report")
     settings = BenchSettings(model=model, int8_models=tuple(int8_model or ()), compress_config=compress_config,
                              backends=names, max_map_drop=max_map_drop,
                              explicit_backends=explicit, int8=int8, fp16=fp16, pinned=pinned, repeat=repeat,

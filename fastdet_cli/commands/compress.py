@@ -19,8 +19,10 @@ def compress(
     from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.compress import compress as run
+    from fastdet_cli.io import check_output_dir
 
     console = make_console()
+    check_output_dir(save_dir, "--save-dir")
     result = run(config, method, save_dir, devices, eval_dataset, log=lambda m: console.print(m, highlight=False, markup=False),
                  engine=engine)
     r = result.report

@@ -25,8 +25,9 @@ def evaluate(
     from fastdet_cli.data.dataset import resolve_dataset
     from fastdet_cli.det.pipeline import Detector
     from fastdet_cli.evaluate.coco import coco_evaluate
-    from fastdet_cli.io import write_json_atomic
+    from fastdet_cli.io import check_output_file, write_json_atomic
 
+    check_output_file(json_out, "--json")
     ds = resolve_dataset(dataset)
     with Detector.load(model, backend, options.runner_options(threads, device)) as det:
         with Progress(transient=True) as bar:

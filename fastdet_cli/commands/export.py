@@ -27,11 +27,13 @@ def export(
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.errors import FastdetError
     from fastdet_cli.export.onnx import export_onnx
+    from fastdet_cli.io import check_output_dir
 
     if fmt not in ("onnx", "trt"):
         raise FastdetError(f"unknown export format '{fmt}' (choose onnx or trt)")
     if fp16 and fmt != "trt":
         raise FastdetError("--fp16 applies to TensorRT engines (--format trt); ONNX exports stay FP32 or INT8")
+    check_output_dir(output, "--output")
     source = resolve_model(model)
     if fmt == "trt":
         from fastdet_cli.export.trt import check_trt_available

@@ -41,11 +41,13 @@ def infer(
     from fastdet_cli.det.pipeline import Detector
     from fastdet_cli.det.preprocess import read_image
     from fastdet_cli.errors import FastdetError
-    from fastdet_cli.io import write_bytes_atomic, write_json_atomic
+    from fastdet_cli.io import check_output_dir, check_output_file, write_bytes_atomic, write_json_atomic
 
     console, err = make_console(), make_console(stderr=True)
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise FastdetError(f"--threshold must be a score between 0 and 1, got {threshold:g}")
+    check_output_file(json_out, "--json")
+    check_output_dir(save_dir, "--save-dir")
     files = expand_inputs(images)
     if not files:
         raise FastdetError("no images given (folders had no image files)")

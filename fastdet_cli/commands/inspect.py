@@ -25,9 +25,10 @@ def inspect(
     from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.inspect import inspect_model, int8_model_for
-    from fastdet_cli.io import write_json_atomic
+    from fastdet_cli.io import check_output_file, write_json_atomic
 
     console = make_console()
+    check_output_file(json_out, "--json")
     if int8:
         model = int8_model_for(model, backend, log=lambda m: console.print(m, highlight=False, markup=False))
     result = inspect_model(model, backend, threads, runs)

@@ -47,6 +47,10 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
     if source.format != "paddle":
         raise FastdetError(f"{source.path}: compression takes a Paddle inference model (model.pdmodel)")
     eval_spec = eval_dataset or cfg.eval_dataset
+    if eval_spec:  # a wrong dataset fails now, not after minutes of PTQ
+        from fastdet_cli.data.dataset import resolve_dataset
+
+        resolve_dataset(eval_spec)
     save_dir = Path(save_dir or Path(config_path).parent / f"{source.dir.name}_{method}")
     pdmodel, _ = paddle_model_files(source.dir)
     prog = load_program(pdmodel)

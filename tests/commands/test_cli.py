@@ -5,10 +5,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
 from fastdet_cli.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +154,25 @@ def test_boxes_are_clipped_and_a_lower_threshold_is_honoured(capsys, val_dataset
     for d in dets:
         x1, y1, x2, y2 = d["bbox"]
         assert 0 <= x1 <= x2 <= data["width"] and 0 <= y1 <= y2 <= data["height"]
+
+
+def test_bad_output_paths_fail_before_any_work(capsys, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [
+        (["eval", "--json", str(tmp_path)], "is a folder; give a file name"),
+        (["inspect", "--json", str(tmp_path)], "is a folder; give a file name"),
+        (["infer", "--save-dir", str(a_file), "x.jpg"], "is a file, not a folder"),
+        (["export", "-o", str(a_file / "sub")], "is a file, not a folder"),
+        (["bench", "--report", str(a_file)], "is a file, not a folder"),
+        (["compress", str(ROOT / "configs" / "default_ptq.yaml"), "--save-dir", str(a_file)], "is a file, not a folder"),
+        # a wrong eval dataset is found before minutes of PTQ, and nothing is left behind
+        (["compress", str(ROOT / "configs" / "default_ptq.yaml"), "--eval", str(tmp_path / "nope"),
+          "--save-dir", str(tmp_path / "out")], "dataset not found"),
+    ]
+    for args, match in cases:
+        t0 = time.perf_counter()
+        code, out, err = run_cli(capsys, *args)
+        assert code == 2 and match in err and "Traceback" not in err, (args, err)
+        assert time.perf_counter() - t0 < 30, args  # nothing heavy ran first
+    assert a_file.read_text() == "x" and not (tmp_path / "out").exists()
