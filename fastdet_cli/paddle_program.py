@@ -161,3 +161,33 @@ def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
     finally:
         paddle.disable_static()
     return done
+
+
+_DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}  # VarType: BOOL INT16 INT32 INT64 FP16 FP32 FP64 UINT8 INT8 BF16
+
+
+def check_paddle_model(pdmodel: Path, pdiparams: Path) -> None:
+    """Refuse files Paddle would crash on (an IndexError from C++, or a segfault for random bytes) with one
+    clear error: the program must parse and have ops, and the weights file must be at least as large as the
+    program's persistable tensors."""
+    from fastdet_cli.errors import FastdetError
+
+    data = Path(pdmodel).read_bytes()
+    try:
+        prog = load_program(pdmodel) if data else None
+    except Exception as e:  # protobuf's DecodeError (and friends) for bytes that are not a program
+        raise FastdetError(f"{pdmodel} is not a Paddle program ({type(e).__name__}): re-export the model") from None
+    if prog is None or not prog.blocks or not any(b.ops for b in prog.blocks):
+        raise FastdetError(f"{pdmodel} is empty or holds no ops: re-export the model")
+    need = 0
+    for v in prog.blocks[0].vars:
+        t = v.type.lod_tensor.tensor
+        if v.persistable and v.type.type == 7 and v.name not in ("feed", "fetch") and all(d > 0 for d in t.dims):
+            n = 1
+            for d in t.dims:
+                n *= d
+            need += n * _DTYPE_BYTES.get(t.data_type, 4)
+    have = Path(pdiparams).stat().st_size
+    if have < need:
+        raise FastdetError(f"{pdiparams} holds {have} bytes but the program's weights need at least {need}: "
+                           "the weights file is truncated or belongs to another model")

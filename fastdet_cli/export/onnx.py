@@ -109,6 +109,9 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
                "it as it is)" if source.sidecar().get("engine") == "onnxruntime" else ""
         raise FastdetError(f"{source.path} is already ONNX{made}; export takes a Paddle inference model dir")
     pdmodel, pdiparams = paddle_model_files(source.dir)
+    from fastdet_cli.paddle_program import check_paddle_model
+
+    check_paddle_model(pdmodel, pdiparams)
     output_dir = output_dir.resolve()
     tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

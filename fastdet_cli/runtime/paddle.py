@@ -77,6 +77,9 @@ class PaddleRunner(Runner):
         import paddle.inference as pi
 
         model, params = paddle_model_files(self.model_path)
+        from fastdet_cli.paddle_program import check_paddle_model
+
+        check_paddle_model(model, params)  # Paddle crashes (or segfaults) on broken files
         config = pi.Config(str(model), str(params))
         o = self.options
         if o.device == "gpu":

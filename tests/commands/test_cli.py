@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fastdet_cli.cli import main
@@ -176,3 +177,26 @@ def test_bad_output_paths_fail_before_any_work(capsys, tmp_path):
         assert code == 2 and match in err and "Traceback" not in err, (args, err)
         assert time.perf_counter() - t0 < 30, args  # nothing heavy ran first
     assert a_file.read_text() == "x" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.paddle
+@pytest.mark.parametrize("backend", ["paddle", "ort"])
+def test_broken_paddle_models_are_one_line_errors(tmp_path, val_dataset, backend):
+    """Empty files crashed Paddle with a C++ IndexError, random bytes with a segfault: now one line, exit 2."""
+    import shutil
+
+    from fastdet_cli.paths import DEFAULT_MODEL_DIR
+
+    img = str(val_dataset.image_paths(limit=1)[0][1])
+    rng = np.random.default_rng(0)
+    for kind, (model, params) in {"empty": (b"", b""), "random": (rng.bytes(50000), rng.bytes(50000)),
+                                  "truncated": ((DEFAULT_MODEL_DIR / "model.pdmodel").read_bytes(), b"\0" * 1000)}.items():
+        d = tmp_path / f"{kind}-{backend}"
+        d.mkdir()
+        shutil.copy(DEFAULT_MODEL_DIR / "infer_cfg.yml", d)
+        (d / "model.pdmodel").write_bytes(model)
+        (d / "model.pdiparams").write_bytes(params)
+        proc = subprocess.run([sys.executable, "-m", "fastdet_cli", "infer", "--model", str(d), "-b", backend, img],
+                              capture_output=True, text=True, env={**os.environ, "FASTDET_CACHE": str(tmp_path / "c")})
+        assert proc.returncode == 2, (kind, proc.returncode, proc.stderr[-500:])
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
