@@ -19,13 +19,28 @@ from fastdet_cli.commands import inspect as inspect_cmd
 
 app = typer.Typer(
     name="fastdet", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Take a PaddleDetection detector from FP32 to a quantized deployment, and prove what was gained.")
 
 _state = {"debug": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        import importlib.metadata as md
+
+        try:
+            version = md.version("fastdet-cli")
+        except md.PackageNotFoundError:  # run from a source tree that was not installed
+            version = "unknown (not installed)"
+        print(f"fastdet {version}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.", metavar=""),
+          version: bool = typer.Option(False, "--version", help="Print fastdet's version and exit.", metavar="",
+                                       callback=_version, is_eager=True)) -> None:
     _state["debug"] = debug
 
 

@@ -85,6 +85,11 @@ STAGE_HEADER = ["backend", "precision", "preprocess", "H2D", "compute", "D2H", "
                 "runtime p50/p90/p99", "runtime stdev", "e2e img/s", "RSS MB"]
 
 
+def status_notes(report: dict) -> list[str]:
+    """Why a cell says None or skipped: one line per backend × mode (the tables have room for the word only)."""
+    return [f"{r['backend']} {r['precision']}: {r['status']}" for r in report["rows"] if r["status"] != "ok"]
+
+
 def caption(report: dict) -> str:
     s = report["settings"]
     return (f"mean ms over {s['repeat']} runs after {s['warmup']} warm-up, {s['threads']} CPU thread(s); "
@@ -103,6 +108,8 @@ def print_tables(report: dict, console) -> None:
         for row in table_rows(report, key):
             t.add_row(*row)
         console.print(t)
+    for line in status_notes(report):
+        console.print(line, highlight=False, markup=False)
     t = Table(title="Per-stage split of end-to-end time (mean ms)", title_justify="left")
     for h in STAGE_HEADER:
         t.add_column(h, justify="left" if h in ("backend", "precision") else "right")
@@ -133,6 +140,9 @@ def markdown(report: dict) -> str:
              f"End-to-end: {report['settings']['end2end_includes']}.\n"]
     parts.append("## Runtime Benchmark (ms)\n\n" + md_table(HEADER, table_rows(report, "runtime_ms")))
     parts.append("## End-to-end Benchmark (ms)\n\n" + md_table(HEADER, table_rows(report, "end2end_ms")))
+    notes = status_notes(report)
+    if notes:
+        parts.append("## None and skipped cells\n\n" + "\n".join(f"- {n}" for n in notes))
     parts.append("## Per-stage split (mean ms)\n\n" + md_table(STAGE_HEADER, stage_rows(report)))
     for backend, lines in report.get("int8_verdict", {}).items():
         parts.append(f"## Why INT8 is not faster on {backend}\n\n" + "\n".join(f"- {line}" for line in lines))

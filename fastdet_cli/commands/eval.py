@@ -33,7 +33,7 @@ def evaluate(
         with Progress(transient=True) as bar:
             task = bar.add_task(f"evaluating on {backend}", total=None)
             result = coco_evaluate(det, ds, limit, lambda n, total: bar.update(task, completed=n, total=total))
-        source = str(det.source.path)
+        source = "default (the embedded model)" if model == "default" else str(det.source.path)
     console = make_console()
     table = Table(title=f"COCO bbox mAP — {source} on {backend}, {result.images} images ({ds.ann_file.name})",
                   title_justify="left")

@@ -12,11 +12,11 @@ def export(
     output: Path = typer.Option(..., "--output", "-o", help="Output folder (model.onnx, deploy config, fastdet.yml)."),
     model: str = options.Model,
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or trt."),
-    remove_nms: bool = typer.Option(True, "--remove-nms/--keep-nms",
+    remove_nms: bool = options.Flag(True, "--remove-nms/--keep-nms",
                                     help="Cut multiclass NMS out of the graph; post-processing applies it with the model's parameters."),
-    fp16: bool = typer.Option(False, "--fp16", help="TensorRT engine with FP16 kernels allowed (--format trt)."),
-    int8: bool = typer.Option(False, "--int8", help="INT8: the model must be quantized (fastdet compress)."),
-    ort_u8: bool = typer.Option(True, "--ort-u8/--no-ort-u8",
+    fp16: bool = options.Flag(False, "--fp16", help="TensorRT engine with FP16 kernels allowed (--format trt)."),
+    int8: bool = options.Flag(False, "--int8", help="INT8: the model must be quantized (fastdet compress)."),
+    ort_u8: bool = options.Flag(True, "--ort-u8/--no-ort-u8",
                                 help="INT8: move activation Q/DQ to uint8, ONNX Runtime's fast path (same function)."),
     weight_bits: int = typer.Option(7, "--weight-bits", min=7, max=8,
                                     help="INT8: 7 keeps CPUs without VNNI from saturating (default); 8 for VNNI CPUs/GPUs."),
@@ -34,18 +34,18 @@ def export(
     if fp16 and fmt != "trt":
         raise FastdetError("--fp16 applies to TensorRT engines (--format trt); ONNX exports stay FP32 or INT8")
     check_output_dir(output, "--output")
-    source = resolve_model(model)
-    if fmt == "trt":
+    if fmt == "trt":  # before any model work: TensorRT and a GPU are there, or one line says which is not
         from fastdet_cli.export.trt import check_trt_available
 
         check_trt_available()
+    source = resolve_model(model)
     result = export_onnx(source, output, remove_nms=remove_nms, int8=int8, ort_u8=ort_u8, weight_bits=weight_bits)
     console = make_console()
     table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
     table.add_column("output")
-    table.add_column("ONNX vs Paddle Inference (max abs diff; matched = share of boxes found)", justify="right")
+    table.add_column("ONNX vs Paddle Inference", justify="right")
     for name, diff in result.max_diff.items():
-        table.add_row(name, f"{diff:.3g}")
+        table.add_row(name, _diff_text(name, diff))
     console.print(table)
     for note in result.notes:
         console.print(f"• {note}", highlight=False, markup=False)
@@ -55,3 +55,14 @@ def export(
         engine = build_engine(result.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32")
         console.print(f"TensorRT engine: {engine}", highlight=False, markup=False)
     return 0
+
+
+def _diff_text(name: str, value: float) -> str:
+    """A validation figure with its unit: share of Paddle's boxes found, or the largest difference."""
+    if name == "matched":
+        return f"{value:.0%} of Paddle's boxes found (IoU ≥ 0.5, same class)"
+    if name == "boxes":
+        return f"max diff {value:.3g} px"
+    if name in ("score", "scores"):
+        return f"max score diff {value:.3g}"
+    return f"max abs diff {value:.3g}"

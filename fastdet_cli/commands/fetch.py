@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import typer
 
+from fastdet_cli.commands import options
+
 
 def fetch(
     name: str = typer.Argument(None, help="What to fetch (see --list)."),
-    list_: bool = typer.Option(False, "--list", help="List what can be fetched."),
+    list_: bool = options.Flag(False, "--list", help="List what can be fetched."),
     url: str = typer.Option(None, "--url", help="Download this archive URL instead of the listed one (a mirror)."),
-    force: bool = typer.Option(False, "--force", help="Fetch again even if already in the cache."),
+    force: bool = options.Flag(False, "--force", help="Fetch again even if already in the cache."),
 ) -> int:
     """Download and unpack a model or dataset; prints the folder to pass to --model / --dataset."""
     import dataclasses

@@ -63,17 +63,22 @@ def infer(
             err.print(f"note: this model's in-graph NMS drops boxes below {in_graph:g}; --threshold {thr:g} cannot "
                       "bring them back (export it with the NMS cut to lower it)", highlight=False)
         labels = det.deploy.label_list
+        if model == "default":
+            err.print(f"note: the embedded model is trained on generated shapes only ({', '.join(labels)}); "
+                      "on real photos its detections mean nothing — pass your own model with --model", highlight=False)
         for path in files:
             try:
                 bgr = read_image(path)
             except FastdetError as e:
                 err.print(f"[red]skipped:[/] {escape(str(e))}", highlight=False)
+                results.append({"image": str(path), "error": str(e), "detections": []})  # recorded, not dropped
                 failures += 1
                 continue
             found = det(bgr).above(thr)
             recs = records(found, labels)
             results.append({"image": str(path), "width": bgr.shape[1], "height": bgr.shape[0], "detections": recs})
-            table = Table(title=f"{path.name}: {len(recs)} objects (score ≥ {thr:g}, {backend}, "
+            noun = "object" if len(recs) == 1 else "objects"
+            table = Table(title=f"{path.name}: {len(recs)} {noun} (score ≥ {thr:g}, {backend}, "
                                 f"{det.times.infer * 1000:.1f} ms runtime)", title_justify="left")
             for col in ("label", "score", "x1", "y1", "x2", "y2"):
                 table.add_column(col, justify="left" if col == "label" else "right")
@@ -87,7 +92,8 @@ def infer(
                                        draw(bgr, found, labels))
                 write_bytes_atomic(save_dir / path.name, buf.tobytes())
     if json_out is not None:
-        write_json_atomic(json_out, {"model": str(det.source.path), "backend": backend, "threshold": thr,
+        write_json_atomic(json_out, {"model": model if model == "default" else str(det.source.path),
+                                     "backend": backend, "threshold": thr,
                                      "images": results})
     if failures:
         err.print(f"[bold red]error:[/] {failures} of {len(files)} inputs could not be read", highlight=False)

@@ -16,7 +16,7 @@ def inspect(
     runs: int = typer.Option(50, "--runs", min=1, help="Profiled runs (after 5 warm-up runs)."),
     top: int = typer.Option(10, "--top", min=1, help="How many of the slowest ops to list."),
     json_out: Path = typer.Option(None, "--json", help="Write every op's time and the verdict to this file."),
-    int8: bool = typer.Option(False, "--int8", help="Inspect the INT8 model `fastdet bench --int8` runs on this "
+    int8: bool = options.Flag(False, "--int8", help="Inspect the INT8 model `fastdet bench --int8` runs on this "
                                                     "backend (for the embedded model: its cached PTQ version)."),
 ) -> int:
     """Per-op profile on ort or openvino: ops by precision, the slowest ops, and a verdict for INT8 models."""

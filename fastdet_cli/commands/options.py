@@ -13,6 +13,11 @@ Dataset = typer.Option("default", "--dataset", "-d",
                        help="COCO dataset dir (annotations/instances_*.json + images) or 'default' (generated val split).")
 
 
+def Flag(default: bool, *decls: str, help: str):  # noqa: N802 (reads like typer.Option)
+    """A boolean option shown without a `<bool>` placeholder (it takes no value)."""
+    return typer.Option(default, *decls, help=help, metavar="")
+
+
 def runner_options(threads: int, device: str, precision: str = "fp32"):
     from fastdet_cli.runtime.base import RunnerOptions
 

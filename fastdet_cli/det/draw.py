@@ -30,6 +30,7 @@ def draw(bgr: np.ndarray, det: Detections, labels: list[str]) -> np.ndarray:
         text = f"{rec['label']} {rec['score']:.2f}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         y_text = max(th + 2, y1)
-        cv2.rectangle(out, (x1, y_text - th - 3), (x1 + tw + 2, y_text), col, -1)
-        cv2.putText(out, text, (x1 + 1, y_text - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        x_text = max(0, min(x1, out.shape[1] - tw - 2))  # a label at the right edge moves left, not off the image
+        cv2.rectangle(out, (x_text, y_text - th - 3), (x_text + tw + 2, y_text), col, -1)
+        cv2.putText(out, text, (x_text + 1, y_text - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out

@@ -201,4 +201,7 @@ def read_image(path: Path) -> np.ndarray:
     im = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if im is None:
         raise FastdetError(f"not a readable image: {path}")
+    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-64:].tobytes():
+        # libjpeg decodes what is there and fills the rest with grey: the boxes would be made up
+        raise FastdetError(f"truncated JPEG (no end-of-image marker): {path}")
     return im

@@ -74,6 +74,11 @@ def create_runner(name: str, model_path: Path, options: RunnerOptions) -> Runner
     """Validate the backend/device/precision combination and build (not activate) its runner."""
     spec = get_backend(name)
     device = options.device.lower().split(".")[0].split(":")[0]
+    if device == "cpu" and "cpu" not in spec.devices:  # a GPU-only backend picks its device itself
+        import dataclasses
+
+        options = dataclasses.replace(options, device="gpu")
+        device = "gpu"
     if name != "openvino" and device not in spec.devices:
         raise FastdetError(f"backend '{name}' does not run on device '{options.device}' "
                            f"(it runs on: {', '.join(spec.devices)})")

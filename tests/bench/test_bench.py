@@ -69,7 +69,9 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
     assert "Runtime Benchmark" in (tmp_path / "rep" / "report.md").read_text()
     ort = [row for row in table_rows(report, "runtime_ms") if row[0] == "ort"][0]
     assert ort[3] == "None" and ort[5].endswith("x") and ort[8] == "PTQ (ORT) · ORT-quantized ONNX"
-    assert "## Recommendation" in (tmp_path / "rep" / "report.md").read_text()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Recommendation" in md
+    assert "- ort int8+fp16: None: ort has no INT8+FP16 mode on CPU" in md  # the reason behind each None cell
 
 
 def _row(backend, precision, ms, map_):

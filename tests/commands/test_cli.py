@@ -115,9 +115,19 @@ def test_export_trt_without_tensorrt_is_clear(capsys, tmp_path):
 
     if importlib.util.find_spec("tensorrt"):
         pytest.skip("tensorrt installed")
-    code, _, err = run_cli(capsys, "export", "--output", str(tmp_path / "o"), "--format", "trt", "--model",
-                           str(tmp_path))
-    assert code == 2 and ("fastdet-cli[trt]" in err or "no model" in err)
+    code, _, err = run_cli(capsys, "export", "--output", str(tmp_path / "o"), "--format", "trt")
+    assert code == 2 and "pip install 'fastdet-cli[trt]'" in err  # the extra's brackets survive rich
+
+
+def test_gpu_only_backend_on_a_cpu_machine_says_what_is_missing(capsys, val_dataset):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt"):
+        pytest.skip("tensorrt installed")
+    code, _, err = run_cli(capsys, "infer", "-b", "trt", str(val_dataset.image_paths(limit=1)[0][1]))
+    assert code == 2 and "fastdet-cli[trt]" in err and "device 'cpu'" not in err
+    code, _, err = run_cli(capsys, "infer", "-b", "paddle-trt", str(val_dataset.image_paths(limit=1)[0][1]))
+    assert code == 2 and ("GPU" in err or "gpu" in err) and "device 'cpu'" not in err
 
 
 def test_env_lists_every_backend(capsys):
@@ -200,3 +210,14 @@ def test_broken_paddle_models_are_one_line_errors(tmp_path, val_dataset, backend
                               capture_output=True, text=True, env={**os.environ, "FASTDET_CACHE": str(tmp_path / "c")})
         assert proc.returncode == 2, (kind, proc.returncode, proc.stderr[-500:])
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_truncated_jpeg_is_skipped_and_recorded(capsys, val_dataset, tmp_path):
+    good = val_dataset.image_paths(limit=1)[0][1]
+    bad = tmp_path / "cut.jpg"
+    bad.write_bytes(good.read_bytes()[:3000])
+    out = tmp_path / "d.json"
+    code, _, err = run_cli(capsys, "infer", str(bad), str(good), "--json", str(out))
+    assert code == 2 and "truncated JPEG" in err
+    images = {Path(i["image"]).name: i for i in json.loads(out.read_text())["images"]}
+    assert "truncated JPEG" in images["cut.jpg"]["error"] and "error" not in images[good.name]
