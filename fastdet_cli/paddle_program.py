@@ -163,13 +163,10 @@ def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
     return done
 
 
-_DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}  # VarType: BOOL INT16 INT32 INT64 FP16 FP32 FP64 UINT8 INT8 BF16
-
-
 def check_paddle_model(pdmodel: Path, pdiparams: Path) -> None:
     """Refuse files Paddle would crash on (an IndexError from C++, or a segfault for random bytes) with one
-    clear error: the program must parse and have ops, and the weights file must be at least as large as the
-    program's persistable tensors."""
+    clear error: the program must parse and have ops, and the weights file must hold at least one byte per
+    element of the program's persistable tensors."""
     from fastdet_cli.errors import FastdetError
 
     data = Path(pdmodel).read_bytes()
@@ -186,8 +183,8 @@ def check_paddle_model(pdmodel: Path, pdiparams: Path) -> None:
             n = 1
             for d in t.dims:
                 n *= d
-            need += n * _DTYPE_BYTES.get(t.data_type, 4)
+            need += n  # one byte per element at the least: quantized programs store int8 weights
     have = Path(pdiparams).stat().st_size
     if have < need:
-        raise FastdetError(f"{pdiparams} holds {have} bytes but the program's weights need at least {need}: "
+        raise FastdetError(f"{pdiparams} holds {have} bytes but the program's {need} weights need at least as many: "
                            "the weights file is truncated or belongs to another model")

@@ -17,3 +17,10 @@ def cache_dir() -> Path:
     return Path(base) / "fastdet"
 DEFAULT_PTQ_CONFIG = PACKAGE_DIR / "configs" / "default_ptq.yaml"
 DEFAULT_PTQ_ORT_CONFIG = PACKAGE_DIR / "configs" / "default_ptq_ort.yaml"
+
+
+def library_log_path(command: str) -> Path:
+    """Where a command sends the libraries' own output: $FASTDET_CACHE/logs/<command>-<time>-<pid>.log."""
+    import time
+
+    return cache_dir() / "logs" / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"

@@ -37,6 +37,8 @@ def bench(
     from fastdet_cli.bench.run import BenchSettings, run_bench
     from fastdet_cli.errors import FastdetError
     from fastdet_cli.io import check_output_dir
+    from fastdet_cli.paths import library_log_path
+    from fastdet_cli.ui import library_output_to
     from fastdet_cli.runtime.registry import BACKENDS
 
     explicit = backend != "all"
@@ -49,10 +51,15 @@ def bench(
                              explicit_backends=explicit, int8=int8, fp16=fp16, pinned=pinned, repeat=repeat,
                              warmup=warmup, threads=threads, dataset=dataset, eval=eval_, eval_limit=eval_limit,
                              end2end=end2end)
-    console = make_console()
-    with Progress(console=console, transient=True) as bar:
+    console = make_console(own_fd=True)
+    chatter = library_log_path("bench")
+    console.print(f"library output (Paddle, PaddleSlim, ONNX Runtime, OpenVINO) goes to {chatter}",
+                  highlight=False, markup=False)
+    with library_output_to(chatter), Progress(console=console, transient=True) as bar:
         def progress(label: str, total: int):
             task = bar.add_task(f"timing {label}", total=total)
+            if not console.is_terminal:  # no live bar in a pipe or a CI log: one line per row instead
+                console.print(f"timing {label}: {total} runs", highlight=False, markup=False)
             return lambda n: bar.advance(task, n)
 
         result = run_bench(settings, log=lambda m: console.print(m, highlight=False, markup=False), progress=progress)

@@ -20,11 +20,16 @@ def compress(
 
     from fastdet_cli.compress import compress as run
     from fastdet_cli.io import check_output_dir
+    from fastdet_cli.paths import library_log_path
+    from fastdet_cli.ui import library_output_to
 
-    console = make_console()
+    console = make_console(own_fd=True)
     check_output_dir(save_dir, "--save-dir")
-    result = run(config, method, save_dir, devices, eval_dataset, log=lambda m: console.print(m, highlight=False, markup=False),
-                 engine=engine)
+    chatter = library_log_path("compress")
+    console.print(f"PaddleSlim / Paddle / ONNX Runtime output goes to {chatter}", highlight=False, markup=False)
+    with library_output_to(chatter):
+        result = run(config, method, save_dir, devices, eval_dataset,
+                     log=lambda m: console.print(m, highlight=False, markup=False), engine=engine)
     r = result.report
     table = Table(title=f"{r['method_label']} → {result.output_dir}", title_justify="left", show_header=False)
     table.add_row("images", f"{r['images']['count']} from {r['images']['source']}")
@@ -36,7 +41,9 @@ def compress(
     console.print(table)
     spec = eval_dataset or _config_eval(config)
     if spec:
-        _print_map(console, r["model_fp32"], str(result.output_dir), spec, "ort" if r["format"] == "onnx" else "paddle")
+        with library_output_to(chatter):
+            _print_map(console, r["model_fp32"], str(result.output_dir), spec,
+                       "ort" if r["format"] == "onnx" else "paddle")
     return 0
 
 
