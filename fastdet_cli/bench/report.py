@@ -181,9 +181,11 @@ def plot_png(report: dict) -> bytes | None:
     for r in report["rows"]:
         if r["status"] == "ok" and r["map"] is not None:
             x, y = r["runtime_ms"]["mean"], r["map"]
-            ax.scatter([x], [y], marker="o" if r["precision"] == "fp32" else "s")
-            ax.annotate(f"{r['backend']} {r['precision']}", (x, y), fontsize=8, xytext=(4, 4),
-                        textcoords="offset points")
+            # a legend, not labels beside the points: points of equal mAP sit on top of each other
+            ax.scatter([x], [y], marker="o" if r["precision"] == "fp32" else "s", s=40, alpha=0.8,
+                       label=f"{r['backend']} {r['precision']} ({x:.1f} ms, {y:.3f})")
+    if ax.collections:
+        ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("runtime latency, mean ms")
     ax.set_ylabel("COCO mAP@[.5:.95]")
     ax.set_title("latency vs mAP")
