@@ -221,3 +221,10 @@ def test_truncated_jpeg_is_skipped_and_recorded(capsys, val_dataset, tmp_path):
     assert code == 2 and "truncated JPEG" in err
     images = {Path(i["image"]).name: i for i in json.loads(out.read_text())["images"]}
     assert "truncated JPEG" in images["cut.jpg"]["error"] and "error" not in images[good.name]
+
+
+def test_version_and_short_help(capsys):
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.startswith("fastdet ")
+    code, out, _ = run_cli(capsys, "infer", "-h")
+    assert code == 0 and "Usage" in out and "<bool>" not in out.split("--help")[0]
