@@ -96,7 +96,9 @@ def test_infer_end_to_end_writes_json_and_images(capsys, tiny_models, val_datase
     assert code == 2  # one unreadable input: reported, the rest done, non-zero at the end
     assert "not a readable image" in err and "1 of 3 inputs" in err
     data = json.loads((tmp_path / "d.json").read_text())
-    assert [os.path.basename(r["image"]) for r in data["images"]] == [os.path.basename(p) for p in images]
+    # the unreadable input is recorded with its error, not dropped
+    assert [os.path.basename(r["image"]) for r in data["images"]] == [os.path.basename(p) for p in images] + ["bad.jpg"]
+    assert "not a readable image" in data["images"][-1]["error"] and data["images"][-1]["detections"] == []
     dets = data["images"][0]["detections"]
     assert dets and all(d["score"] >= 0.5 and len(d["bbox"]) == 4 and d["label"] for d in dets)
     assert sorted(p.name for p in (tmp_path / "img").iterdir()) == sorted(os.path.basename(p) for p in images)

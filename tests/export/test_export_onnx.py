@@ -58,7 +58,7 @@ def test_corrupt_program_is_a_clear_error(tiny_models, tmp_path):
     for f in tiny_models["nms"].iterdir():
         (bad / f.name).write_bytes(f.read_bytes())
     (bad / "model.pdmodel").write_bytes(b"\x08\x01garbage" * 10)
-    with pytest.raises(FastdetError, match="paddle2onnx (failed|crashed)"):
+    with pytest.raises(FastdetError, match="is not a Paddle program"):  # checked before paddle2onnx runs
         export_onnx(resolve_model(bad), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
