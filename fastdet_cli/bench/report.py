@@ -7,23 +7,9 @@ import io
 import json
 from pathlib import Path
 
-from fastdet_cli.bench.run import MODES
+from fastdet_cli.bench.run import FLAG_POINTS, MODES
 
 COLUMNS = ("FP32", "INT8", "INT8+FP16", "INT8+FP16+PM")
-FLAG_POINTS = 5.0  # a class losing more than this many AP points under INT8 is flagged
-
-
-def per_class_deltas(rows: list[dict]) -> dict:
-    """Per backend: INT8 − FP32 AP per class (points), and the classes that lost more than FLAG_POINTS."""
-    out = {}
-    by = {(r["backend"], r["precision"]): r for r in rows}
-    for (backend, prec), r in by.items():
-        base = by.get((backend, "fp32"))
-        if prec != "int8" or not base or not r["per_class_ap"] or not base["per_class_ap"]:
-            continue
-        delta = {c: round(100 * (r["per_class_ap"][c] - base["per_class_ap"][c]), 2) for c in base["per_class_ap"]}
-        out[backend] = {"delta_points": delta, "flagged": [c for c, d in delta.items() if d < -FLAG_POINTS]}
-    return out
 
 
 def _cell(row: dict | None, key: str) -> str:
@@ -119,7 +105,7 @@ def print_tables(report: dict, console) -> None:
     for backend, d in report["per_class_delta"].items():
         if d["flagged"]:
             console.print(f"[yellow]warning:[/] on {backend}, INT8 loses more than {FLAG_POINTS:g} AP points on: "
-                          f"{', '.join(d['flagged'])}", highlight=False)
+                          f"{escape(', '.join(d['flagged']))}", highlight=False)
     for backend, lines in report.get("int8_verdict", {}).items():
         console.print(f"[bold]why INT8 is not faster on {backend}:[/bold]", highlight=False)
         for line in lines:

@@ -24,6 +24,7 @@ from fastdet_cli.errors import FastdetError, MissingDependency, NoDevice, Unsupp
 
 MODES = ("fp32", "int8", "int8+fp16", "int8+fp16+pm")
 CPU_BACKENDS = ("ort", "openvino", "paddle")
+FLAG_POINTS = 5.0  # a class losing more than this many AP points under INT8 is flagged
 
 
 @dataclass
@@ -152,11 +153,23 @@ def int8_artifacts(settings: BenchSettings, log: Callable[[str], None]) -> list:
     raise FastdetError("--int8 needs --int8-model DIR or --compress CONFIG for a model other than 'default'")
 
 
+def per_class_deltas(rows: list[dict]) -> dict:
+    """Per backend: INT8 − FP32 AP per class (points), and the classes that lost more than FLAG_POINTS."""
+    out = {}
+    by = {(r["backend"], r["precision"]): r for r in rows}
+    for (backend, prec), r in by.items():
+        base = by.get((backend, "fp32"))
+        if prec != "int8" or not base or not r["per_class_ap"] or not base["per_class_ap"]:
+            continue
+        delta = {c: round(100 * (r["per_class_ap"][c] - base["per_class_ap"][c]), 2) for c in base["per_class_ap"]}
+        out[backend] = {"delta_points": delta, "flagged": [c for c, d in delta.items() if d < -FLAG_POINTS]}
+    return out
+
+
 def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
               progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
     """Measure every requested backend × mode; returns the report dict (see docs/bench.md)."""
     from fastdet_cli.bench.artifacts import choose
-    from fastdet_cli.bench.report import per_class_deltas
     from fastdet_cli.data.dataset import resolve_dataset
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.det.preprocess import read_image

@@ -8,20 +8,6 @@ import typer
 
 from fastdet_cli.commands import options
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given; folders expanded to the image files in them (sorted)."""
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            out.append(p)
-    return out
-
-
 def infer(
     images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: str = options.Model,
@@ -39,7 +25,7 @@ def infer(
 
     from fastdet_cli.det.draw import draw, records
     from fastdet_cli.det.pipeline import Detector
-    from fastdet_cli.det.preprocess import read_image
+    from fastdet_cli.det.preprocess import IMAGE_SUFFIXES, expand_inputs, read_image
     from fastdet_cli.errors import FastdetError
     from fastdet_cli.io import check_output_dir, check_output_file, write_bytes_atomic, write_json_atomic
 

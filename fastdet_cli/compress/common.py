@@ -17,7 +17,7 @@ from fastdet_cli.errors import FastdetError
 def image_list(spec: str, limit: int | None) -> list[Path]:
     """`default` → the generated calibration split (never the val split that mAP is measured on); a COCO dir →
     its images; a folder → the image files in it."""
-    from fastdet_cli.commands.infer import expand_inputs
+    from fastdet_cli.det.preprocess import expand_inputs
     from fastdet_cli.data.dataset import default_dataset_dir, resolve_dataset
 
     if spec == "default":

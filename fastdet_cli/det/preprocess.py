@@ -191,6 +191,20 @@ class Preprocessor:
         return inputs, info
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the image files in them (sorted)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to BGR uint8; a clear error when it is not an image."""
     import cv2
