@@ -1,9 +1,12 @@
-"""Writing outputs atomically: a temporary file beside the target, renamed into place when complete."""
+"""Outputs: written atomically (a temporary file beside the target, renamed into place when complete), paths
+checked before any work, and the libraries' own output sent to a log file."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -76,3 +79,29 @@ def check_output_dir(path: Path | None, what: str = "output folder") -> None:
             raise FastdetError(f"{what} {path} is not writable")
         return
     _writable_parent(path, what)
+
+
+@contextlib.contextmanager
+def library_output_to(path: Path):
+    """Send file descriptors 1 and 2 (and Python's sys.stdout/stderr writes) to `path` for the duration: the
+    libraries' chatter (PaddleSlim's logs and tqdm bars, glog, ONNX Runtime's prints) lands in a log file the
+    command names (or os.devnull), and fastdet's own console (ui.make_console(own_fd=True)) stays readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no descriptors to redirect
+        yield
+        return
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)

@@ -2,10 +2,8 @@
 Table whose cells fold instead of eliding — a number is never cut to `2083.…`."""
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table as _RichTable
@@ -16,7 +14,7 @@ PIPED_WIDTH = 240  # rich falls back to 80 columns without a terminal; logs and 
 def make_console(stderr: bool = False, own_fd: bool = False) -> Console:
     """The console for a command's output: the terminal's width on a terminal (COLUMNS when set), else wide.
     `own_fd` writes through a duplicate of the stream's file descriptor, so the console stays visible while
-    `library_output_to` sends the libraries' own output (C++ logs, progress bars, prints) to a file."""
+    `io.library_output_to` sends the libraries' own output (C++ logs, progress bars, prints) to a file."""
     stream = sys.stderr if stderr else sys.stdout
     kwargs: dict = {"stderr": stderr}
     if own_fd:
@@ -28,32 +26,6 @@ def make_console(stderr: bool = False, own_fd: bool = False) -> Console:
     if os.environ.get("COLUMNS") or stream.isatty():
         return Console(**kwargs)
     return Console(width=PIPED_WIDTH, **kwargs)
-
-
-@contextlib.contextmanager
-def library_output_to(path: Path):
-    """Send file descriptors 1 and 2 (and Python's sys.stdout/stderr writes) to `path` for the duration: the
-    libraries' chatter (PaddleSlim's logs and tqdm bars, glog, ONNX Runtime's prints) lands in a log file the
-    command names, and fastdet's own console (made with own_fd=True) stays readable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        saved = [os.dup(1), os.dup(2)]
-    except OSError:  # no descriptors to redirect
-        yield
-        return
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, old in zip((1, 2), saved):
-                os.dup2(old, fd)
-                os.close(old)
 
 
 class Table(_RichTable):

@@ -36,9 +36,8 @@ def bench(
     from fastdet_cli.bench.report import print_tables, write_report
     from fastdet_cli.bench.run import BenchSettings, run_bench
     from fastdet_cli.errors import FastdetError
-    from fastdet_cli.io import check_output_dir
+    from fastdet_cli.io import check_output_dir, library_output_to
     from fastdet_cli.paths import library_log_path
-    from fastdet_cli.ui import library_output_to
     from fastdet_cli.runtime.registry import BACKENDS
 
     explicit = backend != "all"

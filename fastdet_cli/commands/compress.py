@@ -19,9 +19,8 @@ def compress(
     from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.compress import compress as run
-    from fastdet_cli.io import check_output_dir
+    from fastdet_cli.io import check_output_dir, library_output_to
     from fastdet_cli.paths import library_log_path
-    from fastdet_cli.ui import library_output_to
 
     console = make_console(own_fd=True)
     check_output_dir(save_dir, "--save-dir")

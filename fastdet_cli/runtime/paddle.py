@@ -2,15 +2,14 @@
 TensorRT subgraph engine; min_subgraph_size comes from the deploy config)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from fastdet_cli.errors import FastdetError, UnsupportedMode
+from fastdet_cli.io import library_output_to
 from fastdet_cli.lazy import import_paddle
 from fastdet_cli.runtime.base import Runner, TensorMeta
 
@@ -31,24 +30,6 @@ def paddle_model_files(path: Path) -> tuple[Path, Path]:
     if not params.exists():
         raise FastdetError(f"Paddle model weights missing: {params}")
     return model, params
-
-
-@contextlib.contextmanager
-def _native_stdout_silenced():
-    """Send file descriptors 1 and 2 to /dev/null for the duration (native code's prints bypass sys.stdout;
-    Paddle's failures still arrive as Python exceptions)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        for fd, old in zip((1, 2), saved):
-            os.dup2(old, fd)
-            os.close(old)
 
 
 INT8_OP_SETS = {"conv": {"conv2d"}, "all": set()}  # set() = Paddle's own default: every op it can quantize
@@ -114,7 +95,7 @@ class PaddleRunner(Runner):
 
         config = self._config()
         try:
-            with _native_stdout_silenced():  # the oneDNN INT8 passes print dozens of lines from C++
+            with library_output_to(Path(os.devnull)):  # the oneDNN INT8 passes print dozens of C++ lines
                 self.predictor = pi.create_predictor(config)
         except (RuntimeError, ValueError, OSError, SystemError) as e:
             found = re.search(r"threshold information for \[([^\]]+)\]", str(e))
