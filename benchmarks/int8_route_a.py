@@ -25,7 +25,7 @@ def main() -> None:
 
     from fastdet_cli.compress.common import FeedSamples, image_list
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.det.pipeline import onnx_for
+    from fastdet_cli.artifacts import onnx_for
     from fastdet_cli.export.qdq import calibrate_conv_outputs, quantize_conv_outputs
 
     src = onnx_for(resolve_model(args.int8_model))

@@ -34,7 +34,8 @@ def main() -> None:
     from rich.table import Table
 
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.det.pipeline import onnx_for, sample_inputs
+    from fastdet_cli.artifacts import onnx_for
+    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.machine import machine_info
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner

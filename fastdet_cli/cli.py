@@ -10,12 +10,14 @@ import typer
 
 from fastdet_cli.commands import bench as bench_cmd
 from fastdet_cli.commands import compress as compress_cmd
+from fastdet_cli.commands import diff as diff_cmd
 from fastdet_cli.commands import env as env_cmd
 from fastdet_cli.commands import eval as eval_cmd
 from fastdet_cli.commands import export as export_cmd
 from fastdet_cli.commands import fetch as fetch_cmd
 from fastdet_cli.commands import infer as infer_cmd
 from fastdet_cli.commands import inspect as inspect_cmd
+from fastdet_cli.commands import report as report_cmd
 
 app = typer.Typer(
     name="fastdet", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -51,7 +53,9 @@ app.command("eval", help=eval_cmd.__doc__)(eval_cmd.evaluate)
 app.command("fetch", help=fetch_cmd.__doc__)(fetch_cmd.fetch)
 app.command("bench", help=bench_cmd.__doc__)(bench_cmd.bench)
 app.command("inspect", help=inspect_cmd.__doc__)(inspect_cmd.inspect)
+app.command("diff", help=diff_cmd.__doc__)(diff_cmd.diff)
 app.command("env", help=env_cmd.__doc__)(env_cmd.env)
+app.add_typer(report_cmd.app, name="report", help=report_cmd.__doc__)
 
 
 def _sigterm_as_interrupt() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.io import atomic_dir
 from fastdet_cli.paths import cache_dir
 
 
@@ -157,9 +158,7 @@ def fetch(entry: Entry, progress: Callable[[str, int, int | None], None] | None 
         return _content_root(final)
     downloads = cache_dir() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(final) as tmp:
         for part in entry.parts:
             fname = PurePosixPath(urllib.request.urlparse(part.url).path).name or entry.name
             archive = downloads / fname
@@ -169,11 +168,4 @@ def fetch(entry: Entry, progress: Callable[[str, int, int | None], None] | None 
                 archive.unlink()
                 raise FastdetError(f"checksum mismatch for {fname}: the file was removed, run the command again")
             safe_extract(archive, tmp / part.subdir)
-        if final.exists():
-            shutil.rmtree(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return _content_root(final)

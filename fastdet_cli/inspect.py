@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.runtime.base import OpTime
+from fastdet_cli.runtime.registry import get_backend
 
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -58,7 +59,7 @@ class Inspection:
         if int8_convs == 0:
             lines.append(f"No convolution runs in INT8 on {self.backend}: the quantized graph runs in float with "
                          "fake quantization, every quantize/dequantize pair is extra work, so INT8 is slower than FP32.")
-            if self.backend == "ort":
+            if get_backend(self.backend).int8_kinds[0] == "ort-qdq":  # it runs ORT-quantized graphs best
                 lines.append("ONNX Runtime builds QLinearConv only from DequantizeLinear → Conv → QuantizeLinear; "
                              "this export quantizes convolution inputs only (as the Paddle program computes), so "
                              "no convolution output is quantized and nothing fuses. Quantize for ORT with "
@@ -102,7 +103,8 @@ class Inspection:
 def int8_model_for(model: str | None, backend: str, log=print) -> str:
     """The INT8 model `fastdet bench --int8` runs on `backend` for `model` (the embedded model's cached PTQ
     versions; another model is its own INT8 model)."""
-    from fastdet_cli.bench.artifacts import choose, default_artifacts, describe
+    from fastdet_cli.artifacts import choose, describe
+    from fastdet_cli.compress.defaults import default_artifacts
     from fastdet_cli.paths import DEFAULT_MODEL_DIR
 
     if model not in (None, "default"):
@@ -114,27 +116,23 @@ def int8_model_for(model: str | None, backend: str, log=print) -> str:
 
 
 def inspect_model(model: str | None, backend: str, threads: int = 1, runs: int = 50, warmup: int = 5) -> Inspection:
+    from fastdet_cli.artifacts import for_backend, is_quantized
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.det.pipeline import onnx_for, sample_inputs
+    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.machine import cpu_model_and_flags
-    from fastdet_cli.paddle_program import QUANT_OPS
     from fastdet_cli.runtime.base import RunnerOptions
-    from fastdet_cli.runtime.registry import create_runner, get_backend
+    from fastdet_cli.runtime.registry import create_runner
 
-    spec = get_backend(backend)
+    if not get_backend(backend).profiles_ops:  # before any model work
+        from fastdet_cli.runtime.registry import BACKENDS
+
+        have = " and ".join(n for n, spec in BACKENDS.items() if spec.profiles_ops)
+        raise FastdetError(f"backend '{backend}' has no per-op profile in fastdet ({have} have)")
     source = resolve_model(model)
-    if source.format == "paddle":
-        from fastdet_cli.paddle_program import load_program, op_counts
-        from fastdet_cli.runtime.paddle import paddle_model_files
-
-        quantized = any(k in op_counts(load_program(paddle_model_files(source.dir)[0])) for k in QUANT_OPS)
-    else:
-        quantized = bool(source.sidecar().get("quantized"))
-    if spec.model_format == "onnx":
-        source = onnx_for(source)
-    path = source.path if source.format == "onnx" else source.dir
+    quantized = is_quantized(source)
+    source = for_backend(source, backend)
     feed = sample_inputs(source.deploy)
-    with create_runner(backend, path, RunnerOptions(threads=threads, extra={"profile": True})) as runner:
+    with create_runner(backend, source.runner_path, RunnerOptions(threads=threads, profile=True)) as runner:
         feed = {k: feed[k] for k in runner.input_metadata()}
         for _ in range(warmup):
             runner.infer(feed)

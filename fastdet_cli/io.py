@@ -38,6 +38,24 @@ def replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_dir(final: Path, commit=None):
+    """Yield an empty temporary folder beside `final`. When the block completes, `commit(tmp, final)` puts it in
+    place (default `replace_dir`: renamed to `final`, an existing `final` replaced at that moment); when the
+    block raises (Ctrl-C included) the temporary folder is removed and `final` is untouched. The one way fastdet
+    writes an output folder."""
+    final = Path(final).resolve()
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        final.parent.mkdir(parents=True, exist_ok=True)
+        (commit or replace_dir)(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _writable_parent(path: Path, what: str) -> None:
     """The nearest existing ancestor of `path` must be a writable directory."""
     from fastdet_cli.errors import FastdetError

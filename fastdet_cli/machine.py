@@ -22,12 +22,41 @@ def cpu_model_and_flags() -> tuple[str, list[str]]:
     return model, [f for f in INTERESTING_FLAGS if f in flags]
 
 
+def nvidia_gpus() -> tuple[list[str], str | None]:
+    """(GPU model names, driver version) from the NVIDIA driver's /proc files; ([], None) without a driver."""
+    names = []
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if gpus.is_dir():
+        for info in sorted(gpus.glob("*/information")):
+            for line in info.read_text(errors="replace").splitlines():
+                key, _, value = line.partition(":")
+                if key.strip() == "Model":
+                    names.append(value.strip())
+    version = Path("/proc/driver/nvidia/version")
+    driver = None
+    if version.is_file():
+        words = version.read_text(errors="replace").split()
+        driver = next((w for w in words if w.count(".") >= 1 and w.replace(".", "").isdigit()), None)
+    return names, driver
+
+
 def machine_info() -> dict[str, str]:
     model, flags = cpu_model_and_flags()
+    gpus, driver = nvidia_gpus()
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": model,
         "cpu cores": str(os.cpu_count()),
         "cpu flags": " ".join(flags) or "-",
+        "gpu": ", ".join(gpus) or "-",
+        "nvidia driver": driver or "-",
     }
+
+
+def hardware_label(machine: dict) -> str:
+    """One line naming a report's machine: CPU model and ISA flags, and the GPU and driver when there is one."""
+    text = f"{machine.get('cpu', '?')} ({machine.get('cpu flags', '-')})"
+    if machine.get("gpu", "-") != "-":
+        text += f"; {machine['gpu']}, driver {machine.get('nvidia driver', '-')}"
+    return text

@@ -4,11 +4,36 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from fastdet_cli.errors import FastdetError
+
 _ATTR_FIELDS = {0: "i", 1: "f", 2: "s", 6: "b", 9: "l", 12: "float64"}
 NMS_OPS = ("multiclass_nms3", "multiclass_nms2", "multiclass_nms")
 NMS_KEYS = ("background_label", "score_threshold", "nms_top_k", "nms_threshold", "nms_eta", "keep_top_k", "normalized")
 QUANT_OPS = ("quantize_linear", "dequantize_linear", "fake_quantize_dequantize_abs_max",
              "fake_channel_wise_quantize_dequantize_abs_max", "fake_quantize_dequantize_moving_average_abs_max")
+
+
+def check_not_paddle3(path: Path) -> None:
+    """A Paddle 3 (PIR) model folder gets one clear error: Paddle 2.6 cannot read it."""
+    if (path / "model.json").exists() and not any(path.glob("*.pdmodel")):
+        raise FastdetError(f"{path} holds a Paddle 3 (PIR, model.json) model, which is not supported: "
+                           "export it with Paddle 2.6 (old program format: model.pdmodel)")
+
+
+def paddle_model_files(path: Path) -> tuple[Path, Path]:
+    """(model.pdmodel, model.pdiparams) of a Paddle inference model dir (or of its .pdmodel file)."""
+    if path.is_file() and path.suffix == ".pdmodel":
+        model, params = path, path.with_suffix(".pdiparams")
+    else:
+        check_not_paddle3(path)
+        models = sorted(path.glob("*.pdmodel")) if path.is_dir() else []
+        if not models:
+            raise FastdetError(f"no Paddle inference model (*.pdmodel) in {path}")
+        model = path / "model.pdmodel" if (path / "model.pdmodel").exists() else models[0]
+        params = model.with_suffix(".pdiparams")
+    if not params.exists():
+        raise FastdetError(f"Paddle model weights missing: {params}")
+    return model, params
 
 
 def load_program(pdmodel: Path):
@@ -114,8 +139,6 @@ def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
     import numpy as np
     import paddle
 
-    from fastdet_cli.runtime.paddle import paddle_model_files
-
     pdmodel, pdiparams = paddle_model_files(model_dir)
     prefix = str(pdmodel.with_suffix(""))
     paddle.enable_static()
@@ -167,8 +190,6 @@ def check_paddle_model(pdmodel: Path, pdiparams: Path) -> None:
     """Refuse files Paddle would crash on (an IndexError from C++, or a segfault for random bytes) with one
     clear error: the program must parse and have ops, and the weights file must hold at least one byte per
     element of the program's persistable tensors."""
-    from fastdet_cli.errors import FastdetError
-
     data = Path(pdmodel).read_bytes()
     try:
         prog = load_program(pdmodel) if data else None

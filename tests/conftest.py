@@ -78,7 +78,7 @@ def default_artifacts(fastdet_cache):
     """The embedded model quantized with the shipped PTQ configs (PaddleSlim and ONNX Runtime engines), cached
     the way `fastdet bench` caches them: {kind: dir}."""
     pytest.importorskip("paddleslim", reason="paddleslim not installed")
-    from fastdet_cli.bench.artifacts import default_artifacts as made
+    from fastdet_cli.compress.defaults import default_artifacts as made
     from fastdet_cli.paths import DEFAULT_MODEL_DIR
 
     return {a.kind: a.path for a in made(DEFAULT_MODEL_DIR, log=lambda m: None)}

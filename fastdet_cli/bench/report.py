@@ -7,7 +7,8 @@ import io
 import json
 from pathlib import Path
 
-from fastdet_cli.bench.run import FLAG_POINTS, MODES
+from fastdet_cli.bench.verdicts import FLAG_POINTS
+from fastdet_cli.runtime.registry import MODES
 
 COLUMNS = ("FP32", "INT8", "INT8+FP16", "INT8+FP16+PM")
 
@@ -20,22 +21,35 @@ def _cell(row: dict | None, key: str) -> str:
     return f"{row[key]['mean']:.2f}" if row[key] else "not run"
 
 
+def _group(r: dict) -> tuple[str, str, str]:
+    """A table row's identity: the backend, and in a merged report also the machine and the row's settings."""
+    return r.get("hardware", ""), r.get("settings_note", ""), r["backend"]
+
+
+def is_merged(report: dict) -> bool:
+    return "merged_from" in report
+
+
 def table_rows(report: dict, key: str) -> list[list[str]]:
-    """One row per backend: the four mode columns (mean ms), max speedup, FP32/INT8 mAP, method."""
+    """One row per backend (per machine and backend in a merged report): the four mode columns (mean ms), max
+    speedup, FP32/INT8 mAP, method; merged reports add hardware first and versions and settings last."""
     out = []
-    backends = list(dict.fromkeys(r["backend"] for r in report["rows"]))
-    by = {(r["backend"], r["precision"]): r for r in report["rows"]}
-    for b in backends:
-        cells = [_cell(by.get((b, m)), key) if (b, m) in by else "-" for m in MODES]
-        fp32 = by.get((b, "fp32"))
-        int8s = [by[(b, m)][key]["mean"] for m in MODES[1:]
-                 if (b, m) in by and by[(b, m)]["status"] == "ok" and by[(b, m)][key]]
+    by = {(_group(r), r["precision"]): r for r in report["rows"]}
+    for g in dict.fromkeys(_group(r) for r in report["rows"]):
+        cells = [_cell(by.get((g, m)), key) if (g, m) in by else "-" for m in MODES]
+        fp32 = by.get((g, "fp32"))
+        int8s = [by[(g, m)][key]["mean"] for m in MODES[1:]
+                 if (g, m) in by and by[(g, m)]["status"] == "ok" and by[(g, m)][key]]
         ok = fp32 and fp32["status"] == "ok" and fp32[key] and int8s
         speed = f"{fp32[key]['mean'] / min(int8s):.2f}x" if ok else "-"
-        maps = [f"{by[(b, m)]['map']:.3f}" if (b, m) in by and by[(b, m)].get("map") is not None else "-"
+        maps = [f"{by[(g, m)]['map']:.3f}" if (g, m) in by and by[(g, m)].get("map") is not None else "-"
                 for m in ("fp32", "int8")]
         status = fp32["status"] if fp32 and fp32["status"].startswith("skipped") else ""
-        out.append([b, *cells, speed, *maps, status or int8_label(by.get((b, "int8")))])
+        row = [g[2], *cells, speed, *maps, status or int8_label(by.get((g, "int8")))]
+        if is_merged(report):
+            first = next(r for (gg, _), r in by.items() if gg == g)
+            row = [g[0], *row, first.get("versions", "-"), g[1] or "-"]
+        out.append(row)
     return out
 
 
@@ -43,7 +57,7 @@ def int8_label(row: dict | None) -> str:
     """What the INT8 row of a backend ran: the method and the artifact kind."""
     if not row or not row.get("int8_artifact"):
         return "-"
-    from fastdet_cli.bench.artifacts import KIND_LABELS
+    from fastdet_cli.artifacts import KIND_LABELS
 
     art = row["int8_artifact"]
     return f"{art['method']} · {KIND_LABELS.get(art['kind'], art['kind'])}"
@@ -52,14 +66,18 @@ def int8_label(row: dict | None) -> str:
 HEADER = ["backend", *COLUMNS, "max speedup", "FP32 mAP", "INT8 mAP", "INT8 model"]
 
 
+def header(report: dict) -> list[str]:
+    return ["hardware", *HEADER, "versions", "settings"] if is_merged(report) else HEADER
+
+
 def stage_rows(report: dict) -> list[list[str]]:
     out = []
     for r in report["rows"]:
         if r["status"] != "ok" or not r["stages_ms"]:
             continue
         s = r["stages_ms"]
-        out.append([r["backend"], r["precision"]] + [
-            "in compute" if s[k] is None and k in ("h2d", "d2h") and r["backend"] in ("trt", "paddle-trt")
+        out.append(([r["hardware"]] if is_merged(report) else []) + [r["backend"], r["precision"]] + [
+            "in compute" if s[k] is None and k in ("h2d", "d2h") and _copies_in_compute(r["backend"])
             else "-" if s[k] is None else f"{s[k]:.3f}"
             for k in ("preprocess", "h2d", "compute", "d2h", "nms", "postprocess")] + [
             f"{r['runtime_ms']['p50']:.2f}/{r['runtime_ms']['p90']:.2f}/{r['runtime_ms']['p99']:.2f}",
@@ -67,19 +85,47 @@ def stage_rows(report: dict) -> list[list[str]]:
     return out
 
 
+def _copies_in_compute(backend: str) -> bool:
+    from fastdet_cli.runtime.registry import BACKENDS
+
+    return backend in BACKENDS and BACKENDS[backend].copies_in_compute
+
+
 STAGE_HEADER = ["backend", "precision", "preprocess", "H2D", "compute", "D2H", "NMS", "postprocess",
                 "runtime p50/p90/p99", "runtime stdev", "e2e img/s", "RSS MB"]
 
 
+def stage_header(report: dict) -> list[str]:
+    return ["hardware", *STAGE_HEADER] if is_merged(report) else STAGE_HEADER
+
+
+def _who(r: dict) -> str:
+    return f"{r['backend']} {r['precision']}" + (f" on {r['hardware']}" if r.get("hardware") else "")
+
+
 def status_notes(report: dict) -> list[str]:
     """Why a cell says None or skipped: one line per backend × mode (the tables have room for the word only)."""
-    return [f"{r['backend']} {r['precision']}: {r['status']}" for r in report["rows"] if r["status"] != "ok"]
+    return [f"{_who(r)}: {r['status']}" for r in report["rows"] if r["status"] != "ok"]
 
 
 def caption(report: dict) -> str:
     s = report["settings"]
+    if is_merged(report):
+        text = (f"rows from {len(report['merged_from'])} bench reports; mean ms over "
+                f"{_setting(s, 'repeat')} runs after {_setting(s, 'warm-up', 'warmup')} warm-up, "
+                f"{_setting(s, 'threads')} CPU thread(s); hardware and versions per row")
+        if s.get("differing"):
+            text += "; settings differ between reports (" + ", ".join(
+                f"{k}: {' vs '.join(dict.fromkeys(v))}" for k, v in s["differing"].items()) + \
+                "): the settings column gives each row's, compare rows only where it matches"
+        return text
     return (f"mean ms over {s['repeat']} runs after {s['warmup']} warm-up, {s['threads']} CPU thread(s); "
             f"CPU: {report['machine']['cpu']} ({report['machine'].get('cpu flags', '-')})")
+
+
+def _setting(s: dict, label: str, key: str | None = None) -> str:
+    """A setting of a merged report: its common value, or 'per-row' when the inputs differ."""
+    return "per-row" if label in s.get("differing", {}) else str(s.get(key or label))
 
 
 def print_tables(report: dict, console) -> None:
@@ -89,16 +135,17 @@ def print_tables(report: dict, console) -> None:
     for title, key in (("Runtime Benchmark", "runtime_ms"), ("End-to-end Benchmark", "end2end_ms"))[
             : 2 if report["settings"].get("end2end", True) else 1]:
         t = Table(title=f"{title} (ms) — {caption(report)}", title_justify="left")
-        for h in HEADER:
-            t.add_column(h, justify="left" if h in ("backend", "method") else "right")
+        for h in header(report):
+            t.add_column(h, justify="left" if h in ("hardware", "backend", "INT8 model", "versions", "settings")
+                         else "right")
         for row in table_rows(report, key):
             t.add_row(*row)
         console.print(t)
     for line in status_notes(report):
         console.print(line, highlight=False, markup=False)
     t = Table(title="Per-stage split of end-to-end time (mean ms)", title_justify="left")
-    for h in STAGE_HEADER:
-        t.add_column(h, justify="left" if h in ("backend", "precision") else "right")
+    for h in stage_header(report):
+        t.add_column(h, justify="left" if h in ("hardware", "backend", "precision") else "right")
     for row in stage_rows(report):
         t.add_row(*row)
     console.print(t)
@@ -114,6 +161,17 @@ def print_tables(report: dict, console) -> None:
         console.print(f"INT8 artifact: {escape(a['method'])} ({a['kind']}) {escape(a['path'])}", highlight=False)
     if report.get("recommendation"):
         console.print(f"[bold]recommendation:[/bold] {escape(report['recommendation']['text'])}", highlight=False)
+    for line in source_lines(report):
+        console.print(f"merged: {escape(line)}", highlight=False)
+
+
+def source_lines(report: dict) -> list[str]:
+    """A merged report's inputs: file, machine, and that machine's own recommendation."""
+    out = []
+    for src in report.get("merged_from", []):
+        rec = (src.get("recommendation") or {}).get("text") or "-"
+        out.append(f"{src['file']}: {src['hardware']}; recommendation there: {rec}")
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -124,12 +182,12 @@ def markdown(report: dict) -> str:
 
     parts = [f"# fastdet bench\n\n{caption(report)}\n\nRuntime: {report['settings']['runtime_includes']}. "
              f"End-to-end: {report['settings']['end2end_includes']}.\n"]
-    parts.append("## Runtime Benchmark (ms)\n\n" + md_table(HEADER, table_rows(report, "runtime_ms")))
-    parts.append("## End-to-end Benchmark (ms)\n\n" + md_table(HEADER, table_rows(report, "end2end_ms")))
+    parts.append("## Runtime Benchmark (ms)\n\n" + md_table(header(report), table_rows(report, "runtime_ms")))
+    parts.append("## End-to-end Benchmark (ms)\n\n" + md_table(header(report), table_rows(report, "end2end_ms")))
     notes = status_notes(report)
     if notes:
         parts.append("## None and skipped cells\n\n" + "\n".join(f"- {n}" for n in notes))
-    parts.append("## Per-stage split (mean ms)\n\n" + md_table(STAGE_HEADER, stage_rows(report)))
+    parts.append("## Per-stage split (mean ms)\n\n" + md_table(stage_header(report), stage_rows(report)))
     for backend, lines in report.get("int8_verdict", {}).items():
         parts.append(f"## Why INT8 is not faster on {backend}\n\n" + "\n".join(f"- {line}" for line in lines))
     arts = report["settings"].get("int8_artifacts", [])
@@ -137,6 +195,8 @@ def markdown(report: dict) -> str:
         parts.append("## INT8 artifacts\n\n" + "\n".join(f"- {a['method']} ({a['kind']}): `{a['path']}`" for a in arts))
     if report.get("recommendation"):
         parts.append(f"## Recommendation\n\n{report['recommendation']['text']}")
+    if is_merged(report):
+        parts.append("## Merged reports\n\n" + "\n".join(f"- {line}" for line in source_lines(report)))
     return "\n\n".join(parts) + "\n"
 
 
@@ -145,12 +205,13 @@ def csv_text(report: dict) -> str:
     w = csv.writer(buf)
     w.writerow(["backend", "precision", "status", "runtime_mean_ms", "runtime_p50_ms", "runtime_p90_ms",
                 "runtime_p99_ms", "runtime_stdev_ms", "end2end_mean_ms", "end2end_p50_ms", "map", "ap50",
-                "int8_kind", "int8_model"])
+                "int8_kind", "int8_model", "hardware", "versions", "settings"])
     for r in report["rows"]:
         rt, e2e, art = r["runtime_ms"] or {}, r["end2end_ms"] or {}, r.get("int8_artifact") or {}
         w.writerow([r["backend"], r["precision"], r["status"], rt.get("mean"), rt.get("p50"), rt.get("p90"),
                     rt.get("p99"), rt.get("stdev"), e2e.get("mean"), e2e.get("p50"), r["map"], r["ap50"],
-                    art.get("kind"), art.get("path")])
+                    art.get("kind"), art.get("path"), r.get("hardware", ""), r.get("versions", ""),
+                    r.get("settings_note", "")])
     return buf.getvalue()
 
 
@@ -169,7 +230,7 @@ def plot_png(report: dict) -> bytes | None:
             x, y = r["runtime_ms"]["mean"], r["map"]
             # a legend, not labels beside the points: points of equal mAP sit on top of each other
             ax.scatter([x], [y], marker="o" if r["precision"] == "fp32" else "s", s=40, alpha=0.8,
-                       label=f"{r['backend']} {r['precision']} ({x:.1f} ms, {y:.3f})")
+                       label=f"{_who(r)} ({x:.1f} ms, {y:.3f})")
     if ax.collections:
         ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("runtime latency, mean ms")

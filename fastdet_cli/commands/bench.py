@@ -28,6 +28,9 @@ def bench(
     end2end: bool = options.Flag(True, "--end2end/--no-end2end", help="Also time image-in → boxes-out."),
     max_map_drop: float = typer.Option(0.5, "--max-map-drop", min=0.0,
                                        help="mAP points an INT8 row may lose and still be recommended."),
+    diff_images: bool = options.Flag(True, "--diff-images/--no-diff-images",
+                                     help="With --report: side-by-side FP32 vs INT8 images of the least-agreeing "
+                                          "dataset images (fastdet diff)."),
 ) -> int:
     """Latency (runtime and end-to-end) and mAP for FP32 / INT8 / INT8+FP16 / INT8+FP16+PM per backend."""
     from fastdet_cli.ui import make_console
@@ -66,4 +69,27 @@ def bench(
     if report is not None:
         for path in write_report(result, report):
             console.print(f"wrote {path}", highlight=False, markup=False)
+        if diff_images:
+            _diff_images(result, settings, report / "diff", console, chatter)
     return 0
+
+
+def _diff_images(result: dict, settings, out: Path, console, chatter: Path) -> None:
+    """A few side-by-side FP32 vs INT8 images of the least-agreeing dataset images, beside the report."""
+    from fastdet_cli.bench.verdicts import diff_target
+    from fastdet_cli.data.dataset import resolve_dataset
+    from fastdet_cli.diff import run_diff
+    from fastdet_cli.io import library_output_to
+
+    target = diff_target(result)
+    if target is None:
+        return
+    backend, int8_model = target
+    with library_output_to(chatter):
+        diff = run_diff(settings.model, int8_model, backend, [], out, dataset=resolve_dataset(settings.dataset),
+                        limit=min(settings.eval_limit or 50, 50), options=options.runner_options(settings.threads, "cpu"),
+                        keep_images=3, montage_size=3, log=lambda m: None)
+    s = diff["summary"]
+    console.print(f"FP32 vs INT8 on {backend} ({s['images']} images): {s['matched']} boxes matched, {s['missed']} "
+                  f"missed by INT8, {s['extra']} extra; the 3 least-agreeing images are in {out}",
+                  highlight=False, markup=False)

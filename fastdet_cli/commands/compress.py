@@ -1,4 +1,5 @@
-"""Quantize a PaddleDetection model with PaddleSlim (PTQ or QAT with distillation) from one YAML config."""
+"""Quantize a PaddleDetection model (PaddleSlim PTQ or QAT with distillation, or ONNX Runtime PTQ) from one
+YAML config: a thin command over compress.compress."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,7 @@ def compress(
     console.print(f"PaddleSlim / Paddle / ONNX Runtime output goes to {chatter}", highlight=False, markup=False)
     with library_output_to(chatter):
         result = run(config, method, save_dir, devices, eval_dataset,
-                     log=lambda m: console.print(m, highlight=False, markup=False), engine=engine)
+                     log=lambda m: console.print(m, highlight=False, markup=False), engine=engine, evaluate=True)
     r = result.report
     table = Table(title=f"{r['method_label']} → {result.output_dir}", title_justify="left", show_header=False)
     table.add_row("images", f"{r['images']['count']} from {r['images']['source']}")
@@ -38,36 +39,19 @@ def compress(
     table.add_row("time", f"{r['seconds']:.1f} s")
     table.add_row("deploy config", f"{r['deploy_config']} (copied unchanged)")
     console.print(table)
-    spec = eval_dataset or _config_eval(config)
-    if spec:
-        with library_output_to(chatter):
-            _print_map(console, r["model_fp32"], str(result.output_dir), spec,
-                       "ort" if r["format"] == "onnx" else "paddle")
+    if r["map"]:
+        console.print(map_table(r["map"]))
     return 0
 
 
-def _config_eval(config: Path) -> str | None:
-    from fastdet_cli.compress.config import load_compress_config
-
-    return load_compress_config(config).eval_dataset
-
-
-def _print_map(console, fp32: str, int8: str, dataset: str, backend: str) -> None:
-    """mAP of FP32 and INT8 on the runtime the quantized model is made for (Paddle Inference for a PaddleSlim
-    program, ONNX Runtime for the onnxruntime engine's ONNX)."""
+def map_table(m: dict):
+    """compress_report.json's mAP record as a table."""
     from fastdet_cli.ui import Table
 
-    from fastdet_cli.data.dataset import resolve_dataset
-    from fastdet_cli.det.pipeline import Detector
-    from fastdet_cli.evaluate.coco import coco_evaluate
-
-    ds = resolve_dataset(dataset)
-    label = {"paddle": "Paddle Inference", "ort": "ONNX Runtime"}[backend]
-    table = Table(title=f"COCO mAP on {ds.ann_file.name} ({label}, CPU)", title_justify="left")
+    table = Table(title=f"COCO mAP on {Path(m['dataset']).name} ({m['runtime']}, CPU)", title_justify="left")
     for col in ("model", "AP", "AP50", "AP75"):
         table.add_column(col, justify="right" if col != "model" else "left")
-    for name, path in (("FP32", fp32), ("INT8", int8)):
-        with Detector.load(path, backend) as det:
-            res = coco_evaluate(det, ds)
-        table.add_row(name, f"{res.stats['AP']:.3f}", f"{res.stats['AP50']:.3f}", f"{res.stats['AP75']:.3f}")
-    console.print(table)
+    for name in ("fp32", "int8"):
+        stats = m[name]
+        table.add_row(name.upper(), f"{stats['AP']:.3f}", f"{stats['AP50']:.3f}", f"{stats['AP75']:.3f}")
+    return table

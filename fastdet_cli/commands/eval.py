@@ -23,13 +23,13 @@ def evaluate(
     from fastdet_cli.ui import Table
 
     from fastdet_cli.data.dataset import resolve_dataset
-    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.artifacts import detector
     from fastdet_cli.evaluate.coco import coco_evaluate
     from fastdet_cli.io import check_output_file, write_json_atomic
 
     check_output_file(json_out, "--json")
     ds = resolve_dataset(dataset)
-    with Detector.load(model, backend, options.runner_options(threads, device)) as det:
+    with detector(model, backend, options.runner_options(threads, device)) as det:
         with Progress(transient=True) as bar:
             task = bar.add_task(f"evaluating on {backend}", total=None)
             result = coco_evaluate(det, ds, limit, lambda n, total: bar.update(task, completed=n, total=total))

@@ -52,7 +52,7 @@ def export(
     if fmt == "trt":
         from fastdet_cli.export.trt import build_engine
 
-        engine = build_engine(result.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32")
+        engine = build_engine(result.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32", fp16=int8 and fp16)
         console.print(f"TensorRT engine: {engine}", highlight=False, markup=False)
     return 0
 

@@ -24,7 +24,7 @@ def infer(
     from fastdet_cli.ui import Table, make_console
 
     from fastdet_cli.det.draw import draw, records
-    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.artifacts import detector
     from fastdet_cli.det.preprocess import IMAGE_SUFFIXES, expand_inputs, read_image
     from fastdet_cli.errors import FastdetError
     from fastdet_cli.io import check_output_dir, check_output_file, write_bytes_atomic, write_json_atomic
@@ -38,7 +38,7 @@ def infer(
     if not files:
         raise FastdetError("no images given (folders had no image files)")
     results, failures = [], 0
-    with Detector.load(model, backend, options.runner_options(threads, device)) as det:
+    with detector(model, backend, options.runner_options(threads, device)) as det:
         thr = det.deploy.draw_threshold if threshold is None else threshold
         in_graph = det.graph_nms_score_threshold()
         if in_graph is None and thr < det.nms.score_threshold:  # fastdet runs the NMS: keep what was asked for

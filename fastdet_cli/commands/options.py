@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import typer
 
-BACKEND_NAMES = ("ort", "openvino", "paddle", "trt", "paddle-trt")  # checked against runtime.registry in tests
+from fastdet_cli.runtime.registry import BACKENDS
+
+BACKEND_NAMES = tuple(BACKENDS)
 
 Model = typer.Option("default", "--model", "-m", help="Paddle model dir, ONNX file/dir, or 'default' (the embedded model).")
 Backend = typer.Option("ort", "--backend", "-b", help=f"Runtime backend: {', '.join(BACKEND_NAMES)}.")

@@ -1,9 +1,14 @@
-"""`fastdet compress`: one-click auto-compression with PaddleSlim from one YAML file (FastDeploy's format).
+"""`fastdet compress`: one-click auto-compression from one YAML file (FastDeploy's format), in three stages.
 
-The output folder holds the quantized `model.pdmodel` / `model.pdiparams` (engine paddleslim) or `model.onnx`
-+ `fastdet.yml` (engine onnxruntime: ONNX Runtime's quantizer on the FP32 ONNX export, compress/ort_engine.py),
-the FP32 model's deploy config copied byte for byte, and `compress_report.json`. It is written to a temporary folder and renamed when
-complete, so an error or Ctrl-C leaves nothing half-written.
+1. `prepare`: the config read and checked, the model and datasets resolved, the output path checked, the
+   calibration/training images listed — every input error before any minute of work.
+2. `quantize`: the engine from `ENGINES` (PaddleSlim PTQ, PaddleSlim QAT with distillation, ONNX Runtime PTQ)
+   writes the quantized model into a temporary folder.
+3. `finalize`: Paddle program fix-ups, the FP32 deploy config copied byte for byte, compress_report.json, the mAP
+   of FP32 vs INT8 on the runtime the output is made for (when asked), then the folder renamed into place
+   (io.atomic_dir), so an error or Ctrl-C leaves nothing half-written.
+
+Adding an engine: a `quantize` function with the signature of `_paddleslim_ptq` and one `ENGINES` row.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from fastdet_cli.errors import FastdetError
 
@@ -21,22 +27,63 @@ class CompressResult:
     report: dict
 
 
-def compress(config_path: Path, method: str | None = None, save_dir: Path | None = None, devices: str = "cpu",
-             eval_dataset: str | None = None, log=print, engine: str | None = None) -> CompressResult:
-    from fastdet_cli.compress.common import (FeedSamples, Output, copy_deploy_config, dir_size, image_list,
-                                             versions, write_report)
+@dataclass(frozen=True)
+class Engine:
+    """A quantization engine × method: what runs, what it writes, and the runtime its output is made for."""
+
+    engine: str  # Global.engine
+    method: str  # ptq | qat
+    label: str  # report's method_label
+    quantize: Callable  # (job, out_dir, log) -> Quantized
+    writes: str  # the model file it must leave in the output folder
+    format: str  # "paddle" | "onnx"
+    backend: str  # the fastdet backend the output is made for: mAP is measured there
+    runtime_label: str
+
+
+@dataclass
+class Job:
+    """Everything `prepare` checked, for the two later stages."""
+
+    config_path: Path
+    cfg: object  # compress.config.CompressConfig
+    engine: Engine
+    devices: str
+    source: object  # det.model.ModelSource
+    save_dir: Path
+    eval_spec: str | None
+    feeds: list[str]
+    kept_float: list[str]  # single-output-channel convs (paddle2onnx cannot export them quantized)
+    convs: dict
+    images_source: str
+    samples: object  # compress.common.FeedSamples
+
+
+@dataclass
+class Quantized:
+    settings: dict  # the engine's resolved settings (report: config_resolved)
+    search: dict | None  # the sensitivity search's record
+    kept_float: list[str]
+    seconds: float = 0.0
+
+
+def prepare(config_path: Path, method: str | None = None, save_dir: Path | None = None, devices: str = "cpu",
+            eval_dataset: str | None = None, engine: str | None = None, log=print) -> Job:
+    from fastdet_cli.compress.common import FeedSamples, image_list
     from fastdet_cli.compress.config import load_compress_config, qat_image_dir
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.paddle_program import conv_weights, feed_names, load_program, single_output_conv_weights
-    from fastdet_cli.runtime.paddle import paddle_model_files
+    from fastdet_cli.paddle_program import (conv_weights, feed_names, load_program, paddle_model_files,
+                                            single_output_conv_weights)
 
     cfg = load_compress_config(config_path, engine)
     method = (method or cfg.method_hint or "ptq").lower()
     if method not in ("ptq", "qat"):
         raise FastdetError(f"unknown method '{method}' (ptq or qat)")
-    if cfg.engine == "onnxruntime" and method != "ptq":
-        raise FastdetError("engine onnxruntime does post-training quantization only; QAT (with distillation) "
-                           "trains the Paddle program: use engine paddleslim")
+    if (cfg.engine, method) not in ENGINES:
+        names = {"ptq": "post-training quantization", "qat": "quantization-aware training"}
+        done = " or ".join(names[m] for e, m in ENGINES if e == cfg.engine)
+        raise FastdetError(f"engine {cfg.engine} does {done} only; QAT (with distillation) trains the Paddle "
+                           "program: use engine paddleslim")
     if devices not in ("cpu", "gpu"):
         raise FastdetError(f"--devices must be cpu or gpu, got '{devices}'")
     if devices == "gpu":
@@ -52,10 +99,8 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
 
         resolve_dataset(eval_spec)
     save_dir = Path(save_dir or Path(config_path).parent / f"{source.dir.name}_{method}")
-    pdmodel, _ = paddle_model_files(source.dir)
-    prog = load_program(pdmodel)
+    prog = load_program(paddle_model_files(source.dir)[0])
     feeds = feed_names(prog)
-    kept_float = single_output_conv_weights(prog)
     convs = conv_weights(prog)
     tensors = {v.name for b in prog.blocks for v in b.vars}  # PTQ skips ops reading any named tensor
     for key, section, known in (("PTQ.skip_tensor_list", cfg.ptq, tensors),
@@ -65,95 +110,144 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
             raise FastdetError(f"{config_path}: {key}: {', '.join(map(str, unknown))} is not a "
                                f"{'tensor' if known is tensors else 'convolution weight'} of {source.dir.name} "
                                f"(e.g. {next(iter(convs), '?')})")
-
     limit = cfg.image_limit
     if method == "ptq" and limit is None:
         limit = int(cfg.ptq.get("batch_size", 8)) * int(cfg.ptq.get("batch_nums", 10))
-    files = image_list(cfg.calib_images if method == "ptq" else qat_image_dir(cfg), limit)
-    samples = FeedSamples(source, files, feeds)
+    images = cfg.calib_images if method == "ptq" else qat_image_dir(cfg)
+    files = image_list(images, limit)
+    job = Job(Path(config_path), cfg, ENGINES[(cfg.engine, method)], devices, source, save_dir, eval_spec, feeds,
+              single_output_conv_weights(prog), convs, images, FeedSamples(source, files, feeds))
     log(f"{method.upper()} of {source.dir} on {len(files)} images; preprocessing from "
-        f"{source.deploy.path.name}: {samples.pipeline}")
-    if kept_float and cfg.engine == "paddleslim":
+        f"{source.deploy.path.name}: {job.samples.pipeline}")
+    if job.kept_float and cfg.engine == "paddleslim":
         log(f"kept in float (single-output-channel convs, which paddle2onnx cannot export quantized): "
-            f"{', '.join(kept_float)}")
+            f"{', '.join(job.kept_float)}")
+    return job
 
-    out = Output(save_dir)
-    try:
-        t0 = time.perf_counter()
-        if cfg.engine == "onnxruntime":
-            from fastdet_cli.compress.ort_engine import run_ort_ptq
-            from fastdet_cli.compress.ptq import search_dataset_spec
 
-            spec = search_dataset_spec(cfg) if cfg.ptq.get("max_map_drop") is not None else None
-            settings, search, _ = run_ort_ptq(cfg, source, samples, out.tmp, spec, log)
-            kept_float = settings["nodes_to_exclude"]
-        elif method == "ptq":
-            from fastdet_cli.compress.ptq import run_ptq_with_search
+def quantize(job: Job, out_dir: Path, log=print) -> Quantized:
+    t0 = time.perf_counter()
+    result = job.engine.quantize(job, out_dir, log)
+    result.seconds = time.perf_counter() - t0
+    if not (out_dir / job.engine.writes).exists():
+        raise FastdetError(f"{job.cfg.engine} finished without writing {job.engine.writes}")
+    return result
 
-            settings, search = run_ptq_with_search(cfg, source, samples, out.tmp, kept_float, log)
-            if search:
-                kept_float = kept_float + search["kept_float"]
-        else:
-            search = None
-            from fastdet_cli.compress.qat import program_eval_callback, run_qat
 
-            callback = None
-            if eval_spec:
-                from fastdet_cli.data.dataset import resolve_dataset
+def finalize(job: Job, q: Quantized, out_dir: Path, log=print, evaluate: bool = False) -> dict:
+    """Fix-ups, deploy config, report and (with `evaluate` and a dataset) mAP FP32 vs INT8, in `out_dir`."""
+    from fastdet_cli.compress.common import copy_deploy_config, dir_size, versions, write_report
 
-                callback = program_eval_callback(source, resolve_dataset(eval_spec))
-            # ACT trains a BN-folded copy (paddle2onnx mis-exports conv → quantize → batch_norm, see
-            # qat.fuse_conv_bn), and has no skip list: the single-channel convs and the user's
-            # QuantAware.skip_tensor_list are marked skip_quant in that copy
-            kept_float = kept_float + [w for w in cfg.quant.get("skip_tensor_list", []) if w not in kept_float]
-            src_dir = out.tmp.with_name(out.tmp.name + "-src")
-            try:
-                qat_source = _qat_source(source, kept_float, src_dir, log)
-                settings = run_qat(cfg, qat_source, samples, out.tmp, callback, devices)
-            finally:
-                shutil.rmtree(src_dir, ignore_errors=True)
-        seconds = time.perf_counter() - t0
-        written = "model.onnx" if cfg.engine == "onnxruntime" else "model.pdmodel"
-        if not (out.tmp / written).exists():
-            raise FastdetError(f"{cfg.engine} finished without writing {written}")
-        rewritten = []
-        if cfg.engine == "paddleslim" and any(d[0] == 1 and d[2:] == [1, 1] for d in convs.values()):
+    deploy_copy = copy_deploy_config(job.source, out_dir)  # first: the INT8 model is loadable from here on
+    rewritten, paddle_int8 = [], None
+    if job.engine.format == "paddle":
+        if any(d[0] == 1 and d[2:] == [1, 1] for d in job.convs.values()):
             from fastdet_cli.paddle_program import rewrite_integer_weight_convs
 
-            rewritten = rewrite_integer_weight_convs(out.tmp)
+            rewritten = rewrite_integer_weight_convs(out_dir)
             if rewritten:
                 log(f"float 1×1 convolution(s) with integer weights ({', '.join(sorted(set(rewritten)))}: a DFL "
                     "projection) written as elementwise_mul + reduce_sum, so Paddle Inference's oneDNN INT8 "
                     "passes take the program")
-        deploy_copy = copy_deploy_config(source, out.tmp)
-        paddle_int8 = None
-        if cfg.engine == "paddleslim" and devices == "cpu":
+        if job.devices == "cpu":
             from fastdet_cli.compress.paddle_int8 import choose_int8_ops
 
-            paddle_int8 = choose_int8_ops(out.tmp, log=log)
-        report = {
-            "method": method, "engine": cfg.engine,
-            "method_label": ("PTQ (ORT)" if cfg.engine == "onnxruntime" else "PTQ") if method == "ptq"
-            else "QAT-distillation",
-            "format": "onnx" if cfg.engine == "onnxruntime" else "paddle",
-            "config_file": str(Path(config_path).resolve()), "config_resolved": settings,
-            "model_fp32": str(source.dir), "deploy_config": deploy_copy.name,
-            "input_list": feeds, "preprocess": samples.pipeline,
-            "images": {"source": cfg.calib_images if method == "ptq" else qat_image_dir(cfg), "count": len(files),
-                       "first": [str(f) for f in files[:3]]},
-            "kept_float": kept_float, "sensitivity_search": search,
-            "integer_weight_convs_rewritten": sorted(set(rewritten)),
-            "paddle_int8_ops": paddle_int8["choice"] if paddle_int8 else None,
-            "paddle_int8_ops_measured": paddle_int8,
-            "size_bytes": {"fp32": dir_size(source.dir), "int8": dir_size(out.tmp)},  # model files only
-            "seconds": round(seconds, 2), "devices": devices, "versions": versions(),
-        }
-        write_report(out.tmp, report)
-        final = out.commit()
-    except BaseException:
-        out.discard()
-        raise
-    return CompressResult(final, report)
+            paddle_int8 = choose_int8_ops(out_dir, log=log)
+    files = job.samples.files
+    report = {
+        "method": job.engine.method, "engine": job.engine.engine, "method_label": job.engine.label,
+        "format": job.engine.format,
+        "config_file": str(job.config_path.resolve()), "config_resolved": q.settings,
+        "model_fp32": str(job.source.dir), "deploy_config": deploy_copy.name,
+        "input_list": job.feeds, "preprocess": job.samples.pipeline,
+        "images": {"source": job.images_source, "count": len(files), "first": [str(f) for f in files[:3]]},
+        "kept_float": q.kept_float, "sensitivity_search": q.search,
+        "integer_weight_convs_rewritten": sorted(set(rewritten)),
+        "paddle_int8_ops": paddle_int8["choice"] if paddle_int8 else None,
+        "paddle_int8_ops_measured": paddle_int8,
+        "size_bytes": {"fp32": dir_size(job.source.dir), "int8": dir_size(out_dir)},  # model files only
+        "seconds": round(q.seconds, 2), "devices": job.devices, "versions": versions(), "map": None,
+    }
+    write_report(out_dir, report)  # before mAP: Paddle Inference reads paddle_int8_ops from it
+    if evaluate and job.eval_spec:
+        report["map"] = map_fp32_vs_int8(job, out_dir, log)
+        write_report(out_dir, report)
+    return report
+
+
+def map_fp32_vs_int8(job: Job, int8_dir: Path, log=print) -> dict:
+    """COCO mAP of the FP32 and the INT8 model on the runtime the INT8 model is made for (CPU)."""
+    from fastdet_cli.artifacts import detector
+    from fastdet_cli.data.dataset import resolve_dataset
+    from fastdet_cli.evaluate.coco import coco_evaluate
+
+    ds = resolve_dataset(job.eval_spec)
+    out = {"dataset": str(ds.ann_file), "backend": job.engine.backend, "runtime": job.engine.runtime_label}
+    for name, model in (("fp32", job.source.dir), ("int8", int8_dir)):
+        log(f"mAP of the {name.upper()} model on {ds.ann_file.name} ({job.engine.runtime_label})")
+        with detector(model, job.engine.backend) as det:
+            res = coco_evaluate(det, ds)
+        out[name] = {k: res.stats[k] for k in ("AP", "AP50", "AP75")}
+    return out
+
+
+def compress(config_path: Path, method: str | None = None, save_dir: Path | None = None, devices: str = "cpu",
+             eval_dataset: str | None = None, log=print, engine: str | None = None,
+             evaluate: bool = False) -> CompressResult:
+    """prepare → quantize → finalize, written through a temporary folder renamed into place when complete.
+    `evaluate`: also measure mAP FP32 vs INT8 on the eval dataset (`--eval` or Global.eval_dataset)."""
+    from fastdet_cli.io import atomic_dir
+
+    job = prepare(config_path, method, save_dir, devices, eval_dataset, engine, log)
+    with atomic_dir(job.save_dir) as tmp:
+        report = finalize(job, quantize(job, tmp, log), tmp, log, evaluate)
+    return CompressResult(job.save_dir.resolve(), report)
+
+
+# ---- the engines ------------------------------------------------------------------------------------------
+def _paddleslim_ptq(job: Job, out_dir: Path, log) -> Quantized:
+    from fastdet_cli.compress.ptq import run_ptq_with_search
+
+    settings, search = run_ptq_with_search(job.cfg, job.source, job.samples, out_dir, job.kept_float, log)
+    return Quantized(settings, search, job.kept_float + (search["kept_float"] if search else []))
+
+
+def _paddleslim_qat(job: Job, out_dir: Path, log) -> Quantized:
+    from fastdet_cli.compress.qat import program_eval_callback, run_qat
+
+    callback = None
+    if job.eval_spec:
+        from fastdet_cli.data.dataset import resolve_dataset
+
+        callback = program_eval_callback(job.source, resolve_dataset(job.eval_spec))
+    # ACT trains a BN-folded copy (paddle2onnx mis-exports conv → quantize → batch_norm, see qat.fuse_conv_bn),
+    # and has no skip list: the single-channel convs and the user's QuantAware.skip_tensor_list are marked
+    # skip_quant in that copy
+    kept = job.kept_float + [w for w in job.cfg.quant.get("skip_tensor_list", []) if w not in job.kept_float]
+    src_dir = out_dir.with_name(out_dir.name + "-src")
+    try:
+        settings = run_qat(job.cfg, _qat_source(job.source, kept, src_dir, log), job.samples, out_dir, callback,
+                           job.devices)
+    finally:
+        shutil.rmtree(src_dir, ignore_errors=True)
+    return Quantized(settings, None, kept)
+
+
+def _ort_ptq(job: Job, out_dir: Path, log) -> Quantized:
+    from fastdet_cli.compress.ort_engine import run_ort_ptq
+    from fastdet_cli.compress.ptq import search_dataset_spec
+
+    spec = search_dataset_spec(job.cfg) if job.cfg.ptq.get("max_map_drop") is not None else None
+    settings, search, _ = run_ort_ptq(job.cfg, job.source, job.samples, out_dir, spec, log)
+    return Quantized(settings, search, settings["nodes_to_exclude"])
+
+
+ENGINES: dict[tuple[str, str], Engine] = {(e.engine, e.method): e for e in (
+    Engine("paddleslim", "ptq", "PTQ", _paddleslim_ptq, "model.pdmodel", "paddle", "paddle", "Paddle Inference"),
+    Engine("paddleslim", "qat", "QAT-distillation", _paddleslim_qat, "model.pdmodel", "paddle", "paddle",
+           "Paddle Inference"),
+    Engine("onnxruntime", "ptq", "PTQ (ORT)", _ort_ptq, "model.onnx", "onnx", "ort", "ONNX Runtime"),
+)}
 
 
 def _qat_source(source, skip_weights: list[str], tmp: Path, log):

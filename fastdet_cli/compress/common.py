@@ -1,11 +1,9 @@
-"""What PTQ and QAT share: calibration/training images preprocessed by the model's own deploy config, the
-output folder (written to a temporary path, renamed when complete) and its compress_report.json."""
+"""What the engines share: calibration/training images preprocessed by the model's own deploy config, the
+deploy config copy and compress_report.json."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +42,7 @@ class FeedSamples:
         from fastdet_cli.det.preprocess import Preprocessor
 
         self.files, self.feed_names = files, feed_names
-        self.pre = Preprocessor(source.deploy.preprocess, str(source.deploy.path))
+        self.pre = Preprocessor.of(source.deploy)
         self.pipeline = " → ".join(["Decode(BGR→RGB)"] + self.pre.names)
 
     def __len__(self) -> int:
@@ -58,29 +56,6 @@ class FeedSamples:
         if missing:
             raise FastdetError(f"the model takes {missing}, which preprocessing does not produce")
         return {n: feed[n][0] for n in self.feed_names}
-
-
-@dataclass
-class Output:
-    """A temporary output folder beside `final`, renamed into place by `commit()`; removed on failure."""
-
-    final: Path
-    tmp: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.final = self.final.resolve()
-        self.tmp = self.final.with_name(f".{self.final.name}.tmp-{os.getpid()}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
-
-    def commit(self) -> Path:
-        from fastdet_cli.io import replace_dir
-
-        replace_dir(self.tmp, self.final)
-        return self.final
-
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def copy_deploy_config(source: ModelSource, dest_dir: Path) -> Path:
@@ -98,7 +73,10 @@ def versions() -> dict[str, str | None]:
     import importlib.metadata as md
 
     out = {}
-    for dist in ("fastdet-cli", "paddlepaddle", "paddleslim", "paddle2onnx", "onnxruntime", "openvino"):
+    from fastdet_cli.runtime.registry import BACKENDS
+
+    backends = dict.fromkeys(spec.dist for spec in BACKENDS.values())
+    for dist in ("fastdet-cli", "paddleslim", "paddle2onnx", *backends):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:

@@ -42,6 +42,21 @@ SCHEMA["Quantization"] = SCHEMA["QuantAware"]  # the older form's name for the s
 CALIBRATION_METHODS = ("avg", "abs_max", "hist", "KL", "mse", "emd")
 ENGINES = ("paddleslim", "onnxruntime")
 
+# engine onnxruntime: ORT's CalibrationMethod names, and PaddleSlim's names mapped onto them
+ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "distribution": "Distribution"}
+FROM_PADDLE_NAMES = {"abs_max": "minmax", "hist": "percentile", "kl": "entropy"}
+DEFAULT_METHOD = "percentile"
+
+
+def ort_method(name: str | None) -> str:
+    """An ORT CalibrationMethod name from a config value (ORT's or PaddleSlim's name); FastdetError otherwise."""
+    key = (name or DEFAULT_METHOD).lower()
+    key = FROM_PADDLE_NAMES.get(key, key)
+    if key not in ORT_METHODS:
+        raise FastdetError(f"PTQ.calibration_method '{name}' has no ONNX Runtime counterpart (engine onnxruntime "
+                           f"takes {', '.join(ORT_METHODS)}; or abs_max, hist, KL)")
+    return ORT_METHODS[key]
+
 
 @dataclass
 class CompressConfig:
@@ -110,8 +125,6 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
     engine = check_engine(engine, "--engine") if engine else check_engine(g.get("engine", "paddleslim"),
                                                                          f"{path}: Global.engine")
     if engine == "onnxruntime":
-        from fastdet_cli.compress.ort_engine import ort_method
-
         try:
             ort_method(ptq.get("calibration_method"))
         except FastdetError as e:

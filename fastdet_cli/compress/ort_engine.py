@@ -30,28 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from fastdet_cli.compress.common import FeedSamples
-from fastdet_cli.compress.config import CompressConfig
+from fastdet_cli.compress.config import DEFAULT_METHOD, ORT_METHODS, CompressConfig, ort_method
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
 
-ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "distribution": "Distribution"}
-FROM_PADDLE_NAMES = {"abs_max": "minmax", "hist": "percentile", "kl": "entropy"}
-DEFAULT_METHOD = "percentile"
 # ops ORT has integer kernels for, besides Conv: quantizing them removes float islands between convolutions
 # (PP-YOLOE-l on AVX2: Conv alone 1.45×, with these 1.94× FP32 on ORT; docs/performance.md)
 DEFAULT_OP_TYPES = ("Conv", "Add", "Mul", "Concat", "Sigmoid", "MaxPool", "Resize", "GlobalAveragePool")
 PADDLE_OP_TYPES = {"conv2d": "Conv", "depthwise_conv2d": "Conv", "matmul": "MatMul", "matmul_v2": "MatMul",
                    "mul": "MatMul", "conv2d_transpose": "ConvTranspose"}
-
-
-def ort_method(name: str | None) -> str:
-    """An ORT CalibrationMethod name from a config value (ORT's or PaddleSlim's name); FastdetError otherwise."""
-    key = (name or DEFAULT_METHOD).lower()
-    key = FROM_PADDLE_NAMES.get(key, key)
-    if key not in ORT_METHODS:
-        raise FastdetError(f"PTQ.calibration_method '{name}' has no ONNX Runtime counterpart (engine onnxruntime "
-                           f"takes {', '.join(ORT_METHODS)}; or abs_max, hist, KL)")
-    return ORT_METHODS[key]
 
 
 def ort_op_types(names: list[str] | None) -> list[str]:
@@ -179,7 +166,7 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
     """Quantize `source`'s FP32 ONNX export into `out_dir` (model.onnx + fastdet.yml). `dataset_spec` is
     (spec, why) for the sensitivity search, or None without `PTQ.max_map_drop`. Returns (settings, search
     report or None, the FP32 ONNX model)."""
-    from fastdet_cli.det.pipeline import onnx_for
+    from fastdet_cli.artifacts import onnx_for
     from fastdet_cli.lazy import require
 
     require("onnxruntime.quantization", "base", "compress --engine onnxruntime")

@@ -20,23 +20,23 @@ def choose_int8_ops(model_dir: Path, runs: int = 5, log=print) -> dict:
     """{'choice': 'conv'|'all', 'candidates': {set: {'ms', 'matched', 'score_diff', 'ok'}}} for `model_dir`
     (a quantized Paddle program with its deploy config)."""
     from fastdet_cli.data.synth import render_image
-    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.artifacts import detector
     from fastdet_cli.errors import FastdetError
-    from fastdet_cli.export.onnx import match_detections
+    from fastdet_cli.det.match import match_detections
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.paddle import INT8_OP_SETS
 
     image, _ = render_image(np.random.default_rng([0, 7]))
-    with Detector.load(model_dir, "paddle", RunnerOptions(threads=1, precision="int8",
-                                                          extra={"mkldnn_int8": False})) as det:
+    with detector(model_dir, "paddle", RunnerOptions(threads=1, precision="int8",
+                                                          mkldnn_int8=False)) as det:
         reference = det(image)
     # a model with random weights scores nothing above 0.3: then its 20 best boxes are the ones to agree on
     floor = min(0.3, float(np.sort(reference.scores)[-20:][0])) if len(reference.scores) else 0.3
     out: dict = {"candidates": {}, "boxes_compared": int((reference.scores >= floor).sum())}
     for name in INT8_OP_SETS:
-        opts = RunnerOptions(threads=1, precision="int8", extra={"mkldnn_int8_ops": name})
+        opts = RunnerOptions(threads=1, precision="int8", mkldnn_int8_ops=name)
         try:
-            with Detector.load(model_dir, "paddle", opts) as det:
+            with detector(model_dir, "paddle", opts) as det:
                 found = det(image)
                 times = []
                 for _ in range(runs):

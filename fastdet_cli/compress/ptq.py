@@ -15,7 +15,7 @@ def run_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_
     """Quantize `source` into `out_dir` (model.pdmodel / model.pdiparams with quantize_linear ops)."""
     import paddle
 
-    from fastdet_cli.runtime.paddle import paddle_model_files
+    from fastdet_cli.paddle_program import paddle_model_files
 
     pdmodel, pdiparams = paddle_model_files(source.dir)
     ptq = cfg.ptq
@@ -81,7 +81,7 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
     from fastdet_cli.compress.sensitivity import search_float_layers
     from fastdet_cli.data.dataset import resolve_dataset
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.det.pipeline import onnx_for
+    from fastdet_cli.artifacts import onnx_for
     from fastdet_cli.export.onnx import export_onnx
 
     spec, why = search_dataset_spec(cfg)  # a config without annotated images fails before PTQ runs

@@ -52,7 +52,7 @@ def run_qat(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_
             eval_callback: Callable | None, devices: str) -> dict:
     import paddle
 
-    from fastdet_cli.runtime.paddle import paddle_model_files
+    from fastdet_cli.paddle_program import paddle_model_files
 
     pdmodel, pdiparams = paddle_model_files(source.dir)
     config = act_config(cfg, samples.feed_names)
@@ -84,7 +84,7 @@ def program_eval_callback(source: ModelSource, dataset, limit: int | None = None
     from fastdet_cli.det.preprocess import Preprocessor
     from fastdet_cli.evaluate.coco import coco_evaluate
 
-    pre = Preprocessor(source.deploy.preprocess, str(source.deploy.path))
+    pre = Preprocessor.of(source.deploy)
 
     def callback(exe, program, feed_names, fetch_list) -> float:
         class ProgramDetector:
@@ -122,7 +122,7 @@ def fuse_conv_bn(source: ModelSource, out_dir: Path) -> int:
     from paddle.framework import IrGraph
 
     from fastdet_cli.paddle_program import load_program, op_counts
-    from fastdet_cli.runtime.paddle import paddle_model_files
+    from fastdet_cli.paddle_program import paddle_model_files
 
     pdmodel, pdiparams = paddle_model_files(source.dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -90,13 +90,12 @@ def with_float(model, sites: list[Site]):
 
 
 def session(model, threads: int = 1):
-    import onnxruntime as ort
+    """An ONNX Runtime runner on the in-memory `model` (basic graph optimizations: builds faster); use with `with`."""
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3  # variants leave Q/DQ initializers unused: ORT warns about each
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    opts = RunnerOptions(threads=threads, graph_optimization="basic")
+    return create_runner("ort", model.SerializeToString(), opts)
 
 
 @dataclass
@@ -109,17 +108,18 @@ class OutputProbe:
     reference: list[list[np.ndarray]] = field(init=False)
 
     def __post_init__(self) -> None:
-        sess = session(self.fp32_model)
-        self.outputs = [o.name for o in sess.get_outputs()]
-        self.reference = [sess.run(self.outputs, f) for f in self.feeds]
+        with session(self.fp32_model) as runner:
+            self.reference = [runner.infer(f) for f in self.feeds]
 
     def error(self, model) -> float:
-        sess = session(model)
-        total = 0.0
-        for feed, ref in zip(self.feeds, self.reference):
-            for y, r in zip(sess.run(self.outputs, feed), ref):
-                total += float(np.sum((y - r) ** 2) / max(np.sum(r ** 2), 1e-12))
-        return total / (len(self.feeds) * len(self.outputs))
+        total, n_out = 0.0, 1
+        with session(model) as runner:
+            for feed, ref in zip(self.feeds, self.reference):
+                outs = runner.infer(feed)
+                n_out = len(outs)
+                for y, r in zip(outs, ref):
+                    total += float(np.sum((y - r) ** 2) / max(np.sum(r ** 2), 1e-12))
+        return total / (len(self.feeds) * n_out)
 
 
 def rank_sites(int8_model, probe: OutputProbe, progress: Callable[[int, int], None] | None = None
@@ -157,10 +157,10 @@ class SearchResult:
 
 def evaluate_map(model_dir, dataset) -> float:
     """mAP@[.5:.95] of a fastdet ONNX model dir on ONNX Runtime."""
-    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.artifacts import detector
     from fastdet_cli.evaluate.coco import coco_evaluate
 
-    with Detector.load(model_dir, "ort") as det:
+    with detector(model_dir, "ort") as det:
         return coco_evaluate(det, dataset).map
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.io import atomic_dir
 from fastdet_cli.paths import cache_dir
 
 
@@ -18,16 +19,19 @@ def default_dataset_dir(splits: tuple[str, ...] = ("val",)) -> Path:
     for split in splits:
         if (root / "annotations" / f"instances_{split}.json").exists():
             continue
-        tmp = root.with_name(f"{root.name}.{split}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        synth.generate_split(tmp, split)
-        (root / "annotations").mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(root / split, ignore_errors=True)
-        (tmp / split).rename(root / split)
-        # the annotation file is moved last: its presence marks the split complete
-        (tmp / "annotations" / f"instances_{split}.json").rename(root / "annotations" / f"instances_{split}.json")
-        shutil.rmtree(tmp, ignore_errors=True)
+        merge = lambda tmp, _, s=split: _merge_split(tmp, root, s)  # noqa: E731
+        with atomic_dir(root.with_name(f"{root.name}.{split}"), commit=merge) as tmp:
+            synth.generate_split(tmp, split)
     return root
+
+
+def _merge_split(tmp: Path, root: Path, split: str) -> None:
+    """Move a generated split into the dataset root; the annotation file goes last: its presence marks the split
+    complete."""
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root / split, ignore_errors=True)
+    (tmp / split).rename(root / split)
+    (tmp / "annotations" / f"instances_{split}.json").rename(root / "annotations" / f"instances_{split}.json")
 
 
 @dataclass(frozen=True)

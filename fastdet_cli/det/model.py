@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastdet_cli.det.config import DeployConfig, find_deploy_config, load_deploy_config
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.paddle_program import check_not_paddle3, paddle_model_files
 from fastdet_cli.paths import DEFAULT_MODEL_DIR
 
 SIDECAR = "fastdet.yml"  # written by `fastdet export` beside an ONNX model: NMS parameters, source, validation
@@ -18,6 +19,11 @@ class ModelSource:
     path: Path  # the Paddle model dir, or the .onnx file
     dir: Path
     deploy: DeployConfig
+
+    @property
+    def runner_path(self) -> Path:
+        """What a runner loads: the .onnx file, or the Paddle model dir."""
+        return self.path if self.format == "onnx" else self.dir
 
     def sidecar(self) -> dict:
         import yaml
@@ -61,13 +67,9 @@ def resolve_model(spec: str | Path | None) -> ModelSource:
             path = path.parent
         else:
             raise FastdetError(f"not a model: {path} (expected a Paddle model dir, an .onnx file, or a dir with one)")
-    if (path / "model.json").exists() and not any(path.glob("*.pdmodel")):
-        raise FastdetError(f"{path} holds a Paddle 3 (PIR, model.json) model, which is not supported: "
-                           "export it with Paddle 2.6 (old program format: model.pdmodel)")
+    check_not_paddle3(path)
     pdmodels = sorted(path.glob("*.pdmodel"))
     if pdmodels:
-        from fastdet_cli.runtime.paddle import paddle_model_files
-
         paddle_model_files(path)  # checks the weights are there
         return ModelSource("paddle", path, path, load_deploy_config(find_deploy_config(path)))
     onnx_files = sorted(path.glob("*.onnx"))

@@ -1,6 +1,7 @@
 """The detector: the model's own preprocessing → one runner (any backend) → post-processing → boxes in pixels."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -8,34 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from fastdet_cli.det.config import DeployConfig, NmsParams
-from fastdet_cli.det.model import ModelSource, resolve_model
+from fastdet_cli.det.model import ModelSource
 from fastdet_cli.det.postprocess import Detections, decode_pico_heads, from_nms_output, multiclass_nms, rescale
 from fastdet_cli.det.preprocess import ImageInfo, Preprocessor
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.paths import cache_dir
 from fastdet_cli.runtime.base import RunnerOptions
 from fastdet_cli.runtime.registry import create_runner, get_backend
-
-
-def sample_inputs(deploy: DeployConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """A real, deterministic input for validation: one generated scene through the model's own preprocessing."""
-    from fastdet_cli.data.synth import render_image
-
-    img, _ = render_image(np.random.default_rng([seed, 7]))
-    feed, _ = Preprocessor(deploy.preprocess, str(deploy.path))(img)
-    return feed
-
-
-def onnx_for(source: ModelSource) -> ModelSource:
-    """The ONNX form of a model: itself if ONNX, else an NMS-free export cached by content hash."""
-    if source.format == "onnx":
-        return source
-    from fastdet_cli.export.onnx import EXPORT_VERSION, export_onnx
-
-    out = cache_dir() / "exports" / f"{source.content_hash()[:24]}-v{EXPORT_VERSION}"
-    if not (out / "model.onnx").exists():
-        export_onnx(source, out, remove_nms=True)
-    return resolve_model(out)
 
 
 @dataclass
@@ -80,7 +59,7 @@ def decode_outputs(outs: list[np.ndarray], info: ImageInfo, deploy: DeployConfig
 
 @dataclass
 class Detector:
-    """`with Detector.load(model, backend) as det: det(bgr_image)` → Detections."""
+    """`with detector(model, backend) as det: det(bgr_image)` → Detections."""
 
     source: ModelSource
     backend: str
@@ -88,27 +67,20 @@ class Detector:
 
     def __post_init__(self) -> None:
         spec = get_backend(self.backend)
-        if spec.model_format == "onnx":
-            self.source = onnx_for(self.source)
-        elif self.source.format != "paddle":
-            raise FastdetError(f"backend '{self.backend}' runs Paddle models; {self.source.path} is ONNX")
+        if self.source.format != spec.model_format:  # artifacts.detector() hands over the right form
+            raise FastdetError(f"backend '{self.backend}' loads {spec.model_format} models; {self.source.path} is "
+                               f"{self.source.format}")
         self.deploy = self.source.deploy
-        self.preprocess = Preprocessor(self.deploy.preprocess, str(self.deploy.path))
+        self.preprocess = Preprocessor.of(self.deploy)
         side = self.source.sidecar()
         if side.get("nms"):
             self.nms = NmsParams.from_mapping(side["nms"])
         else:
             self.nms = self.deploy.nms or NmsParams()
-        if self.backend == "paddle-trt":
-            self.options.extra.setdefault("min_subgraph_size", self.deploy.min_subgraph_size)
-        path = self.source.path if self.source.format == "onnx" else self.source.dir
-        self.runner = create_runner(self.backend, path, self.options)
+        if self.options.min_subgraph_size is None:  # the deploy config's value (Paddle-TensorRT reads it)
+            self.options = dataclasses.replace(self.options, min_subgraph_size=self.deploy.min_subgraph_size)
+        self.runner = create_runner(self.backend, self.source.runner_path, self.options)
         self.times = StageTimes()
-
-    @classmethod
-    def load(cls, model: str | Path | None, backend: str, options: RunnerOptions | None = None) -> Detector:
-        get_backend(backend)  # an unknown backend is reported before any model work
-        return cls(resolve_model(model), backend, options or RunnerOptions())
 
     def __enter__(self) -> Detector:
         self.runner.activate()
@@ -140,20 +112,13 @@ class Detector:
         host (NMS cut out of the ONNX graph, or a program without NMS) and can lower it."""
         if self.source.format == "paddle":
             from fastdet_cli.paddle_program import load_program, nms_attributes
-            from fastdet_cli.runtime.paddle import paddle_model_files
+            from fastdet_cli.paddle_program import paddle_model_files
 
             attrs = nms_attributes(load_program(paddle_model_files(self.source.dir)[0]))
             return None if attrs is None else float(attrs.get("score_threshold", 0.0))
-        import onnx
+        from fastdet_cli.onnx_graph import nms_score_threshold
 
-        from fastdet_cli.export.onnx import _constant_value
-
-        graph = onnx.load(str(self.source.path), load_external_data=False).graph
-        for n in graph.node:
-            if n.op_type == "NonMaxSuppression":
-                v = _constant_value(graph, n.input[4]) if len(n.input) > 4 and n.input[4] else None
-                return float(np.asarray(v).reshape(-1)[0]) if v is not None else 0.0
-        return None
+        return nms_score_threshold(self.source.path)
 
     def __call__(self, bgr: np.ndarray) -> Detections:
         self.times = StageTimes()

@@ -173,6 +173,11 @@ class Preprocessor:
                 raise FastdetError(f"{source}: bad parameters for preprocess op {name}: {e}") from e
         self.names = [type(op).__name__ for op in self.ops]
 
+    @classmethod
+    def of(cls, deploy) -> Preprocessor:
+        """The preprocessing a model's deploy config (det.config.DeployConfig) describes."""
+        return cls(deploy.preprocess, str(deploy.path))
+
     def __call__(self, bgr: np.ndarray) -> tuple[dict[str, np.ndarray], ImageInfo]:
         import cv2
 
@@ -219,3 +224,12 @@ def read_image(path: Path) -> np.ndarray:
         # libjpeg decodes what is there and fills the rest with grey: the boxes would be made up
         raise FastdetError(f"truncated JPEG (no end-of-image marker): {path}")
     return im
+
+
+def sample_inputs(deploy, seed: int = 0) -> dict[str, np.ndarray]:
+    """A real, deterministic input for validation: one generated scene through the model's own preprocessing."""
+    from fastdet_cli.data.synth import render_image
+
+    img, _ = render_image(np.random.default_rng([seed, 7]))
+    feed, _ = Preprocessor.of(deploy)(img)
+    return feed

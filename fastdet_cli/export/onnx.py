@@ -14,8 +14,9 @@ import numpy as np
 
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.io import replace_dir
+from fastdet_cli.io import atomic_dir
 from fastdet_cli.lazy import require
+from fastdet_cli.onnx_graph import constant_values
 from fastdet_cli.paddle_program import QUANT_OPS
 
 OPSET = 13
@@ -54,18 +55,6 @@ def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None, depl
     return json.loads(lines[-1])
 
 
-def _constant_value(graph, name: str):
-    from onnx import numpy_helper
-
-    for init in graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
-            return numpy_helper.to_array(node.attribute[0].t)
-    return None
-
-
 def cut_nms(src: Path, dst: Path) -> dict | None:
     """Cut the graph at the NonMaxSuppression node's inputs: outputs become boxes [N, M, 4] (already in
     original-image pixels) and scores [N, C, M]. Returns the NMS thresholds found in the graph, or None
@@ -77,10 +66,11 @@ def cut_nms(src: Path, dst: Path) -> dict | None:
         return None
     node = nms_nodes[0]
     boxes, scores = node.input[0], node.input[1]
+    consts = constant_values(model.graph)
     found = {}
     for idx, key in ((2, "max_output_boxes_per_class"), (3, "nms_threshold"), (4, "score_threshold")):
         if len(node.input) > idx and node.input[idx]:
-            v = _constant_value(model.graph, node.input[idx])
+            v = consts.get(node.input[idx])
             if v is not None:
                 found[key] = float(np.asarray(v).reshape(-1)[0])
     inputs = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
@@ -102,7 +92,7 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
     sidecar; written into a temporary folder and renamed into place when complete. For quantized models,
     `ort_u8` moves activation Q/DQ pairs to uint8 (export/qdq.py), same function; `weight_bits=7` limits the
     weights to 7 bits so CPUs without VNNI do not saturate (export/qdq.py: reduce_weight_range); 8 keeps them."""
-    from fastdet_cli.runtime.paddle import paddle_model_files
+    from fastdet_cli.paddle_program import paddle_model_files
 
     if source.format != "paddle":
         made = " (compress --engine onnxruntime wrote it ready to deploy: infer, eval, bench and inspect take " \
@@ -113,10 +103,7 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
 
     check_paddle_model(pdmodel, pdiparams)
     output_dir = output_dir.resolve()
-    tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(output_dir) as tmp:
         full = tmp / "model_full.onnx"
         info = run_paddle2onnx(pdmodel, pdiparams, full)
         ops = info["ops"]
@@ -160,10 +147,6 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
         full.unlink(missing_ok=True)
         shutil.copy2(source.deploy.path, tmp / source.deploy.path.name)
         _write_sidecar(tmp / SIDECAR, source, result)
-        replace_dir(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result
 
 
@@ -183,8 +166,9 @@ def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None,
     """Same real input through Paddle Inference and ONNX Runtime; max abs diff per output. FP32 must agree
     within 1e-4 (boxes in pixels: relative 1e-4); quantized models are reported, not held to that."""
     from fastdet_cli.det.config import NmsParams
-    from fastdet_cli.det.pipeline import sample_inputs
+    from fastdet_cli.det.match import match_detections
     from fastdet_cli.det.postprocess import from_nms_output, multiclass_nms
+    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
@@ -233,31 +217,3 @@ def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None,
             raise FastdetError(f"export validation failed: output {name} differs from Paddle Inference by "
                                f"{diffs[name]:.3g} (relative {rel:.3g} > 1e-4)")
     return diffs
-
-
-def match_detections(det, ref, iou_min: float = 0.5, min_score: float = 0.3) -> dict[str, float]:
-    """How well two detection lists agree: the share of `ref` boxes (score ≥ min_score) that `det` finds with the
-    same class at IoU ≥ iou_min, and the largest score / coordinate difference among those matches."""
-    ref_keep = ref.scores >= min_score
-    rb, rs, rc = ref.boxes[ref_keep], ref.scores[ref_keep], ref.class_ids[ref_keep]
-    if len(rb) == 0:
-        return {"matched": 1.0, "score": 0.0, "boxes": 0.0}
-    matched, score_diff, box_diff = 0, 0.0, 0.0
-    for b, s, c in zip(rb, rs, rc):
-        same = det.class_ids == c
-        if not same.any():
-            continue
-        cand = det.boxes[same]
-        x1 = np.maximum(b[0], cand[:, 0])
-        y1 = np.maximum(b[1], cand[:, 1])
-        x2 = np.minimum(b[2], cand[:, 2])
-        y2 = np.minimum(b[3], cand[:, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        union = (b[2] - b[0]) * (b[3] - b[1]) + (cand[:, 2] - cand[:, 0]) * (cand[:, 3] - cand[:, 1]) - inter
-        iou = inter / np.maximum(union, 1e-9)
-        k = int(iou.argmax())
-        if iou[k] >= iou_min:
-            matched += 1
-            score_diff = max(score_diff, float(abs(det.scores[same][k] - s)))
-            box_diff = max(box_diff, float(np.abs(cand[k] - b).max()))
-    return {"matched": matched / len(rb), "score": score_diff, "boxes": box_diff}

@@ -25,15 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _values(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    vals = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            vals[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return vals
+from fastdet_cli.onnx_graph import constant_values
 
 
 def _consumers(graph) -> dict[str, list]:
@@ -90,7 +82,7 @@ def activations_to_uint8(src: Path, dst: Path) -> int:
 
     model = onnx.load(str(src))
     graph = model.graph
-    vals = _values(graph)
+    vals = constant_values(graph)
     inits = {i.name for i in graph.initializer}
     consumers = _consumers(graph)
     u8_zero = "fastdet_u8_zero_point_128"
@@ -134,7 +126,7 @@ def reduce_weight_range(src: Path, dst: Path, bits: int = 7) -> int:
 
     model = onnx.load(str(src))
     graph = model.graph
-    vals = _values(graph)
+    vals = constant_values(graph)
     consumers = _consumers(graph)
     factor = np.float32(127.0 / (2 ** (bits - 1) - 1))
     done = 0
@@ -167,7 +159,7 @@ def quantize_conv_outputs(src: Path, dst: Path, ranges: dict[str, tuple[float, f
 
     model = onnx.load(str(src))
     graph = model.graph
-    vals = _values(graph)
+    vals = constant_values(graph)
     producer = {o: n for n in graph.node for o in n.output}
     graph_outputs = {o.name for o in graph.output}
     new_nodes, added = [], 0
@@ -211,7 +203,7 @@ def fold_weight_quantize(model) -> int:
     from onnx import numpy_helper
 
     graph = model.graph
-    vals = _values(graph)
+    vals = constant_values(graph)
     folded, keep, per_channel_zp = 0, [], {}
     for n in graph.node:
         if n.op_type == "QuantizeLinear" and n.input[0] in vals and len(n.input) >= 3 and n.input[2] in vals:

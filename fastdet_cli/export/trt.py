@@ -13,11 +13,11 @@ def check_trt_available() -> None:
     require_gpu("--format trt")
 
 
-def build_engine(onnx_path: Path, precision: str) -> Path:
+def build_engine(onnx_path: Path, precision: str, fp16: bool = False) -> Path:
+    """Build (or find in the cache beside the ONNX) the engine, as the `trt` runner does; return its path."""
     from fastdet_cli.runtime.base import RunnerOptions
-    from fastdet_cli.runtime.tensorrt import TrtRunner, engine_cache_path
+    from fastdet_cli.runtime.registry import create_runner
 
-    runner = TrtRunner(onnx_path, RunnerOptions(device="gpu", precision=precision, cache_dir=onnx_path.parent))
-    with runner:
-        shapes = runner._static_input_shapes()
-    return engine_cache_path(onnx_path, precision, shapes, onnx_path.parent)
+    opts = RunnerOptions(device="gpu", precision=precision, fp16=fp16, cache_dir=onnx_path.parent)
+    with create_runner("trt", onnx_path, opts) as runner:
+        return runner.engine_path

@@ -24,10 +24,20 @@ class RunnerOptions:
     device: str = "cpu"  # "cpu" or "gpu" (OpenVINO also takes its own device names, e.g. "GPU.0")
     threads: int = 1  # intra-op CPU threads
     precision: str = "fp32"  # "fp32", "fp16" (e.g. TensorRT / OpenVINO inference hint), "int8"
+    fp16: bool = False  # with int8: layers left in float run in reduced precision (TensorRT FP16; OpenVINO's
+    #                      f16 on GPU / bf16 on CPUs that have it)
     pinned: bool = False  # page-locked host buffers for host<->device copies (GPU backends)
+    profile: bool = False  # the runtime's per-op profiler on (`Runner.op_profile`, `fastdet inspect`)
     mkldnn: bool = True  # Paddle Inference on CPU: oneDNN on/off
+    mkldnn_int8: bool = True  # Paddle Inference on CPU with an INT8 program: oneDNN's INT8 pass on/off
+    mkldnn_int8_ops: str | None = None  # which ops that pass quantizes: "conv" | "all" (None: the model's report)
+    gpu_id: int = 0
+    min_subgraph_size: int | None = None  # Paddle-TensorRT: smallest subgraph handed to TensorRT
+    input_shapes: dict[str, tuple] = field(default_factory=dict)  # fixed shapes for dynamic inputs (TensorRT)
     cache_dir: Path | None = None  # engine caches (TensorRT)
-    extra: dict = field(default_factory=dict)
+    ort_session_config: dict[str, str] = field(default_factory=dict)  # ONNX Runtime session config entries
+    graph_optimization: str = "all"  # ONNX Runtime graph optimization level: "all" or "basic" (builds faster)
+    openvino_config: dict[str, object] = field(default_factory=dict)  # OpenVINO compile properties
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,11 @@ class Runner:
 
     name = "base"
 
-    def __init__(self, model_path: Path, options: RunnerOptions | None = None):
-        self.model_path = Path(model_path)
+    def __init__(self, model_path: Path | bytes, options: RunnerOptions | None = None):
+        # a serialized model (bytes) is taken by backends that can load one from memory (ort): the
+        # sensitivity search runs hundreds of in-memory variants
+        self.model_bytes = bytes(model_path) if isinstance(model_path, (bytes, bytearray)) else None
+        self.model_path = Path("<in-memory model>") if self.model_bytes is not None else Path(model_path)
         self.options = options or RunnerOptions()
         self.is_active = False
         self.last_inference_time: float | None = None  # seconds, of the last infer() call
@@ -121,10 +134,10 @@ class Runner:
 
     def op_profile(self, feed: dict[str, np.ndarray], runs: int = 20) -> list[OpTime]:
         """Run `runs` times with the runtime's profiler on; per-op mean times, slowest first. The runner must
-        have been built with `RunnerOptions.extra["profile"] = True`."""
+        have been built with `RunnerOptions(profile=True)`."""
         self._require_active()
-        if not self.options.extra.get("profile"):
-            raise FastdetError(f"{self.name} runner was built without extra['profile']=True")
+        if not self.options.profile:
+            raise FastdetError(f"{self.name} runner was built without RunnerOptions(profile=True)")
         self._check_feed(feed)
         ops = self._op_profile({k: feed[k] for k in self._inputs}, runs)
         return sorted(ops, key=lambda o: -o.ms)

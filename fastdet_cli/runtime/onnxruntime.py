@@ -33,14 +33,15 @@ class OrtRunner(Runner):
         so.intra_op_num_threads = o.threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if o.extra.get("profile"):
+        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if o.graph_optimization == "basic"
+                                       else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        if o.profile:
             import tempfile
 
             self._profile_dir = tempfile.TemporaryDirectory(prefix="fastdet-ort-profile-")
             so.enable_profiling = True
             so.profile_file_prefix = f"{self._profile_dir.name}/ort"
-        for key, value in o.extra.get("ort_session_config", {}).items():
+        for key, value in o.ort_session_config.items():
             so.add_session_config_entry(key, str(value))
         if o.device == "gpu":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -50,7 +51,8 @@ class OrtRunner(Runner):
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(self.model_path), so, providers=providers)
+            model = self.model_bytes if self.model_bytes is not None else str(self.model_path)
+            self.session = ort.InferenceSession(model, so, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable/invalid models
             raise FastdetError(f"ONNX Runtime cannot load {self.model_path}: {str(e).splitlines()[0]}") from e
         self._outputs = [x.name for x in self.session.get_outputs()]

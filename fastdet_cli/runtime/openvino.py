@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastdet_cli.errors import FastdetError, NoDevice
+from fastdet_cli.errors import FastdetError, NoDevice, UnsupportedMode
 from fastdet_cli.runtime.base import OpTime, Runner, TensorMeta
 
 
@@ -21,8 +21,14 @@ class OpenVinoRunner(Runner):
 
     def precision_hint(self, device: str) -> str | None:
         p = self.options.precision
-        if p == "fp16":
-            return "f16" if device.startswith("GPU") else "bf16"
+        if p == "fp16" or (p == "int8" and self.options.fp16):
+            if device.startswith("GPU"):
+                return "f16"
+            from fastdet_cli.machine import cpu_model_and_flags
+
+            if p == "int8" and not {"avx512_bf16", "amx_bf16"} & set(cpu_model_and_flags()[1]):
+                raise UnsupportedMode("this CPU has no bf16 (OpenVINO's reduced-precision hint)")
+            return "bf16"
         return "f32" if device.startswith("CPU") or p == "fp32" else None
 
     def _activate(self) -> None:
@@ -37,9 +43,9 @@ class OpenVinoRunner(Runner):
         hint = self.precision_hint(device)
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
-        if self.options.extra.get("profile"):
+        if self.options.profile:
             config["PERF_COUNT"] = True
-        config.update(self.options.extra.get("openvino_config", {}))
+        config.update(self.options.openvino_config)
         try:
             model = core.read_model(str(self.model_path))
             self.compiled = core.compile_model(model, device, config)

@@ -11,25 +11,8 @@ import numpy as np
 from fastdet_cli.errors import FastdetError, UnsupportedMode
 from fastdet_cli.io import library_output_to
 from fastdet_cli.lazy import import_paddle
+from fastdet_cli.paddle_program import check_paddle_model, paddle_model_files
 from fastdet_cli.runtime.base import Runner, TensorMeta
-
-
-def paddle_model_files(path: Path) -> tuple[Path, Path]:
-    """(model.pdmodel, model.pdiparams) of a Paddle inference model dir (or of its .pdmodel file)."""
-    if path.is_file() and path.suffix == ".pdmodel":
-        model, params = path, path.with_suffix(".pdiparams")
-    else:
-        if (path / "model.json").exists() and not (path / "model.pdmodel").exists():
-            raise FastdetError(f"{path} holds a Paddle 3 (PIR, model.json) model, which is not supported: "
-                               "export it with Paddle 2.6 (old program format: model.pdmodel)")
-        models = sorted(path.glob("*.pdmodel")) if path.is_dir() else []
-        if not models:
-            raise FastdetError(f"no Paddle inference model (*.pdmodel) in {path}")
-        model = path / "model.pdmodel" if (path / "model.pdmodel").exists() else models[0]
-        params = model.with_suffix(".pdiparams")
-    if not params.exists():
-        raise FastdetError(f"Paddle model weights missing: {params}")
-    return model, params
 
 
 INT8_OP_SETS = {"conv": {"conv2d"}, "all": set()}  # set() = Paddle's own default: every op it can quantize
@@ -58,8 +41,6 @@ class PaddleRunner(Runner):
         import paddle.inference as pi
 
         model, params = paddle_model_files(self.model_path)
-        from fastdet_cli.paddle_program import check_paddle_model
-
         check_paddle_model(model, params)  # Paddle crashes (or segfaults) on broken files
         config = pi.Config(str(model), str(params))
         o = self.options
@@ -67,18 +48,18 @@ class PaddleRunner(Runner):
             from fastdet_cli.runtime.registry import require_gpu
 
             require_gpu(f"backend '{self.name}'")
-            config.enable_use_gpu(256, int(o.extra.get("gpu_id", 0)))
+            config.enable_use_gpu(256, o.gpu_id)
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(o.threads)
             if o.mkldnn:
                 config.enable_mkldnn()
-                if o.precision == "int8" and o.extra.get("mkldnn_int8", True):
+                if o.precision == "int8" and o.mkldnn_int8:
                     # oneDNN INT8 kernels for a quantized program (else its quantize/dequantize ops run in
                     # float: 5× slower than FP32), without cpu_quantize_squash_pass, which aborts on this
                     # project's PicoDet ("The operator after requantize should have input scale(0) equal to
                     # requantize output scale") in Paddle 2.6.2. Which ops run in INT8: see int8_op_set.
-                    ops = int8_op_set(self.model_path, o.extra.get("mkldnn_int8_ops"))
+                    ops = int8_op_set(self.model_path, o.mkldnn_int8_ops)
                     config.enable_mkldnn_int8(ops) if ops else config.enable_mkldnn_int8()
                     config.delete_pass("cpu_quantize_squash_pass")
             else:
@@ -156,7 +137,7 @@ class PaddleTrtRunner(PaddleRunner):
                      "int8": pi.PrecisionType.Int8}[self.options.precision]
         config.enable_tensorrt_engine(
             workspace_size=1 << 30, max_batch_size=1,
-            min_subgraph_size=int(self.options.extra.get("min_subgraph_size", 3)),
+            min_subgraph_size=3 if self.options.min_subgraph_size is None else self.options.min_subgraph_size,
             precision_mode=precision, use_static=bool(self.options.cache_dir), use_calib_mode=False)
         if self.options.cache_dir:
             config.set_optim_cache_dir(str(self.options.cache_dir))

@@ -16,19 +16,37 @@ if TYPE_CHECKING:
     from fastdet_cli.runtime.base import Runner, RunnerOptions
 
 
+MODES = ("fp32", "int8", "int8+fp16", "int8+fp16+pm")  # the reference's four columns; pm = pinned memory
+MODE_LABELS = {"fp32": "FP32", "int8": "INT8", "int8+fp16": "INT8+FP16", "int8+fp16+pm": "pinned-memory"}
+_MODE_OPTIONS = {"fp32": {"precision": "fp32"}, "int8": {"precision": "int8"},
+                 "int8+fp16": {"precision": "int8", "fp16": True},
+                 "int8+fp16+pm": {"precision": "int8", "fp16": True, "pinned": True}}
+
+
 @dataclass(frozen=True)
 class BackendSpec:
+    """One backend and everything the rest of fastdet may ask about it (no code outside runtime/ compares
+    backend names: it reads these fields)."""
+
     name: str
     target: str  # "module:Class", imported only when the backend is used
     module: str  # the library it needs
     dist: str  # its distribution name, for the version
     extra: str  # the pip extra of fastdet-cli that installs it
-    model_format: str  # "onnx" or "paddle"
+    model_format: str  # what it loads: "onnx" (an ONNX file; TensorRT builds its engine from it) or "paddle"
     devices: tuple[str, ...]
-    precisions: tuple[str, ...]
+    precisions: tuple[str, ...]  # RunnerOptions.precision values it takes
+    modes: tuple[str, ...]  # bench modes (MODES) it can run; the others are "None" in the tables
     description: str
-    # INT8 artifact kinds it runs, best first (bench/artifacts.py; measured in docs/performance.md)
+    # INT8 artifact kinds it runs, best first (artifacts.py; measured in docs/performance.md)
     int8_kinds: tuple[str, ...] = ("paddle-program",)
+    profiles_ops: bool = False  # Runner.op_profile works (`fastdet inspect`)
+    copies_in_compute: bool = False  # host<->device copies happen inside its timed run (GPU backends)
+    device_names: bool = False  # takes the library's own device names (e.g. OpenVINO's GPU.0) besides cpu/gpu
+
+    @property
+    def gpu_only(self) -> bool:
+        return "cpu" not in self.devices
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.module.split(".")[0]) is not None
@@ -43,21 +61,32 @@ class BackendSpec:
         mod, cls = self.target.split(":")
         return getattr(importlib.import_module(mod), cls)
 
+    def mode_options(self, mode: str, threads: int) -> RunnerOptions | str:
+        """RunnerOptions for a bench mode, or 'None: <why>' when this backend has no such mode."""
+        from fastdet_cli.runtime.base import RunnerOptions
+
+        if mode not in self.modes:
+            return f"None: {self.name} has no {MODE_LABELS[mode]} mode" + (" on CPU" if not self.gpu_only else "")
+        return RunnerOptions(device="gpu" if self.gpu_only else "cpu", threads=threads, **_MODE_OPTIONS[mode])
+
 
 BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
     BackendSpec("ort", "fastdet_cli.runtime.onnxruntime:OrtRunner", "onnxruntime", "onnxruntime", "base", "onnx",
-                ("cpu", "gpu"), ("fp32", "int8"), "ONNX Runtime (CPU; CUDA execution provider when present)",
-                ("ort-qdq", "onnx-qdq", "paddle-program")),
+                ("cpu", "gpu"), ("fp32", "int8"), ("fp32", "int8"),
+                "ONNX Runtime (CPU; CUDA execution provider when present)",
+                int8_kinds=("ort-qdq", "onnx-qdq", "paddle-program"), profiles_ops=True),
     BackendSpec("openvino", "fastdet_cli.runtime.openvino:OpenVinoRunner", "openvino", "openvino", "openvino",
-                "onnx", ("cpu", "gpu"), ("fp32", "fp16", "int8"), "OpenVINO from ONNX",
-                ("paddle-program", "onnx-qdq", "ort-qdq")),
+                "onnx", ("cpu", "gpu"), ("fp32", "fp16", "int8"), ("fp32", "int8", "int8+fp16"),
+                "OpenVINO from ONNX", int8_kinds=("paddle-program", "onnx-qdq", "ort-qdq"), profiles_ops=True,
+                device_names=True),
     BackendSpec("paddle", "fastdet_cli.runtime.paddle:PaddleRunner", "paddle", "paddlepaddle", "paddle", "paddle",
-                ("cpu", "gpu"), ("fp32", "int8"), "Paddle Inference (oneDNN on CPU)"),
+                ("cpu", "gpu"), ("fp32", "int8"), ("fp32", "int8"), "Paddle Inference (oneDNN on CPU)"),
     BackendSpec("trt", "fastdet_cli.runtime.tensorrt:TrtRunner", "tensorrt", "tensorrt", "trt", "onnx",
-                ("gpu",), ("fp32", "fp16", "int8"), "TensorRT engine built from ONNX",
-                ("paddle-program", "onnx-qdq", "ort-qdq")),
+                ("gpu",), ("fp32", "fp16", "int8"), MODES, "TensorRT engine built from ONNX",
+                int8_kinds=("paddle-program", "onnx-qdq", "ort-qdq"), copies_in_compute=True),
     BackendSpec("paddle-trt", "fastdet_cli.runtime.paddle:PaddleTrtRunner", "paddle", "paddlepaddle", "paddle",
-                "paddle", ("gpu",), ("fp32", "fp16", "int8"), "Paddle Inference with its TensorRT subgraph engine"),
+                "paddle", ("gpu",), ("fp32", "fp16", "int8"), ("fp32", "int8"),
+                "Paddle Inference with its TensorRT subgraph engine", copies_in_compute=True),
 )}
 
 
@@ -70,7 +99,7 @@ def get_backend(name: str) -> BackendSpec:
     raise FastdetError(f"unknown backend '{name}'{hint}; choose from {', '.join(BACKENDS)}")
 
 
-def create_runner(name: str, model_path: Path, options: RunnerOptions) -> Runner:
+def create_runner(name: str, model_path: Path | bytes, options: RunnerOptions) -> Runner:
     """Validate the backend/device/precision combination and build (not activate) its runner."""
     spec = get_backend(name)
     device = options.device.lower().split(".")[0].split(":")[0]
@@ -79,7 +108,7 @@ def create_runner(name: str, model_path: Path, options: RunnerOptions) -> Runner
 
         options = dataclasses.replace(options, device="gpu")
         device = "gpu"
-    if name != "openvino" and device not in spec.devices:
+    if not spec.device_names and device not in spec.devices:
         raise FastdetError(f"backend '{name}' does not run on device '{options.device}' "
                            f"(it runs on: {', '.join(spec.devices)})")
     if options.precision not in spec.precisions:

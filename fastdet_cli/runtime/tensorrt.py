@@ -45,15 +45,16 @@ class TrtRunner(Runner):
         logger = trt.Logger(trt.Logger.WARNING)
         shapes = self._static_input_shapes()
         cache_dir = Path(self.options.cache_dir or self.model_path.parent)
-        flags = self.options.precision + ("+fp16" if self.options.extra.get("fp16") else "")
+        flags = self.options.precision + ("+fp16" if self.options.fp16 else "")
         cache = engine_cache_path(self.model_path, flags, shapes, cache_dir)
+        self.engine_path = cache
         if cache.exists():
             blob = cache.read_bytes()
         else:
+            from fastdet_cli.io import write_bytes_atomic
+
             blob = self._build(trt, logger, shapes)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_bytes(blob)
-            tmp.replace(cache)
+            write_bytes_atomic(cache, blob)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
         if self.engine is None:
             raise FastdetError(f"TensorRT could not deserialize the engine {cache}")
@@ -78,7 +79,7 @@ class TrtRunner(Runner):
         onnx = require("onnx", "base", "backend 'trt'")
         model = onnx.load(str(self.model_path), load_external_data=False)
         init = {i.name for i in model.graph.initializer}
-        given = self.options.extra.get("input_shapes", {})
+        given = self.options.input_shapes
         shapes = {}
         for inp in model.graph.input:
             if inp.name in init:
@@ -99,7 +100,7 @@ class TrtRunner(Runner):
             raise FastdetError(f"TensorRT cannot parse {self.model_path}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
-        if self.options.precision == "fp16" or self.options.extra.get("fp16"):
+        if self.options.precision == "fp16" or self.options.fp16:
             config.set_flag(trt.BuilderFlag.FP16)
         if self.options.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)  # scales come from the model's explicit Q/DQ nodes

@@ -81,7 +81,7 @@ def _row(backend, precision, ms, map_):
 
 
 def test_recommendation_is_the_fastest_row_within_the_map_bound():
-    from fastdet_cli.bench.run import recommend
+    from fastdet_cli.bench.verdicts import recommend
 
     rows = [_row("ort", "fp32", 10, 0.58), _row("ort", "int8", 5, 0.570),  # fastest, but 1 point lost
             _row("openvino", "fp32", 9, 0.58), _row("openvino", "int8", 6, 0.577)]

@@ -8,8 +8,9 @@ import pytest
 
 from fastdet_cli.compress import compress
 from fastdet_cli.det.model import resolve_model
-from fastdet_cli.det.pipeline import Detector
-from fastdet_cli.export.onnx import export_onnx, match_detections
+from fastdet_cli.artifacts import detector
+from fastdet_cli.det.match import match_detections
+from fastdet_cli.export.onnx import export_onnx
 from fastdet_cli.paths import DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.paddle
@@ -41,7 +42,7 @@ def test_int8_export_and_infer_close_to_fp32(default_ptq, tmp_path, val_dataset)
     assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 20
     assert res.max_diff["matched"] >= 0.9  # INT8 ONNX vs Paddle Inference on the same quantized program
     matched = []
-    with Detector.load(default_ptq, "paddle") as paddle_int8, Detector.load(res.output_dir, "ort") as ort_int8:
+    with detector(default_ptq, "paddle") as paddle_int8, detector(res.output_dir, "ort") as ort_int8:
         for _, path in val_dataset.image_paths(limit=20):
             img = read_image(path)
             matched.append(match_detections(ort_int8(img), paddle_int8(img))["matched"])
@@ -58,7 +59,7 @@ def test_ptq_keeps_map_within_half_a_point(default_ptq, val_dataset):
     assert search["int8_map"] < search["fp32_map"] - 0.005 and 1 <= len(search["kept_float"]) <= 4
     maps = {}
     for name, model in (("fp32", "default"), ("int8", default_ptq)):
-        with Detector.load(model, "paddle") as det:
+        with detector(model, "paddle") as det:
             maps[name] = coco_evaluate(det, val_dataset).map  # all 200: 100 images swing ±0.5 point
     assert maps["fp32"] - maps["int8"] <= 0.005
 
@@ -102,7 +103,7 @@ def test_unknown_skip_tensor_is_an_error(tmp_path, section):
 def test_bn_folded_copy_for_qat_computes_the_same(tmp_path):
     """QAT trains a conv+BN-folded copy (paddle2onnx mis-exports conv → quantize → batch_norm)."""
     from fastdet_cli.compress.qat import fuse_conv_bn
-    from fastdet_cli.det.pipeline import sample_inputs
+    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.paddle_program import load_program, op_counts
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner

@@ -96,7 +96,7 @@ def test_sites_of_ort_qdq_graph_include_outputs_and_float_wiring_is_exact(tmp_pa
 
 @pytest.mark.paddle
 def test_default_ort_engine_output_runs_int8_on_ort_within_half_a_point(default_ptq_ort, val_dataset):
-    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.artifacts import detector
     from fastdet_cli.evaluate.coco import coco_evaluate
     from fastdet_cli.inspect import inspect_model
     from fastdet_cli.paths import DEFAULT_MODEL_DIR
@@ -113,7 +113,7 @@ def test_default_ort_engine_output_runs_int8_on_ort_within_half_a_point(default_
     assert r.quantized and int8 / (int8 + fp) >= 0.9, (int8, fp)  # the target: ≥ 90% of convs in INT8
     maps = {}
     for name, model in (("fp32", "default"), ("int8", str(out))):
-        with Detector.load(model, "ort") as det:
+        with detector(model, "ort") as det:
             maps[name] = coco_evaluate(det, val_dataset).map
     assert maps["fp32"] - maps["int8"] <= 0.005, maps
 

@@ -68,10 +68,21 @@ def test_unknown_backend_did_you_mean():
         get_backend("openvin")
 
 
-def test_backend_table_matches_cli_choices():
-    from fastdet_cli.commands.options import BACKEND_NAMES
+def test_backend_table_abilities_drive_modes_and_cli_help():
+    from typer.testing import CliRunner
 
-    assert tuple(BACKENDS) == BACKEND_NAMES
+    from fastdet_cli.cli import app
+
+    out = CliRunner().invoke(app, ["infer", "--help"], env={"COLUMNS": "200"}).output
+    assert all(name in out for name in BACKENDS)  # the --help choices come from the table
+    for name, spec in BACKENDS.items():
+        for mode in ("fp32", "int8", "int8+fp16", "int8+fp16+pm"):
+            opts = spec.mode_options(mode, 3)
+            if mode in spec.modes:
+                assert opts.threads == 3 and opts.precision == mode.split("+")[0] and opts.pinned == mode.endswith("pm")
+                assert opts.device == ("gpu" if spec.gpu_only else "cpu")
+            else:
+                assert opts.startswith(f"None: {name} has no")
 
 
 def test_missing_library_names_the_extra(conv_onnx):

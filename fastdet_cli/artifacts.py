@@ -1,0 +1,119 @@
+"""The one place that turns (model, backend, precision) into what that backend runs.
+
+- FP32: a backend that loads ONNX gets the model's ONNX form: the model itself when it is ONNX, else fastdet's
+  validated, NMS-free export, cached by content hash (`onnx_for`); a backend that loads a Paddle program gets the
+  program (an ONNX model is refused with a clear message).
+- INT8: one quantized model does not suit every runtime: ONNX Runtime runs PaddleSlim's export (Q/DQ on
+  convolution inputs only) in float, but fuses ONNX Runtime's own QDQ graph into integer kernels; Paddle Inference
+  runs only a Paddle program. Several INT8 artifacts can be given; each backend takes the first kind in its
+  preference (`BackendSpec.int8_kinds`, measured in docs/performance.md). Kinds: `paddle-program` (PaddleSlim
+  output: a quantized Paddle program; ONNX backends run its fastdet export), `ort-qdq` (the onnxruntime engine's
+  ONNX), `onnx-qdq` (any other quantized ONNX).
+
+It sits above det/ (the detector receives a ready artifact) and export/ (the exporter never imports the detector).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastdet_cli.det.model import ModelSource, resolve_model
+from fastdet_cli.errors import FastdetError
+from fastdet_cli.paths import cache_dir
+from fastdet_cli.runtime.registry import get_backend
+
+if TYPE_CHECKING:
+    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.runtime.base import RunnerOptions
+
+
+def onnx_for(source: ModelSource) -> ModelSource:
+    """The ONNX form of a model: itself if ONNX, else an NMS-free export cached by content hash."""
+    if source.format == "onnx":
+        return source
+    from fastdet_cli.export.onnx import EXPORT_VERSION, export_onnx
+
+    out = cache_dir() / "exports" / f"{source.content_hash()[:24]}-v{EXPORT_VERSION}"
+    if not (out / "model.onnx").exists():
+        export_onnx(source, out, remove_nms=True)
+    return resolve_model(out)
+
+
+def for_backend(source: ModelSource, backend: str) -> ModelSource:
+    """`source` in the format `backend` loads (BackendSpec.model_format)."""
+    spec = get_backend(backend)
+    if spec.model_format == "onnx":
+        return onnx_for(source)
+    if source.format != spec.model_format:
+        raise FastdetError(f"backend '{backend}' runs Paddle models; {source.path} is ONNX")
+    return source
+
+
+def detector(model: str | Path | ModelSource | None, backend: str,
+             options: RunnerOptions | None = None) -> Detector:
+    """A Detector for `model` on `backend` (use as a context manager): the model resolved (`default` = the
+    embedded one) and turned into the artifact that backend runs."""
+    from fastdet_cli.det.pipeline import Detector
+    from fastdet_cli.runtime.base import RunnerOptions
+
+    get_backend(backend)  # an unknown backend is reported before any model work
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
+    return Detector(for_backend(source, backend), backend, options or RunnerOptions())
+
+
+def is_quantized(source: ModelSource) -> bool:
+    """The model holds quantize ops (a Paddle program's quantize_linear…, an ONNX graph's QuantizeLinear)."""
+    if source.format == "paddle":
+        from fastdet_cli.paddle_program import QUANT_OPS, load_program, op_counts, paddle_model_files
+
+        return any(k in op_counts(load_program(paddle_model_files(source.dir)[0])) for k in QUANT_OPS)
+    import onnx
+
+    if source.sidecar().get("quantized"):
+        return True
+    graph = onnx.load(str(source.path), load_external_data=False).graph
+    return any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in graph.node)
+
+
+KIND_LABELS = {"paddle-program": "PaddleSlim program", "ort-qdq": "ORT-quantized ONNX", "onnx-qdq": "INT8 ONNX"}
+
+
+@dataclass(frozen=True)
+class Int8Artifact:
+    path: Path  # the model dir
+    kind: str
+    method: str  # PTQ, PTQ (ORT), QAT-distillation, INT8 (given)
+
+    def as_dict(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "method": self.method}
+
+
+def describe(spec: str | Path) -> Int8Artifact:
+    """The INT8 artifact at `spec`; an FP32 model is an error (benchmarking it as INT8 would be a lie)."""
+    source = resolve_model(spec)
+    report = source.dir / "compress_report.json"
+    method = json.loads(report.read_text()).get("method_label", "INT8") if report.exists() else "INT8 (given)"
+    if source.format == "paddle":
+        quantized = is_quantized(source)
+        kind = "paddle-program"
+    else:
+        quantized = is_quantized(source)
+        kind = "ort-qdq" if source.sidecar().get("engine") == "onnxruntime" else "onnx-qdq"
+    if not quantized:
+        raise FastdetError(f"{source.path} is not a quantized model (no quantize ops): compress it first "
+                           "(fastdet compress), or pass it as --model")
+    return Int8Artifact(source.dir, kind, method)
+
+
+def choose(backend: str, artifacts: list[Int8Artifact]) -> Int8Artifact | str:
+    """The artifact `backend` runs best among `artifacts`, or 'None: …' when it can run none of them."""
+    prefs = get_backend(backend).int8_kinds
+    for kind in prefs:
+        for a in artifacts:
+            if a.kind == kind:
+                return a
+    have = ", ".join(sorted({KIND_LABELS[a.kind] for a in artifacts})) or "none"
+    want = " or ".join(KIND_LABELS[k] for k in prefs)
+    return f"None: {backend} runs a {want}; given: {have}"

@@ -1,0 +1,107 @@
+"""`fastdet report merge`: one table out of `fastdet bench --report` runs made on several machines.
+
+Every row keeps its own settings, machine and versions. The merged report has the single-run shape (schema
+fastdet-bench/1, so the same tables, CSV, Markdown and plot render it) plus `merged_from` (one entry per input
+report) and, per row, `hardware`, `versions` and `settings_note`: the row's values of the settings that differ
+between the inputs (threads, repeat, warm-up, dataset, mAP subset…), so figures measured differently are never
+compared silently.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from fastdet_cli.errors import FastdetError
+
+SCHEMA = "fastdet-bench/1"
+# settings that change what a figure means; a difference between inputs is shown next to the figures
+COMPARED_SETTINGS = {"threads": "threads", "repeat": "repeat", "warmup": "warm-up", "dataset_used": "dataset",
+                     "eval_limit": "mAP images", "end2end": "end-to-end", "model": "model"}
+
+
+def load_report(spec: str | Path) -> tuple[Path, dict]:
+    """A report.json (or a folder holding one) written by `fastdet bench --report`."""
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise FastdetError(f"no bench report at {spec} (give report.json files or the folders `--report` wrote)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FastdetError(f"{path} is not a readable JSON report: {e}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise FastdetError(f"{path}: schema {got!r} is not {SCHEMA!r} (a report of `fastdet bench --report`)")
+    for key in ("rows", "settings", "machine"):
+        if key not in data:
+            raise FastdetError(f"{path}: the report has no '{key}'")
+    return path, data
+
+
+def merge_reports(specs: list[str | Path]) -> dict:
+    """The merged report of `specs` (see the module doc); duplicate rows are an error."""
+    from fastdet_cli.machine import hardware_label
+
+    if not specs:
+        raise FastdetError("give at least one report to merge")
+    loaded = [load_report(s) for s in specs]
+    seen_files = Counter(p.resolve() for p, _ in loaded)
+    twice = [str(p) for p, n in seen_files.items() if n > 1]
+    if twice:
+        raise FastdetError(f"the same report is given twice: {', '.join(twice)}")
+    differing = {k for k in COMPARED_SETTINGS
+                 if len({json.dumps(d["settings"].get(k), sort_keys=True) for _, d in loaded}) > 1}
+    rows, sources, keys = [], [], {}
+    for i, (path, data) in enumerate(loaded):
+        hardware = data["machine"].get("hardware") or hardware_label(data["machine"])
+        note = ", ".join(f"{COMPARED_SETTINGS[k]}={_short(data['settings'].get(k))}" for k in sorted(differing))
+        versions = data.get("versions", {})
+        sources.append({"file": str(path), "hardware": hardware, "machine": data["machine"], "versions": versions,
+                        "settings": data["settings"], "recommendation": data.get("recommendation")})
+        for r in data["rows"]:
+            row = dict(r)
+            row["hardware"] = r.get("hardware") or hardware
+            row["versions"] = r.get("versions") or _row_versions(r["backend"], versions)
+            row["settings_note"] = note
+            key = (row["hardware"], row["backend"], row["precision"], row.get("model"), note)
+            if key in keys:
+                raise FastdetError(f"duplicate row {row['backend']} {row['precision']} on {row['hardware']}: in "
+                                   f"{keys[key]} and {path} (merge each machine's run once)")
+            keys[key] = str(path)
+            row["source"] = i
+            rows.append(row)
+    first = loaded[0][1]
+    settings = {k: v for k, v in first["settings"].items() if k not in differing}
+    settings["differing"] = {COMPARED_SETTINGS[k]: [_short(d["settings"].get(k)) for _, d in loaded]
+                             for k in sorted(differing)}
+    return {
+        "schema": SCHEMA, "merged_from": sources, "settings": settings,
+        "machine": {"cpu": f"{len({s['hardware'] for s in sources})} machine(s): see the hardware column",
+                    "cpu flags": "per row"},
+        "versions": {}, "rows": rows,
+        "per_class_delta": {f"{s['hardware']}: {b}": v for s, (_, d) in zip(sources, loaded)
+                            for b, v in d.get("per_class_delta", {}).items()},
+        "int8_verdict": {f"{b} on {s['hardware']}": v for s, (_, d) in zip(sources, loaded)
+                         for b, v in d.get("int8_verdict", {}).items()},
+        "recommendation": None,  # a recommendation holds for one machine: each input's is in merged_from
+    }
+
+
+def _short(value) -> str:
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return Path(value).parent.parent.name + "/" + Path(value).name if Path(value).parent.name == "annotations" \
+            else Path(value).name
+    return str(value)
+
+
+def _row_versions(backend: str, versions: dict) -> str:
+    """fastdet's and the row's backend library's versions, as the report recorded them."""
+    from fastdet_cli.runtime.registry import BACKENDS
+
+    parts = [f"fastdet {versions.get('fastdet-cli') or '?'}"]
+    spec = BACKENDS.get(backend)
+    if spec is not None:
+        parts.append(f"{spec.dist} {versions.get(spec.dist) or '?'}")
+    return ", ".join(parts)

@@ -1,0 +1,89 @@
+"""What a bench run concludes: per-class AP deltas INT8 − FP32, why INT8 is not faster where it is not (a short
+`fastdet inspect` profile), and the recommendation — the fastest backend × precision whose mAP is within
+`max_map_drop` points of FP32 on the same backend."""
+from __future__ import annotations
+
+from typing import Callable
+
+FLAG_POINTS = 5.0  # a class losing more than this many AP points under INT8 is flagged
+
+
+def per_class_deltas(rows: list[dict]) -> dict:
+    """Per backend: INT8 − FP32 AP per class (points), and the classes that lost more than FLAG_POINTS."""
+    out = {}
+    by = {(r["backend"], r["precision"]): r for r in rows}
+    for (backend, prec), r in by.items():
+        base = by.get((backend, "fp32"))
+        if prec != "int8" or not base or not r["per_class_ap"] or not base["per_class_ap"]:
+            continue
+        delta = {c: round(100 * (r["per_class_ap"][c] - base["per_class_ap"][c]), 2) for c in base["per_class_ap"]}
+        out[backend] = {"delta_points": delta, "flagged": [c for c, d in delta.items() if d < -FLAG_POINTS]}
+    return out
+
+
+def recommend(rows: list[dict], max_map_drop: float) -> dict:
+    """The fastest backend × precision whose mAP is within `max_map_drop` points of FP32 on the same backend
+    (end-to-end mean when measured, else runtime mean). INT8 rows without mAP cannot qualify unless no row has
+    mAP at all (then speed alone decides, and the text says so)."""
+    key = "end2end_ms" if any(r.get("end2end_ms") for r in rows) else "runtime_ms"
+    ok = [r for r in rows if r["status"] == "ok" and r.get(key)]
+    if not ok:
+        return {"text": "no backend ran", "backend": None, "precision": None}
+    fp32 = {r["backend"]: r for r in ok if r["precision"] == "fp32"}
+    with_map = any(r.get("map") is not None for r in ok)
+
+    def qualifies(r: dict) -> bool:
+        if r["precision"] == "fp32":
+            return True
+        base = fp32.get(r["backend"])
+        if not with_map:
+            return True
+        return (r.get("map") is not None and base is not None and base.get("map") is not None
+                and 100 * (base["map"] - r["map"]) <= max_map_drop)
+
+    best = min((r for r in ok if qualifies(r)), key=lambda r: r[key]["mean"])
+    what = "end-to-end" if key == "end2end_ms" else "runtime"
+    base = fp32.get(best["backend"])
+    if best["precision"] == "fp32":
+        text = (f"FP32 on {best['backend']} ({best[key]['mean']:.2f} ms {what}): INT8 does not pay here"
+                + (f" (no INT8 row both faster and within {max_map_drop:g} mAP point)" if with_map else ""))
+    else:
+        speed = f", {base[key]['mean'] / best[key]['mean']:.2f}x its FP32" if base else ""
+        acc = (f", mAP {best['map']:.3f} vs FP32 {base['map']:.3f}" if with_map and base and base.get("map") is not None
+               else " (mAP not measured: speed only)")
+        text = (f"{best['precision'].upper()} on {best['backend']} ({best[key]['mean']:.2f} ms {what}{speed}{acc}; "
+                f"{best['int8_artifact']['method']}, {best['int8_artifact']['path']})")
+    return {"text": text, "backend": best["backend"], "precision": best["precision"], "latency": what,
+            "max_map_drop_points": max_map_drop}
+
+
+def int8_verdicts(rows: list, threads: int, log: Callable[[str], None]) -> dict[str, list[str]]:
+    """For each backend where INT8 ran no faster than FP32: `fastdet inspect`'s verdict (a short profile of 10
+    runs) on why, when the backend has a per-op profile."""
+    from fastdet_cli.inspect import inspect_model
+    from fastdet_cli.runtime.registry import get_backend
+
+    mean = {(r.backend, r.precision): r.runtime_ms["mean"] for r in rows if r.status == "ok" and r.runtime_ms}
+    paths = {r.backend: r.int8_artifact["path"] for r in rows if r.int8_artifact}
+    out = {}
+    for (backend, precision), ms in mean.items():
+        if precision != "int8" or ms < mean.get((backend, "fp32"), 0.0):
+            continue
+        if not get_backend(backend).profiles_ops:
+            out[backend] = [f"no per-op profile: backend '{backend}' has none in fastdet"]
+            continue
+        log(f"INT8 is not faster than FP32 on {backend}: profiling it (fastdet inspect) to say why")
+        out[backend] = inspect_model(paths[backend], backend, threads, runs=10).verdict()
+    return out
+
+
+def diff_target(report: dict) -> tuple[str, str] | None:
+    """(backend, INT8 model) whose FP32 and INT8 rows were both evaluated, for the report's FP32-vs-INT8 images:
+    the recommended backend when it is one, else the first such backend; None when no backend has both."""
+    rows = {(r["backend"], r["precision"]): r for r in report["rows"] if r.get("map") is not None}
+    both = [b for (b, p) in rows if p == "int8" and (b, "fp32") in rows and rows[(b, p)].get("int8_artifact")]
+    if not both:
+        return None
+    rec = (report.get("recommendation") or {}).get("backend")
+    backend = rec if rec in both else both[0]
+    return backend, rows[(backend, "int8")]["int8_artifact"]["path"]

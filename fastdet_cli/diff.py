@@ -1,0 +1,200 @@
+"""`fastdet diff`: what INT8 changed, image by image.
+
+The FP32 and the INT8 model run on the same images and backend; their detections above one score threshold are
+matched one to one (same class, IoU ≥ 0.5, FP32 boxes in score order as COCO matches). Per image: matched boxes,
+boxes only FP32 found (`missed` by INT8), boxes only INT8 found (`extra`), the mean IoU of the matches and the
+mean score change (INT8 − FP32). Written: one side-by-side PNG per image (FP32 left, INT8 right; green = found by
+both, red = FP32 only, orange = INT8 only, thin white = ground truth when a dataset is given), `diff.json`, and
+`montage.png` of the images that agree least. Everything goes through a temporary folder renamed into place.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fastdet_cli.errors import FastdetError
+
+MATCHED, MISSED, EXTRA, TRUTH = (60, 200, 60), (40, 40, 230), (0, 165, 255), (255, 255, 255)  # BGR
+LEGEND = "green: found by both   red: FP32 only (missed by INT8)   orange: INT8 only (extra)"
+
+
+@dataclass
+class ImageDiff:
+    image: str
+    fp32: int
+    int8: int
+    matched: int
+    missed: int
+    extra: int
+    mean_iou: float | None
+    mean_score_change: float | None  # INT8 − FP32 over the matches
+    agreement: float  # matched / (matched + missed + extra); 1.0 when neither model found anything
+    ground_truth: int | None = None
+    missed_boxes: list[dict] = field(default_factory=list)
+    extra_boxes: list[dict] = field(default_factory=list)
+    png: str | None = None
+
+
+def compare(fp32, int8, labels: list[str], iou_min: float = 0.5, image: str = "") -> tuple[ImageDiff, object]:
+    """The ImageDiff of two Detections of one image (and the Matching behind it)."""
+    from fastdet_cli.det.draw import records
+    from fastdet_cli.det.match import match
+
+    m = match(fp32, int8, iou_min)
+    ious = [iou for _, _, iou in m.pairs]
+    changes = [float(int8.scores[j] - fp32.scores[i]) for i, j, _ in m.pairs]
+    total = len(m.pairs) + len(m.missed) + len(m.extra)
+    recs32, recs8 = records(fp32, labels), records(int8, labels)
+    return ImageDiff(image, len(fp32), len(int8), len(m.pairs), len(m.missed), len(m.extra),
+                     round(float(np.mean(ious)), 4) if ious else None,
+                     round(float(np.mean(changes)), 4) if changes else None,
+                     round(len(m.pairs) / total, 4) if total else 1.0,
+                     missed_boxes=[recs32[i] for i in m.missed], extra_boxes=[recs8[j] for j in m.extra]), m
+
+
+def summarize(diffs: list[ImageDiff]) -> dict:
+    """Totals over images; mean IoU and mean score change weighted by matches (equal to the per-image sums)."""
+    matched = sum(d.matched for d in diffs)
+    missed, extra = sum(d.missed for d in diffs), sum(d.extra for d in diffs)
+
+    def weighted(attr):
+        pairs = [(getattr(d, attr), d.matched) for d in diffs if getattr(d, attr) is not None]
+        return round(sum(v * n for v, n in pairs) / matched, 4) if matched else None
+
+    total = matched + missed + extra
+    return {"images": len(diffs), "fp32": sum(d.fp32 for d in diffs), "int8": sum(d.int8 for d in diffs),
+            "matched": matched, "missed": missed, "extra": extra, "mean_iou": weighted("mean_iou"),
+            "mean_score_change": weighted("mean_score_change"),
+            "agreement": round(matched / total, 4) if total else 1.0}
+
+
+def worst(diffs: list[ImageDiff], n: int) -> list[ImageDiff]:
+    """The `n` images that agree least (lowest agreement, then most disagreements)."""
+    return sorted(diffs, key=lambda d: (d.agreement, -(d.missed + d.extra)))[:n]
+
+
+def _panel(bgr: np.ndarray, det, keep: dict[int, tuple], labels: list[str], title: str, truth) -> np.ndarray:
+    import cv2
+
+    out = bgr.copy()
+    scale = max(0.35, min(out.shape[:2]) / 700)
+    if truth is not None:
+        for box in truth:
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            cv2.rectangle(out, (x1, y1), (x2, y2), TRUTH, 1)
+    for i, colour in keep.items():
+        x1, y1, x2, y2 = (int(round(v)) for v in det.boxes[i])
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, max(1, int(2 * scale) + (colour != MATCHED)))
+        c = int(det.class_ids[i])
+        text = f"{labels[c] if 0 <= c < len(labels) else c} {det.scores[i]:.2f}"
+        cv2.putText(out, text, (x1 + 2, max(12, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+    bar = np.full((28, out.shape[1], 3), 32, np.uint8)
+    cv2.putText(bar, title, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (240, 240, 240), 1, cv2.LINE_AA)
+    return np.vstack([bar, out])
+
+
+def side_by_side(bgr: np.ndarray, fp32, int8, matching, labels: list[str], d: ImageDiff, truth=None) -> np.ndarray:
+    """FP32 | INT8 with matched boxes green, FP32-only red (left), INT8-only orange (right), and a legend."""
+    import cv2
+
+    left = _panel(bgr, fp32, {**{i: MATCHED for i, _, _ in matching.pairs}, **{i: MISSED for i in matching.missed}},
+                  labels, f"FP32: {d.fp32} boxes, {d.missed} missed by INT8", truth)
+    right = _panel(bgr, int8, {**{j: MATCHED for _, j, _ in matching.pairs}, **{j: EXTRA for j in matching.extra}},
+                   labels, f"INT8: {d.int8} boxes, {d.matched} matched, {d.extra} extra", truth)
+    gap = np.full((left.shape[0], 6, 3), 255, np.uint8)
+    row = np.hstack([left, gap, right])
+    foot = np.full((24, row.shape[1], 3), 32, np.uint8)
+    legend = LEGEND + ("   white: ground truth" if truth is not None else "")
+    cv2.putText(foot, legend, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (240, 240, 240), 1, cv2.LINE_AA)
+    return np.vstack([row, foot])
+
+
+def montage(pngs: list[Path], width: int = 1200) -> np.ndarray | None:
+    """The given side-by-side images stacked, each scaled to `width`."""
+    import cv2
+
+    tiles = []
+    for p in pngs:
+        img = cv2.imread(str(p))
+        if img is not None:
+            h = int(round(img.shape[0] * width / img.shape[1]))
+            tiles.append(cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA))
+    return np.vstack(tiles) if tiles else None
+
+
+def _ground_truth(dataset) -> dict[int, list]:
+    by_image: dict[int, list] = {}
+    for a in dataset.load().get("annotations", []):
+        x, y, w, h = a["bbox"]
+        by_image.setdefault(a["image_id"], []).append((x, y, x + w, y + h))
+    return by_image
+
+
+def run_diff(fp32_model, int8_model, backend: str, images: list[Path], save_dir: Path, dataset=None,
+             limit: int | None = None, threshold: float | None = None, iou_min: float = 0.5, options=None,
+             keep_images: int | None = None, montage_size: int = 6,
+             progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run both models over `images` (or the dataset's, with its ground truth) and write the diff to `save_dir`
+    (see the module doc). `keep_images`: write only the side-by-side PNGs of that many worst images."""
+    import cv2
+
+    from fastdet_cli.artifacts import describe, detector
+    from fastdet_cli.det.preprocess import read_image
+    from fastdet_cli.io import atomic_dir, write_bytes_atomic, write_json_atomic
+
+    int8_art = describe(int8_model)  # an FP32 model given as INT8 is refused
+    truth_by_id, entries = {}, [(None, Path(p)) for p in images]
+    if dataset is not None:
+        truth_by_id = _ground_truth(dataset)
+        entries = dataset.image_paths(limit)
+    entries = entries[:limit] if limit else entries
+    if not entries:
+        raise FastdetError("no images to compare")
+    diffs: list[ImageDiff] = []
+    skipped = []
+    with detector(fp32_model, backend, options) as det32, detector(int8_art.path, backend, options) as det8, \
+            atomic_dir(save_dir) as tmp:
+        thr = det32.deploy.draw_threshold if threshold is None else threshold
+        labels = det32.deploy.label_list
+        (tmp / "images").mkdir()
+        for n, (image_id, path) in enumerate(entries, 1):
+            try:
+                bgr = read_image(path)
+            except FastdetError as e:
+                skipped.append({"image": str(path), "error": str(e)})
+                log(f"skipped: {e}")
+                continue
+            a, b = det32(bgr).above(thr), det8(bgr).above(thr)
+            d, m = compare(a, b, labels, iou_min, str(path))
+            truth = truth_by_id.get(image_id, []) if dataset is not None else None
+            d.ground_truth = None if truth is None else len(truth)
+            png = tmp / "images" / f"{n:05d}_{path.stem}.png"
+            ok, buf = cv2.imencode(".png", side_by_side(bgr, a, b, m, labels, d, truth))
+            png.write_bytes(buf.tobytes())
+            d.png = str(save_dir.resolve() / "images" / png.name)
+            diffs.append(d)
+            if progress:
+                progress(n, len(entries))
+        if not diffs:
+            raise FastdetError("none of the images could be read")
+        bad = worst(diffs, montage_size)
+        if keep_images is not None:  # only the worst few, e.g. beside a bench report
+            kept = {d.png for d in worst(diffs, keep_images)}
+            for d in diffs:
+                if d.png not in kept:
+                    (tmp / "images" / Path(d.png).name).unlink()
+                    d.png = None
+        tiles = montage([tmp / "images" / Path(d.png).name for d in bad if d.png])
+        if tiles is not None:
+            ok, buf = cv2.imencode(".png", tiles)
+            write_bytes_atomic(tmp / "montage.png", buf.tobytes())
+        result = {"fp32_model": str(det32.source.path), "int8_model": str(det8.source.path),
+                  "int8_artifact": int8_art.as_dict(), "backend": backend, "threshold": thr, "iou": iou_min,
+                  "dataset": str(dataset.ann_file) if dataset is not None else None,
+                  "summary": summarize(diffs), "worst": [d.image for d in bad], "skipped": skipped,
+                  "images": [asdict(d) for d in diffs]}
+        write_json_atomic(tmp / "diff.json", result)
+    return result
