@@ -29,26 +29,52 @@ if TYPE_CHECKING:
     from fastdet_cli.runtime.base import RunnerOptions
 
 
-def onnx_for(source: ModelSource) -> ModelSource:
-    """The ONNX form of a model: itself if ONNX, else an NMS-free export cached by content hash."""
+def onnx_for(source: ModelSource, target: str = "onnxruntime") -> ModelSource:
+    """The ONNX form of a model: itself if ONNX, else an NMS-free export (`target`: the ONNX Runtime or the
+    TensorRT flavour, export_onnx) cached by content hash."""
     if source.format == "onnx":
         return source
     from fastdet_cli.export.onnx import EXPORT_VERSION, export_onnx
 
-    out = cache_dir() / "exports" / f"{source.content_hash()[:24]}-v{EXPORT_VERSION}"
+    flavour = "" if target == "onnxruntime" else f"-{target}"
+    out = cache_dir() / "exports" / f"{source.content_hash()[:24]}-v{EXPORT_VERSION}{flavour}"
     if not (out / "model.onnx").exists():
-        export_onnx(source, out, remove_nms=True)
+        export_onnx(source, out, remove_nms=True, target=target)
+    return resolve_model(out)
+
+
+def nms_free_onnx(source: ModelSource) -> ModelSource:
+    """The ONNX form without NMS in the graph (what quantizers and host NMS need): `onnx_for`, and for an ONNX
+    model that holds NonMaxSuppression a copy cut before it (export.onnx.cut_onnx_nms), cached by content hash."""
+    from fastdet_cli.onnx_graph import nms_score_threshold
+
+    src = onnx_for(source)
+    if nms_score_threshold(src.path) is None:
+        return src
+    from fastdet_cli.export.onnx import EXPORT_VERSION, cut_onnx_nms
+
+    out = cache_dir() / "exports" / f"{src.content_hash()[:24]}-cut-v{EXPORT_VERSION}"
+    if not (out / "model.onnx").exists():
+        cut_onnx_nms(src, out)
     return resolve_model(out)
 
 
 def for_backend(source: ModelSource, backend: str) -> ModelSource:
-    """`source` in the format `backend` loads (BackendSpec.model_format)."""
+    """`source` in the format `backend` loads (BackendSpec.model_format, in its ONNX flavour)."""
     spec = get_backend(backend)
     if spec.model_format == "onnx":
-        return onnx_for(source)
+        return onnx_for(source, spec.onnx_target)
     if source.format != spec.model_format:
         raise FastdetError(f"backend '{backend}' runs Paddle models; {source.path} is ONNX")
     return source
+
+
+def static_input_shapes(source: ModelSource) -> dict[str, tuple]:
+    """Fixed shapes of the model's inputs, from its deploy config's preprocessing of a real image (engines are
+    built for them)."""
+    from fastdet_cli.det.preprocess import sample_inputs
+
+    return {k: tuple(v.shape) for k, v in sample_inputs(source.deploy).items()}
 
 
 def detector(model: str | Path | ModelSource | None, backend: str,
@@ -58,9 +84,27 @@ def detector(model: str | Path | ModelSource | None, backend: str,
     from fastdet_cli.det.pipeline import Detector
     from fastdet_cli.runtime.base import RunnerOptions
 
-    get_backend(backend)  # an unknown backend is reported before any model work
-    source = model if isinstance(model, ModelSource) else resolve_model(model)
-    return Detector(for_backend(source, backend), backend, options or RunnerOptions())
+    spec = get_backend(backend)  # an unknown backend is reported before any model work
+    options = options or RunnerOptions()
+    check_can_run(backend, options)  # a missing library or GPU too: not after a full export
+    source = for_backend(model if isinstance(model, ModelSource) else resolve_model(model), backend)
+    if spec.static_shapes and not options.input_shapes:
+        import dataclasses
+
+        options = dataclasses.replace(options, input_shapes=static_input_shapes(source))
+    return Detector(source, backend, options)
+
+
+def check_can_run(backend: str, options: RunnerOptions) -> None:
+    """The backend's library is installed and, for a GPU-only backend or device gpu, a GPU is visible."""
+    from fastdet_cli.errors import MissingDependency
+    from fastdet_cli.runtime.registry import require_gpu
+
+    spec = get_backend(backend)
+    if not spec.installed():  # found, not imported (Paddle must be imported after pycocotools: lazy.py)
+        raise MissingDependency(spec.module, spec.extra, f"backend '{backend}'")
+    if spec.gpu_only:
+        require_gpu(f"backend '{backend}'")
 
 
 def is_quantized(source: ModelSource) -> bool:
@@ -85,9 +129,10 @@ class Int8Artifact:
     path: Path  # the model dir
     kind: str
     method: str  # PTQ, PTQ (ORT), QAT-distillation, INT8 (given)
+    target: str = "onnxruntime"  # an ONNX artifact's flavour (fastdet.yml: target); a program suits every target
 
     def as_dict(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "method": self.method}
+        return {"path": str(self.path), "kind": self.kind, "method": self.method, "target": self.target}
 
 
 def describe(spec: str | Path) -> Int8Artifact:
@@ -104,15 +149,18 @@ def describe(spec: str | Path) -> Int8Artifact:
     if not quantized:
         raise FastdetError(f"{source.path} is not a quantized model (no quantize ops): compress it first "
                            "(fastdet compress), or pass it as --model")
-    return Int8Artifact(source.dir, kind, method)
+    target = source.sidecar().get("target", "onnxruntime") if source.format == "onnx" else "any"
+    return Int8Artifact(source.dir, kind, method, target)
 
 
 def choose(backend: str, artifacts: list[Int8Artifact]) -> Int8Artifact | str:
     """The artifact `backend` runs best among `artifacts`, or 'None: …' when it can run none of them."""
-    prefs = get_backend(backend).int8_kinds
+    spec = get_backend(backend)
+    prefs = spec.int8_kinds
     for kind in prefs:
-        for a in artifacts:
-            if a.kind == kind:
+        for a in artifacts:  # an ONNX artifact of another flavour would not load (TensorRT: uint8, int32 biases)
+            if a.kind == kind and (a.target in ("any", spec.onnx_target) or spec.model_format != "onnx"
+                                   or spec.onnx_target == "onnxruntime"):
                 return a
     have = ", ".join(sorted({KIND_LABELS[a.kind] for a in artifacts})) or "none"
     want = " or ".join(KIND_LABELS[k] for k in prefs)

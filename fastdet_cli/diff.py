@@ -141,11 +141,16 @@ def run_diff(fp32_model, int8_model, backend: str, images: list[Path], save_dir:
     (see the module doc). `keep_images`: write only the side-by-side PNGs of that many worst images."""
     import cv2
 
-    from fastdet_cli.artifacts import describe, detector
+    from fastdet_cli.artifacts import describe, detector, nms_free_onnx
+    from fastdet_cli.det.model import ModelSource, resolve_model
+    from fastdet_cli.runtime.registry import get_backend
     from fastdet_cli.det.preprocess import read_image
     from fastdet_cli.io import atomic_dir, write_bytes_atomic, write_json_atomic
 
     int8_art = describe(int8_model)  # an FP32 model given as INT8 is refused
+    fp32 = resolve_model(fp32_model) if not isinstance(fp32_model, ModelSource) else fp32_model
+    if get_backend(backend).model_format == "onnx":
+        fp32 = nms_free_onnx(fp32)  # as the INT8 model runs: NMS on the host
     truth_by_id, entries = {}, [(None, Path(p)) for p in images]
     if dataset is not None:
         truth_by_id = _ground_truth(dataset)
@@ -155,7 +160,7 @@ def run_diff(fp32_model, int8_model, backend: str, images: list[Path], save_dir:
         raise FastdetError("no images to compare")
     diffs: list[ImageDiff] = []
     skipped = []
-    with detector(fp32_model, backend, options) as det32, detector(int8_art.path, backend, options) as det8, \
+    with detector(fp32, backend, options) as det32, detector(int8_art.path, backend, options) as det8, \
             atomic_dir(save_dir) as tmp:
         thr = det32.deploy.draw_threshold if threshold is None else threshold
         labels = det32.deploy.label_list

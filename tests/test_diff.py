@@ -7,7 +7,7 @@ import pytest
 
 from fastdet_cli.cli import main
 from fastdet_cli.det.postprocess import Detections
-from fastdet_cli.diff import compare, summarize
+from fastdet_cli.diff import compare
 
 
 def _det(rows):

@@ -15,6 +15,7 @@ LAYERS = [
      "train"),
     ("det.pipeline", "evaluate", "export", "fetch"),
     ("artifacts",),
+    ("agreement",),
     ("compress", "inspect", "diff"),
     ("bench",),
     ("commands", "cli", "__main__"),

@@ -51,6 +51,10 @@ def merge_reports(specs: list[str | Path]) -> dict:
     twice = [str(p) for p, n in seen_files.items() if n > 1]
     if twice:
         raise FastdetError(f"the same report is given twice: {', '.join(twice)}")
+    metrics = {str(d["settings"].get("metric", "COCO")).split(":")[0] for _, d in loaded}
+    if len(metrics) > 1:
+        raise FastdetError("these reports measure different things (" + " and ".join(sorted(metrics)) + "): "
+                           "agreement mAP and COCO mAP never share a table; merge each kind on its own")
     differing = {k for k in COMPARED_SETTINGS
                  if len({json.dumps(d["settings"].get(k), sort_keys=True) for _, d in loaded}) > 1}
     rows, sources, keys = [], [], {}

@@ -66,8 +66,14 @@ def int8_label(row: dict | None) -> str:
 HEADER = ["backend", *COLUMNS, "max speedup", "FP32 mAP", "INT8 mAP", "INT8 model"]
 
 
+def agreement(report: dict) -> bool:
+    """The mAP figures are agreement with FP32 (no annotations), not COCO mAP: named so everywhere."""
+    return str(report["settings"].get("metric", "")).startswith("agreement")
+
+
 def header(report: dict) -> list[str]:
-    return ["hardware", *HEADER, "versions", "settings"] if is_merged(report) else HEADER
+    cols = [h.replace("mAP", "agreement mAP") for h in HEADER] if agreement(report) else HEADER
+    return ["hardware", *cols, "versions", "settings"] if is_merged(report) else cols
 
 
 def stage_rows(report: dict) -> list[list[str]]:
@@ -120,7 +126,8 @@ def caption(report: dict) -> str:
                 "): the settings column gives each row's, compare rows only where it matches"
         return text
     return (f"mean ms over {s['repeat']} runs after {s['warmup']} warm-up, {s['threads']} CPU thread(s); "
-            f"CPU: {report['machine']['cpu']} ({report['machine'].get('cpu flags', '-')})")
+            f"CPU: {report['machine']['cpu']} ({report['machine'].get('cpu flags', '-')})"
+            + ("; mAP = agreement with each backend's FP32 detections (no annotations)" if agreement(report) else ""))
 
 
 def _setting(s: dict, label: str, key: str | None = None) -> str:
@@ -234,7 +241,7 @@ def plot_png(report: dict) -> bytes | None:
     if ax.collections:
         ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("runtime latency, mean ms")
-    ax.set_ylabel("COCO mAP@[.5:.95]")
+    ax.set_ylabel("agreement mAP with FP32" if agreement(report) else "COCO mAP@[.5:.95]")
     ax.set_title("latency vs mAP")
     ax.grid(alpha=0.3)
     buf = io.BytesIO()

@@ -22,7 +22,7 @@ import numpy as np
 from fastdet_cli.bench.latency import Stats, time_calls
 from fastdet_cli.errors import FastdetError, MissingDependency, NoDevice, UnsupportedMode
 
-from fastdet_cli.runtime.registry import BACKENDS, MODES
+from fastdet_cli.runtime.registry import BACKENDS
 
 CPU_BACKENDS = tuple(name for name, spec in BACKENDS.items() if not spec.gpu_only)
 
@@ -141,8 +141,8 @@ def int8_artifacts(settings: BenchSettings, log: Callable[[str], None]) -> list:
 def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
               progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
     """Measure every requested backend × mode; returns the report dict (see docs/bench.md)."""
-    from fastdet_cli.artifacts import choose
-    from fastdet_cli.data.dataset import resolve_dataset
+    from fastdet_cli.artifacts import choose, nms_free_onnx
+    from fastdet_cli.data.dataset import ImageFolder, resolve_eval_data
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.det.preprocess import read_image
     from fastdet_cli.machine import machine_info
@@ -151,8 +151,9 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
     for b in settings.backends:
         get_backend(b)
     fp32 = resolve_model(settings.model)
-    dataset = resolve_dataset(settings.dataset)
-    image = read_image(dataset.image_paths(limit=1)[0][1])
+    data = resolve_eval_data(settings.dataset)  # an image folder: agreement mAP with FP32 on each backend
+    timing_image = data.image_files(1)[0] if isinstance(data, ImageFolder) else data.image_paths(limit=1)[0][1]
+    image = read_image(timing_image)
     artifacts = int8_artifacts(settings, log) if settings.int8 else []
     modes = ["fp32"] + (["int8"] if artifacts else []) + (["int8+fp16"] if settings.fp16 and artifacts else []) + (
         ["int8+fp16+pm"] if settings.pinned and artifacts else [])
@@ -164,7 +165,21 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
                 raise FastdetError(f"backend '{backend}' cannot run here: {skip.removeprefix('skipped: ')}")
             rows += [Row(backend, m, skip) for m in modes]
             continue
+        spec = get_backend(backend)
+        if spec.model_format != fp32.format and spec.model_format == "paddle":
+            rows += [Row(backend, m, f"None: {spec.description.split(' (')[0]} needs a Paddle program; "
+                                     f"{fp32.path.name} is ONNX") for m in modes]
+            continue
         chosen = choose(backend, artifacts) if artifacts else None
+        # FP32 the way INT8 runs: an ONNX model's in-graph NMS cut (host NMS), as every INT8 artifact has it
+        fp32_form = nms_free_onnx(fp32) if spec.model_format == "onnx" else fp32
+        dataset = data
+        if isinstance(data, ImageFolder) and settings.eval:
+            from fastdet_cli.agreement import with_reference
+
+            log(f"{backend}: FP32 detections on {data.path} as the reference (agreement mAP)")
+            dataset = with_reference(data, fp32_form, backend, mode_options(backend, "fp32", settings.threads),
+                                     settings.eval_limit)
         for mode in modes:
             opts = mode_options(backend, mode, settings.threads)
             if mode != "fp32" and isinstance(chosen, str):
@@ -175,7 +190,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
             runs = (2 if settings.end2end else 1) * (settings.warmup + settings.repeat)
             tick = progress(f"{backend} {mode}", runs) if progress else (lambda n: None)
             try:
-                row = bench_one(fp32.dir if mode == "fp32" else chosen.path, backend, opts, image, settings,
+                row = bench_one(fp32_form if mode == "fp32" else chosen.path, backend, opts, image, settings,
                                 dataset, tick, evaluate=mode in ("fp32", "int8"))
             except UnsupportedMode as e:
                 row = Row(backend, mode, f"None: {e}")
@@ -183,6 +198,12 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
                 if settings.explicit_backends:
                     raise
                 row = Row(backend, mode, f"skipped: {e}")
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # one failing row (a runtime error, a bug) never loses the rows measured
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                row = Row(backend, mode, f"failed: {type(e).__name__}: {first}"[:300])
+                log(f"{backend} {mode} failed: {type(e).__name__}: {first}")
             row.precision = mode
             if mode != "fp32":
                 row.int8_artifact = chosen.as_dict()
@@ -193,7 +214,10 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
                      "int8_artifacts": [a.as_dict() for a in artifacts],
                      "runtime_includes": "model run incl. host<->device copies on GPU backends; no pre/post-processing",
                      "end2end_includes": "decoded BGR image -> boxes: preprocess + runtime + decode + NMS",
-                     "dataset_used": str(dataset.ann_file), "timing_image": str(dataset.image_paths(limit=1)[0][1])},
+                     "dataset_used": str(data.path if isinstance(data, ImageFolder) else data.ann_file),
+                     "timing_image": str(timing_image),
+                     "metric": ("agreement mAP: each backend's FP32 detections (score >= draw_threshold) as ground "
+                                "truth" if isinstance(data, ImageFolder) else "COCO mAP against the annotations")},
         "machine": {**machine_info(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1)},
         "versions": _versions(),
         "rows": [dataclasses.asdict(r) for r in rows],

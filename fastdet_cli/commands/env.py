@@ -32,6 +32,21 @@ def env() -> int:
     for k, v in info.items():
         m.add_row(k, str(v))
     m.add_row("NVIDIA GPUs", str(gpus))
+    for label, dists in (("TensorRT", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")),
+                         ("cuda-bindings", ("cuda-bindings", "cuda-python")),
+                         ("Paddle GPU build", ("paddlepaddle-gpu",))):
+        m.add_row(label, _first_version(dists))
     m.add_row("default threads", "1 (intra-op, every backend; --threads N)")
     console.print(m)
     return 0
+
+
+def _first_version(dists: tuple[str, ...]) -> str:
+    import importlib.metadata as md
+
+    for d in dists:
+        try:
+            return f"{d} {md.version(d)}"
+        except md.PackageNotFoundError:
+            continue
+    return "not installed"

@@ -20,6 +20,9 @@ def export(
                                 help="INT8: move activation Q/DQ to uint8, ONNX Runtime's fast path (same function)."),
     weight_bits: int = typer.Option(7, "--weight-bits", min=7, max=8,
                                     help="INT8: 7 keeps CPUs without VNNI from saturating (default); 8 for VNNI CPUs/GPUs."),
+    target: str = typer.Option(None, "--for", help="onnxruntime or tensorrt: the ONNX flavour (default: tensorrt "
+                               "with --format trt, else onnxruntime). tensorrt = int8 Q/DQ with zero point 0, 8-bit "
+                               "weights, float biases, checked against TensorRT's parser rules."),
 ) -> int:
     """Export a Paddle inference model; every export is checked against Paddle Inference on the same input."""
     from fastdet_cli.ui import Table, make_console
@@ -33,13 +36,17 @@ def export(
         raise FastdetError(f"unknown export format '{fmt}' (choose onnx or trt)")
     if fp16 and fmt != "trt":
         raise FastdetError("--fp16 applies to TensorRT engines (--format trt); ONNX exports stay FP32 or INT8")
+    target = target or ("tensorrt" if fmt == "trt" else "onnxruntime")
+    if fmt == "trt" and target != "tensorrt":
+        raise FastdetError("--format trt builds from the TensorRT flavour: drop --for or use --for tensorrt")
     check_output_dir(output, "--output")
     if fmt == "trt":  # before any model work: TensorRT and a GPU are there, or one line says which is not
         from fastdet_cli.export.trt import check_trt_available
 
         check_trt_available()
     source = resolve_model(model)
-    result = export_onnx(source, output, remove_nms=remove_nms, int8=int8, ort_u8=ort_u8, weight_bits=weight_bits)
+    result = export_onnx(source, output, remove_nms=remove_nms, int8=int8, ort_u8=ort_u8, weight_bits=weight_bits,
+                         target=target)
     console = make_console()
     table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
     table.add_column("output")
@@ -50,9 +57,12 @@ def export(
     for note in result.notes:
         console.print(f"• {note}", highlight=False, markup=False)
     if fmt == "trt":
+        from fastdet_cli.artifacts import static_input_shapes
         from fastdet_cli.export.trt import build_engine
 
-        engine = build_engine(result.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32", fp16=int8 and fp16)
+        shapes = static_input_shapes(resolve_model(result.output_dir))  # the deploy config's image size
+        engine = build_engine(result.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32", fp16=int8 and fp16,
+                              input_shapes=shapes)
         console.print(f"TensorRT engine: {engine}", highlight=False, markup=False)
     return 0
 

@@ -77,6 +77,8 @@ def infer(
                 ok, buf = cv2.imencode(path.suffix if path.suffix.lower() in IMAGE_SUFFIXES else ".jpg",
                                        draw(bgr, found, labels))
                 write_bytes_atomic(save_dir / path.name, buf.tobytes())
+    for note in det.notes:
+        err.print(f"note: {escape(note)}", highlight=False)
     if json_out is not None:
         write_json_atomic(json_out, {"model": model if model == "default" else str(det.source.path),
                                      "backend": backend, "threshold": thr,

@@ -71,7 +71,6 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
             eval_dataset: str | None = None, engine: str | None = None, log=print) -> Job:
     from fastdet_cli.compress.common import FeedSamples, image_list
     from fastdet_cli.compress.config import load_compress_config, qat_image_dir
-    from fastdet_cli.det.model import resolve_model
     from fastdet_cli.paddle_program import (conv_weights, feed_names, load_program, paddle_model_files,
                                             single_output_conv_weights)
 
@@ -79,6 +78,9 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
     method = (method or cfg.method_hint or "ptq").lower()
     if method not in ("ptq", "qat"):
         raise FastdetError(f"unknown method '{method}' (ptq or qat)")
+    if cfg.format == "onnx" and method != "ptq":
+        raise FastdetError("QAT trains a Paddle program with distillation; an ONNX model has no program to train: "
+                           "quantize it with PTQ (engine onnxruntime), or compress its Paddle source")
     if (cfg.engine, method) not in ENGINES:
         names = {"ptq": "post-training quantization", "qat": "quantization-aware training"}
         done = " or ".join(names[m] for e, m in ENGINES if e == cfg.engine)
@@ -90,39 +92,62 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
         from fastdet_cli.runtime.registry import require_gpu
 
         require_gpu("compress --devices gpu")
-    source = resolve_model(cfg.model_dir)
-    if source.format != "paddle":
-        raise FastdetError(f"{source.path}: compression takes a Paddle inference model (model.pdmodel)")
+    source = _source(cfg)
     eval_spec = eval_dataset or cfg.eval_dataset
     if eval_spec:  # a wrong dataset fails now, not after minutes of PTQ
-        from fastdet_cli.data.dataset import resolve_dataset
+        from fastdet_cli.data.dataset import resolve_eval_data
 
-        resolve_dataset(eval_spec)
+        resolve_eval_data(eval_spec)
     save_dir = Path(save_dir or Path(config_path).parent / f"{source.dir.name}_{method}")
-    prog = load_program(paddle_model_files(source.dir)[0])
-    feeds = feed_names(prog)
-    convs = conv_weights(prog)
-    tensors = {v.name for b in prog.blocks for v in b.vars}  # PTQ skips ops reading any named tensor
-    for key, section, known in (("PTQ.skip_tensor_list", cfg.ptq, tensors),
-                                ("QuantAware.skip_tensor_list", cfg.quant, convs)):
-        unknown = [w for w in section.get("skip_tensor_list", []) if w not in known]
-        if unknown:
-            raise FastdetError(f"{config_path}: {key}: {', '.join(map(str, unknown))} is not a "
-                               f"{'tensor' if known is tensors else 'convolution weight'} of {source.dir.name} "
-                               f"(e.g. {next(iter(convs), '?')})")
+    if source.format == "onnx":
+        feeds, convs, kept_float = _onnx_feeds(source.path), {}, []
+    else:
+        prog = load_program(paddle_model_files(source.dir)[0])
+        feeds, convs, kept_float = feed_names(prog), conv_weights(prog), single_output_conv_weights(prog)
+        tensors = {v.name for b in prog.blocks for v in b.vars}  # PTQ skips ops reading any named tensor
+        for key, section, known in (("PTQ.skip_tensor_list", cfg.ptq, tensors),
+                                    ("QuantAware.skip_tensor_list", cfg.quant, convs)):
+            unknown = [w for w in section.get("skip_tensor_list", []) if w not in known]
+            if unknown:
+                raise FastdetError(f"{config_path}: {key}: {', '.join(map(str, unknown))} is not a "
+                                   f"{'tensor' if known is tensors else 'convolution weight'} of "
+                                   f"{source.dir.name} (e.g. {next(iter(convs), '?')})")
     limit = cfg.image_limit
     if method == "ptq" and limit is None:
         limit = int(cfg.ptq.get("batch_size", 8)) * int(cfg.ptq.get("batch_nums", 10))
     images = cfg.calib_images if method == "ptq" else qat_image_dir(cfg)
     files = image_list(images, limit)
     job = Job(Path(config_path), cfg, ENGINES[(cfg.engine, method)], devices, source, save_dir, eval_spec, feeds,
-              single_output_conv_weights(prog), convs, images, FeedSamples(source, files, feeds))
+              kept_float, convs, images, FeedSamples(source, files, feeds))
     log(f"{method.upper()} of {source.dir} on {len(files)} images; preprocessing from "
         f"{source.deploy.path.name}: {job.samples.pipeline}")
     if job.kept_float and cfg.engine == "paddleslim":
         log(f"kept in float (single-output-channel convs, which paddle2onnx cannot export quantized): "
             f"{', '.join(job.kept_float)}")
     return job
+
+
+def _source(cfg):
+    """The model the config names, in the format it says (Global.format, Global.model_filename)."""
+    from fastdet_cli.det.model import resolve_model
+
+    path = cfg.model_dir
+    if cfg.model_filename and path != "default":
+        path = str(Path(path) / cfg.model_filename)
+    source = resolve_model(path)
+    if source.format != cfg.format:
+        hint = " (set Global.format: onnx)" if source.format == "onnx" else ""
+        raise FastdetError(f"{cfg.path}: Global.format is {cfg.format} but {source.path} is a {source.format} "
+                           f"model{hint}")
+    return source
+
+
+def _onnx_feeds(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    init = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in init]
 
 
 def quantize(job: Job, out_dir: Path, log=print) -> Quantized:
@@ -158,7 +183,7 @@ def finalize(job: Job, q: Quantized, out_dir: Path, log=print, evaluate: bool = 
         "method": job.engine.method, "engine": job.engine.engine, "method_label": job.engine.label,
         "format": job.engine.format,
         "config_file": str(job.config_path.resolve()), "config_resolved": q.settings,
-        "model_fp32": str(job.source.dir), "deploy_config": deploy_copy.name,
+        "model_fp32": str(job.source.runner_path), "deploy_config": deploy_copy.name, "source_format": job.source.format,
         "input_list": job.feeds, "preprocess": job.samples.pipeline,
         "images": {"source": job.images_source, "count": len(files), "first": [str(f) for f in files[:3]]},
         "kept_float": q.kept_float, "sensitivity_search": q.search,
@@ -176,16 +201,19 @@ def finalize(job: Job, q: Quantized, out_dir: Path, log=print, evaluate: bool = 
 
 
 def map_fp32_vs_int8(job: Job, int8_dir: Path, log=print) -> dict:
-    """COCO mAP of the FP32 and the INT8 model on the runtime the INT8 model is made for (CPU)."""
+    """COCO mAP of the FP32 and the INT8 model on the runtime the INT8 model is made for (CPU); on an image folder
+    without annotations, agreement mAP with the FP32 model's detections (agreement.py)."""
+    from fastdet_cli.agreement import labelled, metric_name
     from fastdet_cli.artifacts import detector
-    from fastdet_cli.data.dataset import resolve_dataset
     from fastdet_cli.evaluate.coco import coco_evaluate
 
-    ds = resolve_dataset(job.eval_spec)
-    out = {"dataset": str(ds.ann_file), "backend": job.engine.backend, "runtime": job.engine.runtime_label}
-    for name, model in (("fp32", job.source.dir), ("int8", int8_dir)):
-        log(f"mAP of the {name.upper()} model on {ds.ann_file.name} ({job.engine.runtime_label})")
-        with detector(model, job.engine.backend) as det:
+    backend = job.engine.backend
+    ds = labelled(job.eval_spec, job.source, backend)
+    out = {"dataset": str(ds.ann_file), "backend": backend, "runtime": job.engine.runtime_label,
+           "metric": metric_name(ds), "reference": ds.reference}
+    for name, model in (("fp32", job.source), ("int8", int8_dir)):
+        log(f"{metric_name(ds)} of the {name.upper()} model on {ds.ann_file.name} ({job.engine.runtime_label})")
+        with detector(model, backend) as det:
             res = coco_evaluate(det, ds)
         out[name] = {k: res.stats[k] for k in ("AP", "AP50", "AP75")}
     return out

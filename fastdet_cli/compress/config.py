@@ -41,6 +41,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
 SCHEMA["Quantization"] = SCHEMA["QuantAware"]  # the older form's name for the same section
 CALIBRATION_METHODS = ("avg", "abs_max", "hist", "KL", "mse", "emd")
 ENGINES = ("paddleslim", "onnxruntime")
+FORMATS = ("paddle", "onnx")
 
 # engine onnxruntime: ORT's CalibrationMethod names, and PaddleSlim's names mapped onto them
 ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "distribution": "Distribution"}
@@ -73,6 +74,8 @@ class CompressConfig:
     image_limit: int | None = None
     deploy_backend: str = "onnxruntime"
     engine: str = "paddleslim"
+    format: str = "paddle"  # Global.format: the model's format (paddle or onnx)
+    model_filename: str | None = None  # Global.model_filename: the model file inside model_dir
 
 
 def _resolve(value: str, base: Path) -> str:
@@ -118,12 +121,20 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
     g = raw.get("Global", {})
     if "model_dir" not in g:
         raise FastdetError(f"{path}: 'Global.model_dir' is required (a Paddle model folder, or 'default')")
-    if g.get("format", "paddle") != "paddle":
-        raise FastdetError(f"{path}: Global.format '{g['format']}' is not supported: fastdet compresses Paddle "
-                           "inference models (export ONNX models from their Paddle source)")
+    fmt = str(g.get("format", "paddle")).lower()
+    if fmt not in FORMATS:
+        raise FastdetError(f"{path}: Global.format '{g['format']}' is not one of {', '.join(FORMATS)}")
     ptq = dict(raw.get("PTQ", {}))
-    engine = check_engine(engine, "--engine") if engine else check_engine(g.get("engine", "paddleslim"),
+    default_engine = "onnxruntime" if fmt == "onnx" else "paddleslim"  # no conversion: ORT quantizes ONNX as it is
+    engine = check_engine(engine, "--engine") if engine else check_engine(g.get("engine", default_engine),
                                                                          f"{path}: Global.engine")
+    if fmt == "onnx" and engine != "onnxruntime":
+        raise FastdetError(f"{path}: an ONNX model (Global.format onnx) is quantized by engine onnxruntime; "
+                           "PaddleSlim quantizes Paddle programs (and x2paddle, the reference's ONNX→Paddle "
+                           "route, does not install with onnx ≥ 1.16)")
+    if fmt == "onnx" and ptq.get("skip_tensor_list"):
+        raise FastdetError(f"{path}: PTQ.skip_tensor_list names Paddle tensors; an ONNX model's layers are kept "
+                           "float by the sensitivity search (PTQ.max_map_drop)")
     if engine == "onnxruntime":
         try:
             ort_method(ptq.get("calibration_method"))
@@ -155,7 +166,8 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
         path=path, raw=raw, model_dir=_resolve(g["model_dir"], base), calib_images=_resolve(images, base),
         eval_dataset=_resolve(g["eval_dataset"], base) if g.get("eval_dataset") else None, method_hint=hint,
         ptq=ptq, quant=quant, distill=dict(raw.get("Distillation", {})), train=dict(raw.get("TrainConfig", {})),
-        image_limit=g.get("image_limit"), deploy_backend=backend, engine=engine)
+        image_limit=g.get("image_limit"), deploy_backend=backend, engine=engine, format=fmt,
+        model_filename=g.get("model_filename"))
 
 
 def qat_image_dir(cfg: CompressConfig) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdet_cli.compress.common import FeedSamples
-from fastdet_cli.compress.config import DEFAULT_METHOD, ORT_METHODS, CompressConfig, ort_method
+from fastdet_cli.compress.config import CompressConfig, ort_method
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
 
@@ -104,6 +104,8 @@ def quant_settings(cfg: CompressConfig) -> dict:
     ptq = cfg.ptq
     method = ort_method(ptq.get("calibration_method"))
     reduce_range = ptq.get("reduce_range")
+    if cfg.deploy_backend == "tensorrt":  # TensorRT's explicit quantization: symmetric int8, float biases
+        reduce_range = False if reduce_range is None else reduce_range
     settings = {
         "engine": "onnxruntime", "calibrate_method": method, "quant_format": "QDQ",
         "op_types_to_quantize": ort_op_types(ptq.get("quantize_op_types")),
@@ -112,8 +114,12 @@ def quant_settings(cfg: CompressConfig) -> dict:
         "reduce_range_reason": ("set in the config" if reduce_range is not None else
                                 "on: this CPU has no VNNI (u8×s8 pairs saturate int16)" if not cpu_has_vnni()
                                 else "off: this CPU has VNNI"),
-        "activation_type": "QUInt8", "weight_type": "QInt8",
+        "activation_type": "QInt8" if cfg.deploy_backend == "tensorrt" else "QUInt8", "weight_type": "QInt8",
+        "target": cfg.deploy_backend,
     }
+    if cfg.deploy_backend == "tensorrt":
+        settings["reduce_range_reason"] = ("set in the config" if ptq.get("reduce_range") is not None else
+                                           "off: TensorRT (GPU int8 kernels do not saturate)")
     if method == "Percentile":
         settings["percentile"] = float(ptq.get("hist_percent", 0.9999)) * 100
     return settings
@@ -133,14 +139,16 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
     inputs = [i.name for i in onnx.load(str(fp32_onnx), load_external_data=False).graph.input]
     # asymmetric activation ranges for every method (ORT's Percentile calibrator is symmetric by default, which
     # wastes half of uint8's levels on mostly-positive activations)
+    trt = settings.get("target") == "tensorrt"  # int8 activations at zero point 0, biases left float
     extra = {"AddQDQPairToWeight": qdq_weights, "QDQKeepRemovableActivations": qdq_weights,
-             "CalibTensorRangeSymmetric": False}
+             "CalibTensorRangeSymmetric": trt, "ActivationSymmetric": trt, "WeightSymmetric": True,
+             "QuantizeBias": not trt}
     if "percentile" in settings:
         extra["CalibPercentile"] = settings["percentile"]
     with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress with print()
         quantize_static(str(fp32_onnx), str(out_onnx), _Reader(samples, inputs), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=settings["op_types_to_quantize"], per_channel=settings["per_channel"],
-                        reduce_range=settings["reduce_range"], activation_type=QuantType.QUInt8,
+                        reduce_range=settings["reduce_range"], activation_type=getattr(QuantType, settings["activation_type"]),
                         weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) or None,
                         calibrate_method=getattr(CalibrationMethod, settings["calibrate_method"]),
                         extra_options=extra)
@@ -156,7 +164,7 @@ def _model_dir(fp32: ModelSource, onnx_path: Path, target: Path, engine_note: di
         shutil.copyfile(onnx_path, target / "model.onnx")
     shutil.copyfile(fp32.deploy.path, target / fp32.deploy.path.name)
     side = {k: v for k, v in fp32.sidecar().items() if k not in ("validation_max_abs_diff", "weight_bits")}
-    side.update(engine_note, quantized=True, activation_uint8=True)
+    side.update(engine_note, quantized=True, activation_uint8=engine_note.get("target") != "tensorrt")
     (target / SIDECAR).write_text(yaml.safe_dump(side, sort_keys=False))
     return target
 
@@ -166,12 +174,14 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
     """Quantize `source`'s FP32 ONNX export into `out_dir` (model.onnx + fastdet.yml). `dataset_spec` is
     (spec, why) for the sensitivity search, or None without `PTQ.max_map_drop`. Returns (settings, search
     report or None, the FP32 ONNX model)."""
-    from fastdet_cli.artifacts import onnx_for
+    from fastdet_cli.artifacts import nms_free_onnx
     from fastdet_cli.lazy import require
 
     require("onnxruntime.quantization", "base", "compress --engine onnxruntime")
     settings = quant_settings(cfg)
-    fp32 = onnx_for(source)  # validated against Paddle Inference, NMS cut
+    # a Paddle model: its export, validated against Paddle Inference, NMS cut; an ONNX model: itself, its NMS cut
+    # and checked against the graph's own NMS
+    fp32 = nms_free_onnx(source)
     work = out_dir.with_name(out_dir.name + "-ort")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -184,7 +194,7 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
         # symbolic pass (sympy) is not needed: paddle2onnx writes the shapes
         quant_pre_process(str(fp32.path), str(pre), skip_symbolic_shape=True)
         note = {"engine": "onnxruntime", "source_fp32_onnx": str(fp32.path),
-                "weight_bits": 7 if settings["reduce_range"] else 8}
+                "weight_bits": 7 if settings["reduce_range"] else 8, "target": settings["target"]}
         exclude: list[str] = []
         search = None
         post = post_conv_nodes(pre)
@@ -195,6 +205,13 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
         else:
             quantize(pre, out_dir / "model.onnx", samples, settings, post)
         _model_dir(fp32, out_dir / "model.onnx", out_dir, note)
+        if settings["target"] == "tensorrt":
+            from fastdet_cli.export.trt_check import check_for_tensorrt
+
+            problems = check_for_tensorrt(out_dir / "model.onnx")
+            if problems:
+                raise FastdetError(f"the TensorRT-flavoured INT8 model would not parse in TensorRT ({len(problems)} "
+                                   "problem(s)): " + "; ".join(problems[:3]))
         settings.update(nodes_to_exclude=exclude, images_used=len(samples), seconds=round(time.perf_counter() - t0, 1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -212,10 +229,10 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
 
     from fastdet_cli.compress.sensitivity import search_float_layers, with_float
     from fastdet_cli.export.qdq import fold_weight_quantize, prune_dead_nodes
-    from fastdet_cli.data.dataset import resolve_dataset
+    from fastdet_cli.agreement import labelled
 
     spec, why = dataset_spec
-    dataset = resolve_dataset(spec)
+    dataset = labelled(spec, fp32, "ort")  # an image folder: agreement with the FP32 model
     log(f"sensitivity search on {spec} ({why})")
     t0 = time.perf_counter()
     probe_dir = work / "qdq_weights"

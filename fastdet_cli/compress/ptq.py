@@ -7,7 +7,6 @@ from pathlib import Path
 from fastdet_cli.compress.common import FeedSamples
 from fastdet_cli.compress.config import CompressConfig
 from fastdet_cli.det.model import ModelSource
-from fastdet_cli.errors import FastdetError
 
 
 def run_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path,
@@ -55,7 +54,9 @@ def run_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_
 
 def search_dataset_spec(cfg: CompressConfig) -> tuple[str, str]:
     """(dataset spec, why) for the sensitivity search: `PTQ.search_dataset`, else the calibration images when
-    they are annotated (the generated calib split for `default`), else the eval dataset."""
+    they are annotated (the generated calib split for `default`), else the eval dataset, else the calibration
+    images labelled by the FP32 model (agreement mAP). Image folders without annotations are labelled by the FP32
+    model wherever they appear."""
     if cfg.ptq.get("search_dataset"):
         return cfg.ptq["search_dataset"], "PTQ.search_dataset"
     if cfg.calib_images == "default":
@@ -64,8 +65,8 @@ def search_dataset_spec(cfg: CompressConfig) -> tuple[str, str]:
         return cfg.calib_images, "the annotated calibration images"
     if cfg.eval_dataset:
         return cfg.eval_dataset, "Global.eval_dataset (the mAP printed afterwards is then not held out)"
-    raise FastdetError(f"{cfg.path}: PTQ.max_map_drop needs annotated images to measure mAP on: set "
-                       "PTQ.search_dataset (or Global.eval_dataset)")
+    return cfg.calib_images, ("the calibration images, labelled by the FP32 model (no annotations anywhere: "
+                              "agreement mAP, budget = 1.0 − agreement)")
 
 
 def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path,
@@ -79,13 +80,14 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
     import time
 
     from fastdet_cli.compress.sensitivity import search_float_layers
-    from fastdet_cli.data.dataset import resolve_dataset
+    from fastdet_cli.agreement import labelled
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.artifacts import onnx_for
     from fastdet_cli.export.onnx import export_onnx
 
-    spec, why = search_dataset_spec(cfg)  # a config without annotated images fails before PTQ runs
-    dataset = resolve_dataset(spec)
+    spec, why = search_dataset_spec(cfg)
+    fp32 = onnx_for(source)
+    dataset = labelled(spec, fp32, "ort")  # an image folder: agreement with the FP32 model (before PTQ runs)
     settings = run_ptq(cfg, source, samples, out_dir, skip_tensors)
     t0 = time.perf_counter()
     log(f"sensitivity search on {spec} ({why})")
@@ -94,7 +96,7 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
         shutil.copyfile(source.deploy.path, out_dir / source.deploy.path.name)
         export_onnx(resolve_model(out_dir), work / "int8", int8=True, validate=False)
         feeds = [{k: v[None] for k, v in samples[i].items()} for i in range(min(16, len(samples)))]
-        result = search_float_layers(onnx_for(source).dir, work / "int8", work / "variant", dataset, feeds,
+        result = search_float_layers(fp32.dir, work / "int8", work / "variant", dataset, feeds,
                                      float(cfg.ptq["max_map_drop"]) / 100, int(cfg.ptq.get("max_float_layers", 4)),
                                      log)
     finally:

@@ -40,6 +40,7 @@ class CocoDataset:
 
     ann_file: Path
     image_dir: Path
+    reference: str | None = None  # set when the "ground truth" is a reference model's detections (agreement)
 
     def load(self) -> dict:
         return json.loads(self.ann_file.read_text())
@@ -79,3 +80,31 @@ def resolve_dataset(spec: str | Path | None) -> CocoDataset:
                     return CocoDataset(ann, cand)
     raise FastdetError(f"dataset not found or not in COCO layout: {spec} "
                        "(expected DIR/annotations/instances_<split>.json and DIR/<split>/)")
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """Images without annotations: no mAP against ground truth, but agreement with a reference model
+    (agreement.py)."""
+
+    path: Path
+
+    def image_files(self, limit: int | None = None) -> list[Path]:
+        from fastdet_cli.det.preprocess import IMAGE_SUFFIXES
+
+        files = sorted(f for f in self.path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        return files[:limit] if limit else files
+
+
+def resolve_eval_data(spec: str | Path | None) -> CocoDataset | ImageFolder:
+    """A COCO dataset as `resolve_dataset` finds it, else a folder of images without annotations."""
+    try:
+        return resolve_dataset(spec)
+    except FastdetError:
+        path = Path(str(spec)).expanduser()
+        if path.is_dir() and not (path / "annotations").exists():
+            folder = ImageFolder(path)
+            if folder.image_files(limit=1):
+                return folder
+            raise FastdetError(f"no images in {path} (and no annotations/instances_*.json)") from None
+        raise

@@ -4,13 +4,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from fastdet_cli.det.config import DeployConfig, NmsParams
 from fastdet_cli.det.model import ModelSource
-from fastdet_cli.det.postprocess import Detections, decode_pico_heads, from_nms_output, multiclass_nms, rescale
+from fastdet_cli.det.postprocess import (Detections, decode_pico_heads, from_nms_output, multiclass_nms,
+                                         raw_head_strides, rescale)
 from fastdet_cli.det.preprocess import ImageInfo, Preprocessor
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.runtime.base import RunnerOptions
@@ -80,6 +80,7 @@ class Detector:
         if self.options.min_subgraph_size is None:  # the deploy config's value (Paddle-TensorRT reads it)
             self.options = dataclasses.replace(self.options, min_subgraph_size=self.deploy.min_subgraph_size)
         self.runner = create_runner(self.backend, self.source.runner_path, self.options)
+        self.notes: list[str] = []  # things the user should read once (e.g. derived settings)
         self.times = StageTimes()
 
     def __enter__(self) -> Detector:
@@ -100,6 +101,12 @@ class Detector:
 
     def decode(self, outs: list[np.ndarray], info: ImageInfo) -> Detections:
         """Boxes in original-image pixels, clipped to the image (as PaddleDetection's deploy code does)."""
+        if not self.deploy.fpn_stride and len(outs) > 2:
+            strides = raw_head_strides(outs, info.im_shape)
+            if strides:  # a raw-head PicoDet whose deploy config has no fpn_stride: derived once, said once
+                self.deploy = dataclasses.replace(self.deploy, fpn_stride=strides)
+                self.notes.append(f"{self.deploy.path.name} has no fpn_stride: derived {strides} from the input "
+                                  f"size {tuple(int(v) for v in info.im_shape)} and the heads' cell counts")
         det = decode_outputs(outs, info, self.deploy, self.nms, "scale_factor" in self.inputs, self.times)
         h, w = info.orig_shape
         boxes = det.boxes.copy()

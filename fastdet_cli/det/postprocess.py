@@ -113,6 +113,27 @@ def decode_pico_heads(cls_list: list[np.ndarray], reg_list: list[np.ndarray], st
     return np.concatenate(all_boxes).astype(np.float32), np.concatenate(all_scores).T.astype(np.float32)
 
 
+def raw_head_strides(outs: list[np.ndarray], input_hw: tuple[int, int]) -> list[int] | None:
+    """The strides of raw PicoDet head outputs (scores [1, HW, C] × n, then boxes [1, HW, 4·bins] × n), from the
+    network input size and each head's cell count, for deploy configs without `fpn_stride`; None when the
+    outputs are not raw heads or a head's cell count fits no power-of-two stride."""
+    if len(outs) < 2 or len(outs) % 2 or any(o.ndim != 3 for o in outs):
+        return None
+    n = len(outs) // 2
+    cls, reg = outs[:n], outs[n:]
+    if len({o.shape[-1] for o in cls}) != 1 or any(r.shape[-1] % 4 for r in reg) or any(
+            c.shape[1] != r.shape[1] for c, r in zip(cls, reg)):
+        return None
+    h, w = (int(v) for v in input_hw)
+    strides = []
+    for c in cls:
+        fit = [s for s in (4, 8, 16, 32, 64, 128, 256) if -(-h // s) * -(-w // s) == c.shape[1]]
+        if not fit:
+            return None
+        strides.append(fit[0])
+    return strides
+
+
 def rescale(boxes: np.ndarray, scale_factor: np.ndarray) -> np.ndarray:
     """Network-input pixels → original pixels (scale_factor is [scale_y, scale_x])."""
     sy, sx = float(scale_factor[0]), float(scale_factor[1])

@@ -34,6 +34,7 @@ class ExportResult:
     weight_bits: int | None = None  # quantized: 7 when the weight range was reduced
     max_diff: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    target: str = "onnxruntime"
 
 
 def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None, deploy_backend: str = "onnxruntime") -> dict:
@@ -86,12 +87,24 @@ def cut_nms(src: Path, dst: Path) -> dict | None:
     return found
 
 
+TARGETS = ("onnxruntime", "tensorrt")
+
+
 def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, int8: bool = False,
-                validate: bool = True, ort_u8: bool = True, weight_bits: int = 7) -> ExportResult:
+                validate: bool = True, ort_u8: bool = True, weight_bits: int = 7,
+                target: str = "onnxruntime") -> ExportResult:
     """Export `source` (a Paddle model) to `output_dir`/model.onnx with its deploy config and a fastdet.yml
     sidecar; written into a temporary folder and renamed into place when complete. For quantized models,
     `ort_u8` moves activation Q/DQ pairs to uint8 (export/qdq.py), same function; `weight_bits=7` limits the
-    weights to 7 bits so CPUs without VNNI do not saturate (export/qdq.py: reduce_weight_range); 8 keeps them."""
+    weights to 7 bits so CPUs without VNNI do not saturate (export/qdq.py: reduce_weight_range); 8 keeps them.
+    `target="tensorrt"`: the TensorRT flavour — PaddleSlim's Q/DQ on convolution inputs (TensorRT's explicit
+    quantization placement) with int8 activations at zero point 0, 8-bit per-channel weights on axis 0, no
+    quantized biases, NMS cut — held against TensorRT's ONNX parser rules
+    (export/trt_check.py); any problem is an error and nothing is written."""
+    if target not in TARGETS:
+        raise FastdetError(f"unknown export target '{target}' (choose {' or '.join(TARGETS)})")
+    if target == "tensorrt":
+        ort_u8, weight_bits = False, 8
     from fastdet_cli.paddle_program import paddle_model_files
 
     if source.format != "paddle":
@@ -105,6 +118,8 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
     output_dir = output_dir.resolve()
     with atomic_dir(output_dir) as tmp:
         full = tmp / "model_full.onnx"
+        # paddle2onnx's own "tensorrt" mode drops every Q/DQ pair (it expects a calibration table) and writes NMS as
+        # a TensorRT plugin: its "onnxruntime" mode is the explicit int8 Q/DQ graph TensorRT builds INT8 from
         info = run_paddle2onnx(pdmodel, pdiparams, full)
         ops = info["ops"]
         quantized = any(k in ops for k in QUANT_OPS)
@@ -145,6 +160,21 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
             result.notes.append(f"{n} weight Q/DQ pairs limited to {weight_bits} bits after validation (no int16 "
                                 "saturation on CPUs without VNNI; --weight-bits 8 keeps the full range)")
         full.unlink(missing_ok=True)
+        if target == "tensorrt":
+            from fastdet_cli.export.qdq import float_biases
+            from fastdet_cli.export.trt_check import check_for_tensorrt
+
+            if quantized:
+                n = float_biases(final, final)
+                result.notes.append(f"{n} quantized (int32) convolution biases written as float constants "
+                                    "(TensorRT takes int8 Q/DQ only)")
+
+            problems = check_for_tensorrt(final)
+            if problems:
+                raise FastdetError(f"the TensorRT export of {source.dir} would not parse in TensorRT "
+                                   f"({len(problems)} problem(s)): " + "; ".join(problems[:3]))
+            result.notes.append("TensorRT flavour: checked against TensorRT's ONNX parser rules, no problem found")
+        result.target = target
         shutil.copy2(source.deploy.path, tmp / source.deploy.path.name)
         _write_sidecar(tmp / SIDECAR, source, result)
     return result
@@ -155,7 +185,7 @@ def _write_sidecar(path: Path, source: ModelSource, result: ExportResult) -> Non
 
     data = {"source": str(source.dir), "source_sha256": source.content_hash(), "opset": OPSET,
             "nms_removed": result.nms_removed, "quantized": result.quantized,
-            "activation_uint8": result.activation_uint8, "weight_bits": result.weight_bits,
+            "activation_uint8": result.activation_uint8, "weight_bits": result.weight_bits, "target": result.target,
             "validation_max_abs_diff": {k: float(v) for k, v in result.max_diff.items()}}
     if result.nms_removed:
         data["nms"] = result.nms
@@ -217,3 +247,52 @@ def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None,
             raise FastdetError(f"export validation failed: output {name} differs from Paddle Inference by "
                                f"{diffs[name]:.3g} (relative {rel:.3g} > 1e-4)")
     return diffs
+
+
+def cut_onnx_nms(source: ModelSource, output_dir: Path) -> dict:
+    """An ONNX detector that holds multiclass NMS → the same graph cut before NonMaxSuppression, written to
+    `output_dir` (model.onnx, the deploy config unchanged, fastdet.yml with the NMS parameters). The parameters
+    come from the graph's NMS node (thresholds, boxes per class) over the deploy config's NMS section; the cut is
+    checked against the graph's own NMS on a real input (the `normalized` setting that agrees best is kept).
+    Returns the NMS parameters."""
+    import yaml
+
+    from fastdet_cli.det.config import NmsParams
+    from fastdet_cli.det.match import match_detections
+    from fastdet_cli.det.postprocess import from_nms_output, multiclass_nms
+    from fastdet_cli.det.preprocess import sample_inputs
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
+
+    with atomic_dir(output_dir) as tmp:
+        found = cut_nms(source.path, tmp / "model.onnx")
+        if found is None:
+            raise FastdetError(f"{source.path} has no NonMaxSuppression node to cut")
+        base = (source.deploy.nms or NmsParams()).as_dict()
+        base.update({k: v for k, v in found.items() if k in ("score_threshold", "nms_threshold")})
+        if "max_output_boxes_per_class" in found:
+            base["nms_top_k"] = int(found["max_output_boxes_per_class"])
+        feed = sample_inputs(source.deploy)
+        with create_runner("ort", source.path, RunnerOptions(threads=1)) as full, \
+                create_runner("ort", tmp / "model.onnx", RunnerOptions(threads=1)) as cut:
+            ref_out = full.infer({k: feed[k] for k in full.input_metadata()})
+            out = cut.infer({k: feed[k] for k in cut.input_metadata()})
+            names = cut.output_names()
+        ref = from_nms_output(ref_out[0], ref_out[1] if len(ref_out) > 1 else None)
+        boxes, scores = (out[0], out[1]) if names[0] == "boxes" else (out[1], out[0])
+        best = None
+        for normalized in (base.get("normalized", True), not base.get("normalized", True)):
+            params = NmsParams.from_mapping({**base, "normalized": normalized})
+            agree = match_detections(multiclass_nms(boxes[0], scores[0], params), ref)
+            if best is None or agree["matched"] > best[1]["matched"]:
+                best = (params, agree)
+        params, agree = best
+        if agree["matched"] < 0.95:
+            raise FastdetError(f"cutting the NMS out of {source.path} changes its detections (only "
+                               f"{agree['matched']:.0%} of the graph's boxes found again): keep it with NMS")
+        shutil.copy2(source.deploy.path, tmp / source.deploy.path.name)
+        side = {"source": str(source.path), "source_sha256": source.content_hash(), "nms_removed": True,
+                "quantized": False, "nms": params.as_dict(),
+                "validation_max_abs_diff": {"matched": float(agree["matched"]), "score": float(agree["score"])}}
+        (tmp / SIDECAR).write_text(yaml.safe_dump(side, sort_keys=False))
+    return params.as_dict()

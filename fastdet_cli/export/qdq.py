@@ -248,6 +248,31 @@ def _float_bias(conv, vals, producer):
     return None
 
 
+def float_biases(src: Path, dst: Path) -> int:
+    """Every DequantizeLinear of an int32 constant (paddle2onnx's quantized conv biases) replaced by the float
+    constant it computes: TensorRT's parser takes int8 Q/DQ only. Returns how many were replaced."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    vals = constant_values(graph)
+    keep, done = [], 0
+    for n in graph.node:
+        if (n.op_type == "DequantizeLinear" and n.input[0] in vals and vals[n.input[0]].dtype == np.int32
+                and all(i in vals for i in n.input[1:3])):
+            q, scale, zp = (np.asarray(vals[i], np.float64) for i in n.input[:3])
+            graph.initializer.append(numpy_helper.from_array(((q - zp) * scale).astype(np.float32), n.output[0]))
+            done += 1
+            continue
+        keep.append(n)
+    del graph.node[:]
+    graph.node.extend(keep)
+    prune_dead_nodes(model)
+    onnx.save(model, str(dst))
+    return done
+
+
 def prune_dead_nodes(model) -> int:
     """Remove nodes none of whose outputs is read (by a node or as a graph output), repeatedly, and the
     initializers left unread. Returns how many nodes went."""

@@ -13,11 +13,12 @@ def check_trt_available() -> None:
     require_gpu("--format trt")
 
 
-def build_engine(onnx_path: Path, precision: str, fp16: bool = False) -> Path:
+def build_engine(onnx_path: Path, precision: str, fp16: bool = False, input_shapes: dict | None = None) -> Path:
     """Build (or find in the cache beside the ONNX) the engine, as the `trt` runner does; return its path."""
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
-    opts = RunnerOptions(device="gpu", precision=precision, fp16=fp16, cache_dir=onnx_path.parent)
+    opts = RunnerOptions(device="gpu", precision=precision, fp16=fp16, cache_dir=onnx_path.parent,
+                        input_shapes=input_shapes or {})
     with create_runner("trt", onnx_path, opts) as runner:
         return runner.engine_path

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdet_cli.errors import FastdetError, UnsupportedMode
+from fastdet_cli.errors import FastdetError, NoDevice, UnsupportedMode
 from fastdet_cli.io import library_output_to
 from fastdet_cli.lazy import import_paddle
 from fastdet_cli.paddle_program import check_paddle_model, paddle_model_files
@@ -128,8 +128,16 @@ class PaddleTrtRunner(PaddleRunner):
     name = "paddle-trt"
 
     def _config(self):
+        import paddle
         import paddle.inference as pi
 
+        # the CPU wheel's enable_use_gpu only logs and enable_tensorrt_engine returns: paddle-trt would silently
+        # run on the CPU and be reported as paddle-trt
+        if not paddle.is_compiled_with_cuda():
+            raise NoDevice(f"backend 'paddle-trt' needs Paddle's GPU build (paddlepaddle-gpu) with TensorRT; this is "
+                           f"paddlepaddle {paddle.__version__}, the CPU build")
+        if tuple(pi.get_trt_compile_version()) == (0, 0, 0):
+            raise NoDevice(f"backend 'paddle-trt': this paddlepaddle {paddle.__version__} was built without TensorRT")
         if self.options.device != "gpu":
             raise FastdetError("backend 'paddle-trt' runs on gpu only (pass --device gpu)")
         config = super()._config()

@@ -43,6 +43,8 @@ class BackendSpec:
     profiles_ops: bool = False  # Runner.op_profile works (`fastdet inspect`)
     copies_in_compute: bool = False  # host<->device copies happen inside its timed run (GPU backends)
     device_names: bool = False  # takes the library's own device names (e.g. OpenVINO's GPU.0) besides cpu/gpu
+    onnx_target: str = "onnxruntime"  # the ONNX flavour it gets from a Paddle model (export_onnx's target)
+    static_shapes: bool = False  # builds for fixed input shapes: taken from the deploy config's preprocessing
 
     @property
     def gpu_only(self) -> bool:
@@ -83,7 +85,8 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
                 ("cpu", "gpu"), ("fp32", "int8"), ("fp32", "int8"), "Paddle Inference (oneDNN on CPU)"),
     BackendSpec("trt", "fastdet_cli.runtime.tensorrt:TrtRunner", "tensorrt", "tensorrt", "trt", "onnx",
                 ("gpu",), ("fp32", "fp16", "int8"), MODES, "TensorRT engine built from ONNX",
-                int8_kinds=("paddle-program", "onnx-qdq", "ort-qdq"), copies_in_compute=True),
+                int8_kinds=("paddle-program", "onnx-qdq", "ort-qdq"), copies_in_compute=True,
+                onnx_target="tensorrt", static_shapes=True),
     BackendSpec("paddle-trt", "fastdet_cli.runtime.paddle:PaddleTrtRunner", "paddle", "paddlepaddle", "paddle",
                 "paddle", ("gpu",), ("fp32", "fp16", "int8"), ("fp32", "int8"),
                 "Paddle Inference with its TensorRT subgraph engine", copies_in_compute=True),

@@ -16,10 +16,12 @@ def write(tmp_path, text):
     return p
 
 
-@pytest.mark.parametrize("name", ["default_ptq.yaml", "default_qat.yaml", "ppyoloe_crn_l_300e_coco_qat.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(name):
     cfg = load_compress_config(CONFIGS / name)
     assert cfg.method_hint == ("ptq" if "ptq" in name else "qat")
+    assert cfg.format == ("onnx" if "onnx" in name else "paddle")
+    assert cfg.engine == ("onnxruntime" if "onnx" in name or "ort" in name else "paddleslim")
 
 
 def test_paths_resolve_relative_to_the_config_file(tmp_path):
@@ -43,7 +45,9 @@ def test_older_quantization_form_is_accepted(tmp_path):
     ("Global: {model_dir: m}\nQuantAware: {use_pact: 1}\n", "'QuantAware.use_pact' must be bool"),
     ("Global: {model_dir: m}\nPTQ: {calibration_method: minmax}\n", "calibration_method 'minmax'"),
     ("Global: {format: paddle}\n", "Global.model_dir' is required"),
-    ("Global: {model_dir: m, format: onnx}\n", "format 'onnx' is not supported"),
+    ("Global: {model_dir: m, format: tflite}\n", "Global.format 'tflite' is not one of paddle, onnx"),
+    ("Global: {model_dir: m, format: onnx, engine: paddleslim}\n", "is quantized by engine onnxruntime"),
+    ("Global: {model_dir: m, format: onnx}\nPTQ: {skip_tensor_list: [a]}\n", "names Paddle tensors"),
     ("Global: {model_dir: m}\nQuantAware: {}\nQuantization: {}\n", "not both"),
     ("Global: {model_dir: m}\nPTQ: {max_map_drop: -1}\n", "max_map_drop must be ≥ 0"),
     ("Global: {model_dir: m}\nPTQ: {max_float_layers: 0}\n", "max_float_layers must be ≥ 1"),
@@ -77,5 +81,5 @@ def test_search_dataset_choice(tmp_path):
     assert spec == str(tmp_path / "ev") and "not held out" in why
     cfg = load_compress_config(write(tmp_path, "Global: {model_dir: m, ptq_image_path: imgs}\n"
                                                "PTQ: {max_map_drop: 0.5}\n"))
-    with pytest.raises(FastdetError, match="needs annotated images"):
-        search_dataset_spec(cfg)
+    spec, why = search_dataset_spec(cfg)  # no annotations anywhere: agreement with FP32 on the calibration images
+    assert spec == str(tmp_path / "imgs") and "agreement" in why
