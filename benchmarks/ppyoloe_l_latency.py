@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backends", default="ort,openvino,paddle", help="comma-separated (GPU: trt,paddle-trt,ort)")
     args = ap.parse_args()
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,7 @@ def main() -> None:
             cfg.write_text(text.format(model=fp32))
             compress(cfg, "ptq", out, log=console.print)
         made.append(str(out))
-    settings = BenchSettings(model=str(fp32), int8_models=tuple(made), backends=("ort", "openvino", "paddle"),
+    settings = BenchSettings(model=str(fp32), int8_models=tuple(made), backends=tuple(args.backends.split(",")),
                              explicit_backends=True, repeat=args.repeat, warmup=args.warmup, threads=args.threads,
                              eval=False, end2end=False)
     report = run_bench(settings, log=console.print)

@@ -1,5 +1,14 @@
+"""`python -m fastdet_cli` — and `python fastdet_cli/` (how paddle.distributed.launch runs `-m fastdet_cli`): run
+as a folder, Python puts the package folder itself first on sys.path, where fastdet_cli/inspect.py would shadow
+the standard library's inspect module. It is taken off before anything is imported."""
+import os
 import sys
 
-from fastdet_cli.cli import main
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+if __package__ in (None, ""):  # run as a folder: make the package importable from its parent
+    sys.path.insert(0, os.path.dirname(_here))
+
+from fastdet_cli.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -69,6 +69,15 @@ def nms_attributes(prog) -> dict | None:
     return None
 
 
+def var_dims(prog, name: str) -> list[int] | None:
+    """The declared dims of variable `name` (-1 for a dynamic dimension), or None."""
+    for block in prog.blocks:
+        for v in block.vars:
+            if v.name == name and v.type.type == 7:  # LOD_TENSOR
+                return list(v.type.lod_tensor.tensor.dims)
+    return None
+
+
 def feed_names(prog) -> list[str]:
     """Input names in feed order (the `col` attribute of the feed ops)."""
     feeds = []

@@ -31,6 +31,9 @@ def compress(
         result = run(config, method, save_dir, devices, eval_dataset,
                      log=lambda m: console.print(m, highlight=False, markup=False), engine=engine, evaluate=True)
     r = result.report
+    if r is None:  # a rank > 0 of a distributed run
+        console.print("this rank's part is done; rank 0 writes the output", highlight=False, markup=False)
+        return 0
     table = Table(title=f"{r['method_label']} → {result.output_dir}", title_justify="left", show_header=False)
     table.add_row("images", f"{r['images']['count']} from {r['images']['source']}")
     table.add_row("preprocess", r["preprocess"])
@@ -38,6 +41,10 @@ def compress(
     table.add_row("size FP32 → INT8 program", f"{r['size_bytes']['fp32'] / 1e6:.2f} MB → {r['size_bytes']['int8'] / 1e6:.2f} MB")
     table.add_row("time", f"{r['seconds']:.1f} s")
     table.add_row("deploy config", f"{r['deploy_config']} (copied unchanged)")
+    if r.get("distributed"):
+        d = r["distributed"]
+        table.add_row("distributed", f"{d['world_size']} processes, images per rank {d['images_per_rank']}; "
+                                     f"weights identical across ranks: {d.get('weights_identical_across_ranks', '-')}")
     console.print(table)
     if r["map"]:
         console.print(map_table(r["map"]))

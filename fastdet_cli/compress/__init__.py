@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from fastdet_cli import distributed
 from fastdet_cli.errors import FastdetError
 
 
 @dataclass
 class CompressResult:
-    output_dir: Path
-    report: dict
+    output_dir: Path | None  # None on the ranks > 0 of a distributed run (rank 0 writes)
+    report: dict | None
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Job:
     convs: dict
     images_source: str
     samples: object  # compress.common.FeedSamples
+    world: distributed.World = distributed.World()
+    shards: list[int] | None = None  # images per rank in a distributed run
 
 
 @dataclass
@@ -72,7 +75,7 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
     from fastdet_cli.compress.common import FeedSamples, image_list
     from fastdet_cli.compress.config import load_compress_config, qat_image_dir
     from fastdet_cli.paddle_program import (conv_weights, feed_names, load_program, paddle_model_files,
-                                            single_output_conv_weights)
+                                            single_output_conv_weights, var_dims)
 
     cfg = load_compress_config(config_path, engine)
     method = (method or cfg.method_hint or "ptq").lower()
@@ -104,6 +107,13 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
     else:
         prog = load_program(paddle_model_files(source.dir)[0])
         feeds, convs, kept_float = feed_names(prog), conv_weights(prog), single_output_conv_weights(prog)
+        if method == "qat":  # a fixed batch dimension must match the training batch (else PaddleSlim's traceback)
+            batch = int(cfg.raw.get("Global", {}).get("qat_batch_size", 4))
+            for name in feeds[:1]:  # the image (Paddle's feed check lets scale_factor's [1, 2] take a batch)
+                dims = var_dims(prog, name)
+                if dims and dims[0] > 0 and dims[0] != batch:
+                    raise FastdetError(f"{config_path}: the model's input '{name}' has a fixed batch of {dims[0]}; "
+                                       f"set Global.qat_batch_size: {dims[0]} (it is {batch})")
         tensors = {v.name for b in prog.blocks for v in b.vars}  # PTQ skips ops reading any named tensor
         for key, section, known in (("PTQ.skip_tensor_list", cfg.ptq, tensors),
                                     ("QuantAware.skip_tensor_list", cfg.quant, convs)):
@@ -117,8 +127,20 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
         limit = int(cfg.ptq.get("batch_size", 8)) * int(cfg.ptq.get("batch_nums", 10))
     images = cfg.calib_images if method == "ptq" else qat_image_dir(cfg)
     files = image_list(images, limit)
+    world = distributed.world()
+    shards = None
+    if world.size > 1:  # each rank trains on its own share; equal shares, so every rank takes as many steps
+        if method != "qat":
+            raise FastdetError(f"a distributed run ({world.size} processes) is for QAT; {method.upper()} runs in one "
+                               "process (drop paddle.distributed.launch)")
+        per = len(files) // world.size
+        if per == 0:
+            raise FastdetError(f"{len(files)} training images cannot be split between {world.size} processes")
+        shards = [len(files[r::world.size][:per]) for r in range(world.size)]
+        files = files[world.rank::world.size][:per]
+        log(world.describe() + f"; {per} images per rank")
     job = Job(Path(config_path), cfg, ENGINES[(cfg.engine, method)], devices, source, save_dir, eval_spec, feeds,
-              kept_float, convs, images, FeedSamples(source, files, feeds))
+              kept_float, convs, images, FeedSamples(source, files, feeds), world, shards)
     log(f"{method.upper()} of {source.dir} on {len(files)} images; preprocessing from "
         f"{source.deploy.path.name}: {job.samples.pipeline}")
     if job.kept_float and cfg.engine == "paddleslim":
@@ -154,7 +176,7 @@ def quantize(job: Job, out_dir: Path, log=print) -> Quantized:
     t0 = time.perf_counter()
     result = job.engine.quantize(job, out_dir, log)
     result.seconds = time.perf_counter() - t0
-    if not (out_dir / job.engine.writes).exists():
+    if job.world.is_main and not (out_dir / job.engine.writes).exists():  # PaddleSlim saves on rank 0 only
         raise FastdetError(f"{job.cfg.engine} finished without writing {job.engine.writes}")
     return result
 
@@ -192,6 +214,9 @@ def finalize(job: Job, q: Quantized, out_dir: Path, log=print, evaluate: bool = 
         "paddle_int8_ops_measured": paddle_int8,
         "size_bytes": {"fp32": dir_size(job.source.dir), "int8": dir_size(out_dir)},  # model files only
         "seconds": round(q.seconds, 2), "devices": job.devices, "versions": versions(), "map": None,
+        "distributed": None if job.world.size == 1 else {
+            "world_size": job.world.size, "images_per_rank": job.shards,
+            **(q.settings.get("distributed") or {"parameter_averaging": "by Paddle's fleet (GPUs)"})},
     }
     write_report(out_dir, report)  # before mAP: Paddle Inference reads paddle_int8_ops from it
     if evaluate and job.eval_spec:
@@ -227,8 +252,15 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
     from fastdet_cli.io import atomic_dir
 
     job = prepare(config_path, method, save_dir, devices, eval_dataset, engine, log)
+    if not job.world.is_main:  # a distributed run: train, then leave the output to rank 0
+        with atomic_dir(job.save_dir, commit=lambda tmp, final: None) as tmp:
+            quantize(job, tmp, log)
+            distributed.barrier()
+        return CompressResult(None, None)
     with atomic_dir(job.save_dir) as tmp:
-        report = finalize(job, quantize(job, tmp, log), tmp, log, evaluate)
+        q = quantize(job, tmp, log)
+        distributed.barrier()  # every rank has finished training before rank 0 writes
+        report = finalize(job, q, tmp, log, evaluate)
     return CompressResult(job.save_dir.resolve(), report)
 
 

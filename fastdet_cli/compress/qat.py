@@ -36,34 +36,89 @@ def act_config(cfg: CompressConfig, feed_names: list[str]) -> dict:
     return {"Global": g, "Distillation": distill, "QuantAware": quant, "TrainConfig": train}
 
 
-def batches(samples: FeedSamples, batch_size: int, seed: int = 0) -> Callable:
-    """A generator function over shuffled batches of feed dicts (ACT accepts one as its train loader)."""
+def batches(samples: FeedSamples, batch_size: int, seed: int = 0, before_step: Callable | None = None) -> Callable:
+    """A generator function over shuffled batches of feed dicts (ACT accepts one as its train loader; it asks for
+    the next batch after the previous step has run, so `before_step` runs between steps)."""
 
     def gen():
         order = np.random.default_rng(seed).permutation(len(samples))
         for i in range(0, len(order) - batch_size + 1, batch_size):
             items = [samples[int(j)] for j in order[i:i + batch_size]]
+            if before_step is not None:
+                before_step()
             yield {k: np.stack([it[k] for it in items]) for k in samples.feed_names}
 
     return gen
+
+
+class RankSync:
+    """Several CPU processes under paddle.distributed.launch: ACT uses Paddle's fleet (gradient all-reduce) only
+    when it sees more than one CUDA device, so on CPUs (gloo) each rank would train on its own shard alone. After
+    every step the model's parameters are averaged across ranks (`distributed.average_in_scope`): with SGD
+    (fastdet's default optimizer; weight decay included) that is exactly a step on the mean gradient. At each
+    evaluation every persistable variable of the program (quantization scales too) is averaged, the ranks' weights
+    are compared by digest, and rank 0's metric is broadcast so every rank takes the same decision (best model,
+    early stop). Momentum-type optimizers' accumulators are not averaged between evaluations: inexact for them."""
+
+    def __init__(self, param_names: list[str], eval_callback: Callable | None):
+        self.param_names, self.eval_callback = param_names, eval_callback
+        self.steps, self.averaged, self.identical, self.evaluations = 0, 0, None, 0
+
+    def before_step(self) -> None:
+        from fastdet_cli import distributed
+
+        if self.steps:
+            self.averaged += 1
+            distributed.average_in_scope(self.param_names)
+        self.steps += 1
+
+    def evaluate(self, exe, program, feed_names, fetch_list) -> float:
+        from fastdet_cli import distributed
+
+        prog = getattr(program, "_program", program)  # a CompiledProgram wraps it
+        names = sorted({v.name for v in prog.list_vars() if v.persistable} | set(self.param_names))
+        distributed.average_in_scope(names)
+        digests = distributed.gather_strings(distributed.digest_in_scope(names))
+        self.identical = len(set(digests)) == 1
+        self.evaluations += 1
+        metric = 0.0
+        if self.eval_callback is not None and distributed.world().is_main:
+            metric = float(self.eval_callback(exe, program, feed_names, fetch_list))
+        return distributed.broadcast_float(metric)
+
+    def record(self) -> dict:
+        return {"parameter_averaging": "after every step (SGD: exact data parallelism)", "steps": self.steps,
+                "averaged_steps": self.averaged, "evaluations": self.evaluations,
+                "weights_identical_across_ranks": self.identical}
 
 
 def run_qat(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path,
             eval_callback: Callable | None, devices: str) -> dict:
     import paddle
 
-    from fastdet_cli.paddle_program import paddle_model_files
+    from fastdet_cli import distributed
+    from fastdet_cli.paddle_program import load_program, paddle_model_files
 
     pdmodel, pdiparams = paddle_model_files(source.dir)
     config = act_config(cfg, samples.feed_names)
     batch_size = int(cfg.raw.get("Global", {}).get("qat_batch_size", 4))
     paddle.set_device("gpu" if devices == "gpu" else "cpu")
+    sync = None
+    if distributed.world().size > 1 and not (devices == "gpu" and paddle.device.cuda.device_count() > 1):
+        distributed.init()  # before ACT switches Paddle to static mode
+        params = [v.name for b in load_program(pdmodel).blocks for v in b.vars
+                  if v.persistable and v.name not in ("feed", "fetch")]
+        sync = RankSync(params, eval_callback)
+        eval_callback = sync.evaluate
     from paddleslim.auto_compression import AutoCompression
 
+    loader = batches(samples, batch_size, before_step=sync.before_step if sync else None)
     ac = AutoCompression(model_dir=str(source.dir), model_filename=pdmodel.name, params_filename=pdiparams.name,
-                         save_dir=str(out_dir), config=config, train_dataloader=batches(samples, batch_size),
+                         save_dir=str(out_dir), config=config, train_dataloader=loader,
                          eval_callback=eval_callback, deploy_hardware="gpu" if devices == "gpu" else None)
     ac.compress()
+    if sync is not None:
+        config["distributed"] = sync.record()
     # ACT writes model.pdmodel / model.pdiparams (+ intermediate files) into save_dir: keep the model only
     for extra in out_dir.iterdir():
         if extra.is_file() and extra.name not in ("model.pdmodel", "model.pdiparams"):

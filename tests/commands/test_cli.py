@@ -117,8 +117,9 @@ def test_export_trt_without_tensorrt_is_clear(capsys, tmp_path):
 
     if importlib.util.find_spec("tensorrt"):
         pytest.skip("tensorrt installed")
-    code, _, err = run_cli(capsys, "export", "--output", str(tmp_path / "o"), "--format", "trt")
+    code, _, err = run_cli(capsys, "export", "--model", "default", "--output", str(tmp_path / "o"), "--format", "trt")
     assert code == 2 and "pip install 'fastdet-cli[trt]'" in err  # the extra's brackets survive rich
+    assert not (tmp_path / "o").exists()  # refused before any export work
 
 
 def test_gpu_only_backend_on_a_cpu_machine_says_what_is_missing(capsys, val_dataset):

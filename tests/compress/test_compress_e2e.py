@@ -128,17 +128,13 @@ def test_bn_folded_copy_for_qat_computes_the_same(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
-def test_search_without_annotated_images_fails_before_ptq(tmp_path, val_dataset):
-    import shutil
-
+def test_empty_image_folder_fails_before_ptq(tmp_path):
     from fastdet_cli.errors import FastdetError
 
-    (tmp_path / "imgs").mkdir()
-    for _, p in val_dataset.image_paths(limit=2):
-        shutil.copy(p, tmp_path / "imgs")
+    (tmp_path / "imgs").mkdir()  # (without annotations the search measures agreement: tests/compress/test_onnx_models.py)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("Global: {model_dir: default, ptq_image_path: imgs}\nPTQ: {max_map_drop: 0.5, batch_size: 1, "
                    "batch_nums: 2}\n")
-    with pytest.raises(FastdetError, match="needs annotated images"):
+    with pytest.raises(FastdetError, match="no images in"):
         compress(cfg, save_dir=tmp_path / "out", log=lambda m: None)
     assert not (tmp_path / "out").exists()

@@ -96,14 +96,20 @@ def test_missing_library_names_the_extra(conv_onnx):
 def test_gpu_backend_without_gpu_is_a_clear_error(tmp_path, tiny_models):
     from fastdet_cli.runtime.registry import cuda_device_count
 
-    if cuda_device_count():
-        pytest.skip("a GPU is present")
+    import paddle
+
+    if cuda_device_count() or paddle.is_compiled_with_cuda():
+        pytest.skip("a GPU or Paddle's GPU build is present")
+    # the CPU wheel would run paddle-trt on the CPU and call it paddle-trt: refused, saying why
     r = create_runner("paddle-trt", tiny_models["nms"], RunnerOptions(device="gpu"))
-    with pytest.raises(NoDevice, match="needs an NVIDIA GPU"):
+    with pytest.raises(NoDevice, match="needs Paddle's GPU build .* the CPU build"):
         r.activate()
     # a GPU-only backend asked for the default cpu device picks the GPU itself, and says what is missing
     r = create_runner("paddle-trt", tiny_models["nms"], RunnerOptions(device="cpu"))
     assert r.options.device == "gpu"
+    with pytest.raises(NoDevice, match="GPU build"):
+        r.activate()
+    r = create_runner("paddle", tiny_models["nms"], RunnerOptions(device="gpu"))
     with pytest.raises(NoDevice, match="needs an NVIDIA GPU"):
         r.activate()
 
