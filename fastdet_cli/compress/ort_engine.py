@@ -227,7 +227,7 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
     left unused removed."""
     import onnx
 
-    from fastdet_cli.compress.sensitivity import search_float_layers, with_float
+    from fastdet_cli.compress.sensitivity import ranking_feeds, search_float_layers, with_float
     from fastdet_cli.export.qdq import fold_weight_quantize, prune_dead_nodes
     from fastdet_cli.agreement import labelled
 
@@ -239,7 +239,7 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
     probe_dir.mkdir()
     quantize(pre, probe_dir / "model.onnx", samples, settings, post, qdq_weights=True)
     _model_dir(fp32, probe_dir / "model.onnx", probe_dir, note)
-    feeds = [{k: v[None] for k, v in samples[i].items()} for i in range(min(16, len(samples)))]
+    feeds = ranking_feeds(samples)
     result = search_float_layers(fp32.dir, probe_dir, work / "variant", dataset, feeds,
                                  float(cfg.ptq["max_map_drop"]) / 100, int(cfg.ptq.get("max_float_layers", 4)), log)
     exclude = [s.conv for s in result.chosen]

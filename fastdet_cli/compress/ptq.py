@@ -79,7 +79,7 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
     import shutil
     import time
 
-    from fastdet_cli.compress.sensitivity import search_float_layers
+    from fastdet_cli.compress.sensitivity import ranking_feeds, search_float_layers
     from fastdet_cli.agreement import labelled
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.artifacts import onnx_for
@@ -95,7 +95,7 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
     try:
         shutil.copyfile(source.deploy.path, out_dir / source.deploy.path.name)
         export_onnx(resolve_model(out_dir), work / "int8", int8=True, validate=False)
-        feeds = [{k: v[None] for k, v in samples[i].items()} for i in range(min(16, len(samples)))]
+        feeds = ranking_feeds(samples)
         result = search_float_layers(fp32.dir, work / "int8", work / "variant", dataset, feeds,
                                      float(cfg.ptq["max_map_drop"]) / 100, int(cfg.ptq.get("max_float_layers", 4)),
                                      log)

@@ -10,7 +10,6 @@ from fastdet_cli.compress import compress
 from fastdet_cli.det.model import resolve_model
 from fastdet_cli.artifacts import detector
 from fastdet_cli.det.match import match_detections
-from fastdet_cli.export.onnx import export_onnx
 from fastdet_cli.paths import DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.paddle
@@ -36,13 +35,17 @@ def test_int8_export_and_infer_close_to_fp32(default_ptq, tmp_path, val_dataset)
 
     from fastdet_cli.det.preprocess import read_image
 
-    res = export_onnx(resolve_model(default_ptq), tmp_path / "int8", int8=True)
-    assert res.quantized and res.nms_removed
-    ops = [n.op_type for n in onnx.load(str(res.onnx_path)).graph.node]
+    from fastdet_cli.artifacts import onnx_for
+
+    exported = onnx_for(resolve_model(default_ptq))  # export_onnx(int8 program), cached as bench and infer use it
+    side = exported.sidecar()
+    assert side["quantized"] and side["nms_removed"]
+    ops = [n.op_type for n in onnx.load(str(exported.path)).graph.node]
     assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 20
-    assert res.max_diff["matched"] >= 0.9  # INT8 ONNX vs Paddle Inference on the same quantized program
+    # INT8 ONNX vs Paddle Inference on the same quantized program, as the export validated it
+    assert side["validation_max_abs_diff"]["matched"] >= 0.9
     matched = []
-    with detector(default_ptq, "paddle") as paddle_int8, detector(res.output_dir, "ort") as ort_int8:
+    with detector(default_ptq, "paddle") as paddle_int8, detector(exported, "ort") as ort_int8:
         for _, path in val_dataset.image_paths(limit=20):
             img = read_image(path)
             matched.append(match_detections(ort_int8(img), paddle_int8(img))["matched"])

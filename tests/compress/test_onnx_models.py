@@ -16,7 +16,7 @@ pytestmark = pytest.mark.paddle
 def onnx_only(tmp_path_factory, val_dataset):
     """The embedded model exported with its multiclass NMS kept in the graph, then everything but model.onnx and
     the deploy config removed (no Paddle files, no fastdet.yml): what a user who got an ONNX file holds. Also an
-    unlabelled folder of 40 val images."""
+    unlabelled folder of 24 val images."""
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.export.onnx import export_onnx
 
@@ -28,7 +28,7 @@ def onnx_only(tmp_path_factory, val_dataset):
     shutil.copy(root / "export" / "infer_cfg.yml", model / "infer_cfg.yml")
     images = root / "images"
     images.mkdir()
-    for _, p in val_dataset.image_paths(limit=40):
+    for _, p in val_dataset.image_paths(limit=24):
         shutil.copy(p, images / p.name)
     return model, images
 

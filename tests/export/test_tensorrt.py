@@ -39,8 +39,9 @@ def test_tensorrt_int8_export_is_symmetric_int8_with_float_biases(default_ptq, d
            and len(n.input) > 2]
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
     # the ONNX Runtime flavours are what TensorRT would reject: the checker can fail, and says why
-    ort = export_onnx(resolve_model(default_ptq), tmp_path / "ort", int8=True)
-    problems = check_for_tensorrt(ort.onnx_path)
+    from fastdet_cli.artifacts import onnx_for
+
+    problems = check_for_tensorrt(onnx_for(resolve_model(default_ptq)).path)  # the ONNX Runtime flavour
     assert any("uint8" in p for p in problems) and any("int32" in p for p in problems)
     assert any("int32" in p for p in check_for_tensorrt(resolve_model(default_ptq_ort).path))
 
