@@ -18,7 +18,8 @@ import numpy as np
 from fastdet_cli.errors import FastdetError
 
 MATCHED, MISSED, EXTRA, TRUTH = (60, 200, 60), (40, 40, 230), (0, 165, 255), (255, 255, 255)  # BGR
-LEGEND = "green: found by both   red: FP32 only (missed by INT8)   orange: INT8 only (extra)"
+LEGEND = [("found by both", MATCHED), ("FP32 only (missed by INT8)", MISSED), ("INT8 only (extra)", EXTRA)]
+MIN_PANEL_WIDTH = 480  # small images are enlarged so the titles and labels stay readable
 
 
 @dataclass
@@ -90,35 +91,54 @@ def _panel(bgr: np.ndarray, det, keep: dict[int, tuple], labels: list[str], titl
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, max(1, int(2 * scale) + (colour != MATCHED)))
         c = int(det.class_ids[i])
         text = f"{labels[c] if 0 <= c < len(labels) else c} {det.scores[i]:.2f}"
-        cv2.putText(out, text, (x1 + 2, max(12, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        x_text = max(0, min(x1 + 2, out.shape[1] - tw - 2))  # at the right edge the label moves left
+        cv2.putText(out, text, (x_text, max(12, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
     bar = np.full((28, out.shape[1], 3), 32, np.uint8)
     cv2.putText(bar, title, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (240, 240, 240), 1, cv2.LINE_AA)
     return np.vstack([bar, out])
+
+
+def _boxes(n: int) -> str:
+    return f"{n} box" if n == 1 else f"{n} boxes"
 
 
 def side_by_side(bgr: np.ndarray, fp32, int8, matching, labels: list[str], d: ImageDiff, truth=None) -> np.ndarray:
     """FP32 | INT8 with matched boxes green, FP32-only red (left), INT8-only orange (right), and a legend."""
     import cv2
 
+    from fastdet_cli.det.postprocess import Detections
+
+    scale = max(1.0, MIN_PANEL_WIDTH / bgr.shape[1])
+    if scale > 1.0:
+        bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        fp32, int8 = (Detections(d.boxes * scale, d.scores, d.class_ids) for d in (fp32, int8))
+        truth = None if truth is None else [tuple(v * scale for v in box) for box in truth]
     left = _panel(bgr, fp32, {**{i: MATCHED for i, _, _ in matching.pairs}, **{i: MISSED for i in matching.missed}},
-                  labels, f"FP32: {d.fp32} boxes, {d.missed} missed by INT8", truth)
+                  labels, f"FP32: {_boxes(d.fp32)}, {d.missed} missed by INT8", truth)
     right = _panel(bgr, int8, {**{j: MATCHED for _, j, _ in matching.pairs}, **{j: EXTRA for j in matching.extra}},
-                   labels, f"INT8: {d.int8} boxes, {d.matched} matched, {d.extra} extra", truth)
+                   labels, f"INT8: {_boxes(d.int8)}, {d.matched} matched, {d.extra} extra", truth)
     gap = np.full((left.shape[0], 6, 3), 255, np.uint8)
     row = np.hstack([left, gap, right])
-    foot = np.full((24, row.shape[1], 3), 32, np.uint8)
-    legend = LEGEND + ("   white: ground truth" if truth is not None else "")
-    cv2.putText(foot, legend, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (240, 240, 240), 1, cv2.LINE_AA)
+    items = LEGEND + ([("ground truth", TRUTH)] if truth is not None else [])
+    foot = np.full((10 + 20 * ((len(items) + 1) // 2), row.shape[1], 3), 32, np.uint8)
+    for i, (text, colour) in enumerate(items):  # two columns
+        x, y = 8 + (i % 2) * (row.shape[1] // 2), 18 + 20 * (i // 2)
+        cv2.rectangle(foot, (x, y - 10), (x + 14, y + 2), colour, -1)
+        cv2.putText(foot, text, (x + 20, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (240, 240, 240), 1, cv2.LINE_AA)
     return np.vstack([row, foot])
 
 
 def montage(pngs: list[Path], width: int = 1200) -> np.ndarray | None:
-    """The given side-by-side images stacked, each scaled to `width`."""
+    """The given side-by-side images stacked, each scaled to one width (the narrowest, at most `width`: never
+    enlarged)."""
     import cv2
 
+    images = [img for img in (cv2.imread(str(p)) for p in pngs) if img is not None]
+    if images:
+        width = min(width, *(img.shape[1] for img in images))
     tiles = []
-    for p in pngs:
-        img = cv2.imread(str(p))
+    for img in images:
         if img is not None:
             h = int(round(img.shape[0] * width / img.shape[1]))
             tiles.append(cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA))
