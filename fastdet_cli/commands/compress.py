@@ -1,5 +1,5 @@
-"""Quantize a PaddleDetection model (PaddleSlim PTQ or QAT with distillation, or ONNX Runtime PTQ) from one
-YAML config: a thin command over compress.compress."""
+"""Quantize a PaddleDetection model (Paddle or ONNX) from one YAML config: PaddleSlim PTQ or QAT with
+distillation, or ONNX Runtime PTQ."""
 from __future__ import annotations
 
 from pathlib import Path
