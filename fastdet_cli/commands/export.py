@@ -20,6 +20,9 @@ def export(
                                 help="INT8: move activation Q/DQ to uint8, ONNX Runtime's fast path (same function)."),
     weight_bits: int = typer.Option(7, "--weight-bits", min=7, max=8,
                                     help="INT8: 7 keeps CPUs without VNNI from saturating (default); 8 for VNNI CPUs/GPUs."),
+    shape_range: str = typer.Option(None, "--shape-range", help="TensorRT: input shapes the engine accepts, "
+                                    "NAME:MIN:MAX (e.g. image:1x3x320x320:1x3x960x960; comma-separated); the "
+                                    "deploy config's size is the optimum. Default: that size only."),
     target: str = typer.Option(None, "--for", help="onnxruntime or tensorrt: the ONNX flavour (default: tensorrt "
                                "with --format trt, else onnxruntime). tensorrt = int8 Q/DQ with zero point 0, 8-bit "
                                "weights, float biases, checked against TensorRT's parser rules."),
@@ -39,6 +42,13 @@ def export(
     target = target or ("tensorrt" if fmt == "trt" else "onnxruntime")
     if fmt == "trt" and target != "tensorrt":
         raise FastdetError("--format trt builds from the TensorRT flavour: drop --for or use --for tensorrt")
+    ranges = {}
+    if shape_range:
+        if fmt != "trt":
+            raise FastdetError("--shape-range applies to TensorRT engines (--format trt)")
+        from fastdet_cli.export.trt import parse_shape_range
+
+        ranges = parse_shape_range(shape_range)
     check_output_dir(output, "--output")
     if fmt == "trt":  # before any model work: TensorRT and a GPU are there, or one line says which is not
         from fastdet_cli.export.trt import check_trt_available
@@ -62,7 +72,7 @@ def export(
 
         shapes = static_input_shapes(resolve_model(result.output_dir))  # the deploy config's image size
         engine = build_engine(result.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32", fp16=int8 and fp16,
-                              input_shapes=shapes)
+                              input_shapes=shapes, shape_ranges=ranges)
         console.print(f"TensorRT engine: {engine}", highlight=False, markup=False)
     return 0
 

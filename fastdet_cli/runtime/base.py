@@ -34,6 +34,8 @@ class RunnerOptions:
     gpu_id: int = 0
     min_subgraph_size: int | None = None  # Paddle-TensorRT: smallest subgraph handed to TensorRT
     input_shapes: dict[str, tuple] = field(default_factory=dict)  # fixed shapes for dynamic inputs (TensorRT)
+    # TensorRT optimization profile: input → (min, max) shapes the engine accepts; input_shapes is the opt shape
+    shape_ranges: dict[str, tuple[tuple, tuple]] = field(default_factory=dict)
     cache_dir: Path | None = None  # engine caches (TensorRT)
     ort_session_config: dict[str, str] = field(default_factory=dict)  # ONNX Runtime session config entries
     graph_optimization: str = "all"  # ONNX Runtime graph optimization level: "all" or "basic" (builds faster)

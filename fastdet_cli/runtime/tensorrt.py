@@ -97,7 +97,8 @@ class TrtRunner(Runner):
         self._network_flags, self._builder_flags = precision_setup(trt, self.options.precision, self.options.fp16)
         from fastdet_cli.machine import nvidia_gpus
 
-        build_id = f"trt{trt.__version__}|{','.join(nvidia_gpus()[0])}|gpu{self.options.gpu_id}"
+        build_id = (f"trt{trt.__version__}|{','.join(nvidia_gpus()[0])}|gpu{self.options.gpu_id}|"
+                    f"{sorted(self.options.shape_ranges.items())}")  # the shape ranges shape the engine too
         cache = engine_cache_path(self.model_path, flags, shapes, cache_dir, build_id)
         self.engine_path = cache
         from fastdet_cli.io import write_bytes_atomic
@@ -164,7 +165,8 @@ class TrtRunner(Runner):
             config.set_flag(flag)
         profile = builder.create_optimization_profile()
         for name, shape in shapes.items():
-            profile.set_shape(name, shape, shape, shape)
+            low, high = self.options.shape_ranges.get(name, (shape, shape))
+            profile.set_shape(name, tuple(low), shape, tuple(high))
         config.add_optimization_profile(profile)
         blob = builder.build_serialized_network(network, config)
         if blob is None:

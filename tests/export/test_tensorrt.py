@@ -165,3 +165,12 @@ def test_ort_engine_for_tensorrt_writes_what_tensorrt_parses(tmp_path, sample_im
     assert choose("trt", [Int8Artifact(out, "ort-qdq", "PTQ (ORT)", "onnxruntime")]).startswith("None")
     with detector(out, "ort") as det:  # and it still runs on ONNX Runtime
         assert len(det(sample_image)) > 0
+
+
+def test_shape_range_option_parses_and_refuses_bad_ranges():
+    from fastdet_cli.export.trt import parse_shape_range
+
+    assert parse_shape_range("image:1x3x320x320:1x3x960x960") == {"image": ((1, 3, 320, 320), (1, 3, 960, 960))}
+    for bad in ("image:1x3x320", "image:1x3x640x640:1x3x320x320", "image:1x3:1x3x2x2"):
+        with pytest.raises(FastdetError, match="--shape-range"):
+            parse_shape_range(bad)
