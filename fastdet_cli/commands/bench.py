@@ -77,7 +77,7 @@ def bench(
 def _diff_images(result: dict, settings, out: Path, console, chatter: Path) -> None:
     """A few side-by-side FP32 vs INT8 images of the least-agreeing dataset images, beside the report."""
     from fastdet_cli.bench.verdicts import diff_target
-    from fastdet_cli.data.dataset import resolve_dataset
+    from fastdet_cli.data.dataset import ImageFolder, resolve_eval_data
     from fastdet_cli.diff import run_diff
     from fastdet_cli.io import library_output_to
 
@@ -85,10 +85,14 @@ def _diff_images(result: dict, settings, out: Path, console, chatter: Path) -> N
     if target is None:
         return
     backend, int8_model = target
+    data = resolve_eval_data(settings.dataset)  # an image folder (agreement mAP): its images, no ground truth
+    limit = min(settings.eval_limit or 50, 50)
+    images = data.image_files(limit) if isinstance(data, ImageFolder) else []
     with library_output_to(chatter):
-        diff = run_diff(settings.model, int8_model, backend, [], out, dataset=resolve_dataset(settings.dataset),
-                        limit=min(settings.eval_limit or 50, 50), options=options.runner_options(settings.threads, "cpu"),
-                        keep_images=3, montage_size=3, log=lambda m: None)
+        diff = run_diff(settings.model, int8_model, backend, images, out,
+                        dataset=None if isinstance(data, ImageFolder) else data, limit=limit,
+                        options=options.runner_options(settings.threads, "cpu"), keep_images=3, montage_size=3,
+                        log=lambda m: None)
     s = diff["summary"]
     console.print(f"FP32 vs INT8 on {backend} ({s['images']} images): {s['matched']} boxes matched, {s['missed']} "
                   f"missed by INT8, {s['extra']} extra; the 3 least-agreeing images are in {out}",
