@@ -134,6 +134,11 @@ class Int8Artifact:
     def as_dict(self) -> dict:
         return {"path": str(self.path), "kind": self.kind, "method": self.method, "target": self.target}
 
+    def suits(self, onnx_target: str) -> bool:
+        """Loadable by a backend wanting that ONNX flavour: a program is exported in any flavour, and the ONNX
+        Runtime flavour's runtimes load TensorRT's too, not the reverse (TensorRT: no uint8, no int32 biases)."""
+        return self.target in ("any", onnx_target) or onnx_target == "onnxruntime"
+
 
 def describe(spec: str | Path) -> Int8Artifact:
     """The INT8 artifact at `spec`; an FP32 model is an error (benchmarking it as INT8 would be a lie)."""
@@ -158,9 +163,8 @@ def choose(backend: str, artifacts: list[Int8Artifact]) -> Int8Artifact | str:
     spec = get_backend(backend)
     prefs = spec.int8_kinds
     for kind in prefs:
-        for a in artifacts:  # an ONNX artifact of another flavour would not load (TensorRT: uint8, int32 biases)
-            if a.kind == kind and (a.target in ("any", spec.onnx_target) or spec.model_format != "onnx"
-                                   or spec.onnx_target == "onnxruntime"):
+        for a in artifacts:
+            if a.kind == kind and a.suits(spec.onnx_target):
                 return a
     have = ", ".join(sorted({KIND_LABELS[a.kind] for a in artifacts})) or "none"
     want = " or ".join(KIND_LABELS[k] for k in prefs)

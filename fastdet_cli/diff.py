@@ -135,14 +135,11 @@ def montage(pngs: list[Path], width: int = 1200) -> np.ndarray | None:
     import cv2
 
     images = [img for img in (cv2.imread(str(p)) for p in pngs) if img is not None]
-    if images:
-        width = min(width, *(img.shape[1] for img in images))
-    tiles = []
-    for img in images:
-        if img is not None:
-            h = int(round(img.shape[0] * width / img.shape[1]))
-            tiles.append(cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA))
-    return np.vstack(tiles) if tiles else None
+    if not images:
+        return None
+    width = min(width, *(img.shape[1] for img in images))
+    return np.vstack([cv2.resize(img, (width, int(round(img.shape[0] * width / img.shape[1]))),
+                                 interpolation=cv2.INTER_AREA) for img in images])
 
 
 def _ground_truth(dataset) -> dict[int, list]:

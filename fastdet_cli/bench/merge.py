@@ -94,10 +94,11 @@ def merge_reports(specs: list[str | Path]) -> dict:
 
 
 def _short(value) -> str:
-    if isinstance(value, str) and ("/" in value or "\\" in value):
-        return Path(value).parent.parent.name + "/" + Path(value).name if Path(value).parent.name == "annotations" \
-            else Path(value).name
-    return str(value)
+    """A setting as the table shows it: a path by its last parts (a COCO annotation file with its dataset)."""
+    if not (isinstance(value, str) and "/" in value):
+        return str(value)
+    p = Path(value)
+    return f"{p.parent.parent.name}/{p.name}" if p.parent.name == "annotations" else p.name
 
 
 def _row_versions(backend: str, versions: dict) -> str:
