@@ -36,8 +36,11 @@ def onnx_for(source: ModelSource, target: str = "onnxruntime") -> ModelSource:
         return source
     from fastdet_cli.export.onnx import EXPORT_VERSION, export_onnx
 
+    from fastdet_cli.machine import int8_weight_bits
+
     flavour = "" if target == "onnxruntime" else f"-{target}"
-    out = cache_dir() / "exports" / f"{source.content_hash()[:24]}-v{EXPORT_VERSION}{flavour}"
+    bits = int8_weight_bits("tensorrt" if target == "tensorrt" else "cpu")[0]  # what export_onnx picks here
+    out = cache_dir() / "exports" / f"{source.content_hash()[:24]}-v{EXPORT_VERSION}{flavour}-w{bits}"
     if not (out / "model.onnx").exists():
         export_onnx(source, out, remove_nms=True, target=target)
     return resolve_model(out)

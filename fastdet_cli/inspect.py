@@ -7,10 +7,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.machine import VNNI_FLAGS
 from fastdet_cli.runtime.base import OpTime
 from fastdet_cli.runtime.registry import get_backend
-
-_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Inspection:
         if group / total >= 0.25:
             lines.append(f"{100 * group / total:.0f}% of the time is in depthwise (group) convolutions: they are "
                          "memory-bound and gain little from INT8.")
-        if int8_convs and not any(f in self.cpu_flags for f in _VNNI_FLAGS):
+        if int8_convs and not any(f in self.cpu_flags for f in VNNI_FLAGS):
             lines.append("This CPU has no VNNI (AVX512-VNNI, AVX-VNNI or AMX): 8-bit dot products take several "
                          "AVX2 instructions each, so INT8 convolutions gain far less than the ~4× a VNNI CPU gives.")
         if not lines:

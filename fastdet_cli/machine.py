@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # 8-bit dot products summed in int32 (no int16 pairs)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # bf16 arithmetic in hardware
 
 
 def cpu_model_and_flags() -> tuple[str, list[str]]:
@@ -60,3 +62,22 @@ def hardware_label(machine: dict) -> str:
     if machine.get("gpu", "-") != "-":
         text += f"; {machine['gpu']}, driver {machine.get('nvidia driver', '-')}"
     return text
+
+
+def cpu_has(flags: tuple[str, ...]) -> bool:
+    """Whether this CPU reports any of `flags` (VNNI_FLAGS, BF16_FLAGS)."""
+    return bool(set(flags) & set(cpu_model_and_flags()[1]))
+
+
+def int8_weight_bits(target: str = "cpu") -> tuple[int, str]:
+    """(weight bits, why) for INT8 weights deployed on `target` ("cpu": this CPU; "tensorrt": a GPU).
+    Without VNNI, x86 multiplies u8 activations by s8 weights with vpmaddubsw, which adds pairs of products
+    into int16 and saturates (2 × 255 × 127 > 32767): 7-bit weights (ONNX Runtime's reduce_range, NNCF's
+    overflow fix) avoid it at a small cost in precision. VNNI (AVX512-VNNI, AVX-VNNI, AMX) sums in int32, and
+    GPUs never pair in int16: full 8 bits. The choice follows the CPU the model is made on: a model made on a
+    VNNI CPU and deployed on one without should be made with 7 bits (export --weight-bits 7, reduce_range)."""
+    if target == "tensorrt":
+        return 8, "8: TensorRT (GPU int8 kernels accumulate in int32)"
+    if cpu_has(VNNI_FLAGS):
+        return 8, "8: this CPU has VNNI (int32 accumulation, no int16 saturation)"
+    return 7, "7: this CPU has no VNNI (u8×s8 pairs saturate int16 at 8 bits)"

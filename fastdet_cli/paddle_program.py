@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from fastdet_cli.errors import FastdetError
 
@@ -131,21 +135,14 @@ def mark_skip_quant(pdmodel: Path, out: Path, weights: list[str]) -> int:
 
 
 def _integer_valued(arr) -> bool:
-    import numpy as np
 
     return arr.size > 0 and bool(np.all(arr == np.round(arr)))
 
 
-def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
-    """Replace every float 1×1 convolution whose weights are all integers (PP-YOLOE's DFL projection conv:
-    weights 0..reg_max) by the same sum written as elementwise_mul + reduce_sum, in place in `model_dir`.
-
-    Paddle 2.6.2's oneDNN INT8 pass (quant_dequant_mkldnn_pass, IsInt8Weight) takes any convolution whose float
-    weights are all integers for an already-quantized one, finds no scale for it and refuses the whole program
-    ("Could not find threshold information"). The rewritten ops compute the same values (a 1×1 convolution
-    with one output channel is a weighted sum over channels) and are not convolutions, so the rest of the
-    program runs in oneDNN INT8. Returns the weight names of the rewritten convolutions."""
-    import numpy as np
+@contextmanager
+def static_program(model_dir: Path):
+    """The program of a Paddle inference model loaded for reading and rewriting: yields (program, feed names,
+    fetch vars, executor, scope, path prefix); static mode is on inside the block only."""
     import paddle
 
     pdmodel, pdiparams = paddle_model_files(model_dir)
@@ -160,39 +157,110 @@ def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
             else:
                 prog, feeds, fetches = paddle.static.load_inference_model(
                     str(pdmodel.parent), exe, model_filename=pdmodel.name, params_filename=pdiparams.name)
-            block = prog.global_block()
-            dequantized = {op.output("Y")[0] for op in block.ops if op.type == "dequantize_linear"}
-            done = []
-            for idx in range(len(block.ops) - 1, -1, -1):
-                op = block.ops[idx]
-                if op.type not in ("conv2d", "depthwise_conv2d") or op.input("Filter")[0] in dequantized:
-                    continue  # not a convolution, or a quantized one
-                weight = op.input("Filter")[0]
-                var = scope.find_var(weight)
-                if var is None:
-                    continue
-                w = np.array(var.get_tensor())
-                plain = (op.attr("groups") == 1 and list(op.attr("strides")) == [1, 1]
-                         and list(op.attr("dilations")) == [1, 1] and not any(op.attr("paddings"))
-                         and w.ndim == 4 and w.shape[0] == 1 and w.shape[2:] == (1, 1))
-                if not plain or not _integer_valued(w):
-                    continue
-                x, out = op.input("Input")[0], op.output("Output")[0]
-                tmp = block.create_var(name=f"{out}.fastdet_weighted", dtype=block.var(x).dtype,
-                                       shape=block.var(x).shape)
-                block._remove_op(idx)
-                block._insert_op(idx, type="elementwise_mul", inputs={"X": [x], "Y": [weight]},
-                                 outputs={"Out": [tmp]}, attrs={"axis": -1})
-                block._insert_op(idx + 1, type="reduce_sum", inputs={"X": [tmp]}, outputs={"Out": [out]},
-                                 attrs={"dim": [1], "keep_dim": True, "reduce_all": False})
-                done.append(weight)
-            if done:
-                prog._sync_with_cpp()
-                feed_vars = [block.var(n) for n in feeds]
-                paddle.static.save_inference_model(prefix, feed_vars, fetches, exe, program=prog)
+            yield prog, feeds, fetches, exe, scope, prefix
     finally:
         paddle.disable_static()
+
+
+def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
+    """Replace every float 1×1 convolution whose weights are all integers (PP-YOLOE's DFL projection conv:
+    weights 0..reg_max) by the same sum written as elementwise_mul + reduce_sum, in place in `model_dir`.
+
+    Paddle 2.6.2's oneDNN INT8 pass (quant_dequant_mkldnn_pass, IsInt8Weight) takes any convolution whose float
+    weights are all integers for an already-quantized one, finds no scale for it and refuses the whole program
+    ("Could not find threshold information"). The rewritten ops compute the same values (a 1×1 convolution
+    with one output channel is a weighted sum over channels) and are not convolutions, so the rest of the
+    program runs in oneDNN INT8. Returns the weight names of the rewritten convolutions."""
+    import paddle
+
+    with static_program(model_dir) as (prog, feeds, fetches, exe, scope, prefix):
+        block = prog.global_block()
+        dequantized = {op.output("Y")[0] for op in block.ops if op.type == "dequantize_linear"}
+        done = []
+        for idx in range(len(block.ops) - 1, -1, -1):
+            op = block.ops[idx]
+            if op.type not in ("conv2d", "depthwise_conv2d") or op.input("Filter")[0] in dequantized:
+                continue  # not a convolution, or a quantized one
+            weight = op.input("Filter")[0]
+            var = scope.find_var(weight)
+            if var is None:
+                continue
+            w = np.array(var.get_tensor())
+            plain = (op.attr("groups") == 1 and list(op.attr("strides")) == [1, 1]
+                     and list(op.attr("dilations")) == [1, 1] and not any(op.attr("paddings"))
+                     and w.ndim == 4 and w.shape[0] == 1 and w.shape[2:] == (1, 1))
+            if not plain or not _integer_valued(w):
+                continue
+            x, out = op.input("Input")[0], op.output("Output")[0]
+            tmp = block.create_var(name=f"{out}.fastdet_weighted", dtype=block.var(x).dtype,
+                                   shape=block.var(x).shape)
+            block._remove_op(idx)
+            block._insert_op(idx, type="elementwise_mul", inputs={"X": [x], "Y": [weight]},
+                             outputs={"Out": [tmp]}, attrs={"axis": -1})
+            block._insert_op(idx + 1, type="reduce_sum", inputs={"X": [tmp]}, outputs={"Out": [out]},
+                             attrs={"dim": [1], "keep_dim": True, "reduce_all": False})
+            done.append(weight)
+        if done:
+            prog._sync_with_cpp()
+            paddle.static.save_inference_model(prefix, [block.var(n) for n in feeds], fetches, exe, program=prog)
     return done
+
+
+def save_without_nms(model_dir: Path, out_dir: Path) -> bool:
+    """Write the program of `model_dir` cut before its multiclass NMS op into `out_dir` (model.pdmodel |
+    pdiparams): its outputs become the NMS inputs (boxes [N, M, 4], scores [N, C, M]), what an ONNX export with
+    the NMS removed computes. Returns False (and writes nothing) when the program has no NMS."""
+    import paddle
+
+    with static_program(model_dir) as (prog, feeds, _, exe, _scope, _):
+        block = prog.global_block()
+        nms = next((op for op in block.ops if op.type in NMS_OPS), None)
+        if nms is None:
+            return False
+        outputs = [block.var(nms.input("BBoxes")[0]), block.var(nms.input("Scores")[0])]
+        # the loaded program already holds save_infer_model/scale_N variables: new ones need another prefix
+        with paddle.utils.unique_name.guard("fastdet_cut_"):
+            paddle.static.save_inference_model(str(Path(out_dir) / "model"), [block.var(n) for n in feeds],
+                                               outputs, exe, program=prog)
+    return True
+
+
+@dataclass
+class QuantizedConv:
+    """What a quantized program computes for one convolution: the int range of its weights (bits) and their
+    scales (one per output channel; float units per integer step), and its input's scale (None: float input)."""
+
+    weight_scale: np.ndarray
+    input_scale: float | None
+    bits: int
+
+
+def quantized_convs(model_dir: Path) -> dict[str, QuantizedConv]:
+    """Weight name → QuantizedConv, for every convolution of a PaddleSlim (onnx_format) quantized program whose
+    weights are stored quantized. Paddle's Scale tensors hold the abs-max range; divided here by 2^(bits−1)−1 to
+    be the step ONNX's QuantizeLinear takes."""
+
+    with static_program(model_dir) as (prog, _, _, _, scope, _):
+        block = prog.global_block()
+        made_by = {o: op for op in block.ops for o in op.output_arg_names}
+
+        def scale_of(op):
+            step = np.array(scope.find_var(op.input("Scale")[0]).get_tensor(), np.float64).reshape(-1)
+            return step / (2 ** (op.attr("bit_length") - 1) - 1), op.attr("bit_length")
+
+        out = {}
+        for op in block.ops:
+            if op.type not in ("conv2d", "depthwise_conv2d"):
+                continue
+            w_dq = made_by.get(op.input("Filter")[0])
+            if w_dq is None or w_dq.type != "dequantize_linear":
+                continue
+            w_scale, bits = scale_of(w_dq)
+            x_dq = made_by.get(op.input("Input")[0])
+            x_q = made_by.get(x_dq.input("X")[0]) if x_dq is not None and x_dq.type == "dequantize_linear" else None
+            x_scale = float(scale_of(x_q)[0][0]) if x_q is not None and x_q.type == "quantize_linear" else None
+            out[w_dq.input("X")[0]] = QuantizedConv(w_scale, x_scale, bits)
+    return out
 
 
 def check_paddle_model(pdmodel: Path, pdiparams: Path) -> None:

@@ -18,8 +18,10 @@ def export(
     int8: bool = options.Flag(False, "--int8", help="INT8: the model must be quantized (fastdet compress)."),
     ort_u8: bool = options.Flag(True, "--ort-u8/--no-ort-u8",
                                 help="INT8: move activation Q/DQ to uint8, ONNX Runtime's fast path (same function)."),
-    weight_bits: int = typer.Option(7, "--weight-bits", min=7, max=8,
-                                    help="INT8: 7 keeps CPUs without VNNI from saturating (default); 8 for VNNI CPUs/GPUs."),
+    weight_bits: int = typer.Option(None, "--weight-bits", min=7, max=8, show_default="from the CPU",
+                                    help="INT8 weight bits: 7 keeps CPUs without VNNI from saturating, 8 for VNNI "
+                                    "CPUs and GPUs. Default: 8 where this CPU has VNNI (or for TensorRT), else 7; "
+                                    "pass 7 for a model made here and deployed on a CPU without VNNI."),
     shape_range: str = typer.Option(None, "--shape-range", help="TensorRT: input shapes the engine accepts, "
                                     "NAME:MIN:MAX (e.g. image:1x3x320x320:1x3x960x960; comma-separated); the "
                                     "deploy config's size is the optimum. Default: that size only."),
@@ -59,10 +61,19 @@ def export(
                          target=target)
     console = make_console()
     table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
-    table.add_column("output")
-    table.add_column("ONNX vs Paddle Inference", justify="right")
-    for name, diff in result.max_diff.items():
-        table.add_row(name, _diff_text(name, diff))
+    if result.quantized and result.max_diff:
+        from fastdet_cli.export.int8_check import TOLERANCES
+
+        table.add_column("INT8 ONNX vs the quantized program (outputs before NMS)")
+        table.add_column("measured", justify="right")
+        table.add_column("tolerance", justify="right")
+        for name, value in result.max_diff.items():
+            table.add_row(name, f"{value:.0f}" if value == int(value) else f"{value:.3g}", TOLERANCES.get(name, ""))
+    else:
+        table.add_column("output")
+        table.add_column("ONNX vs Paddle Inference", justify="right")
+        for name, diff in result.max_diff.items():
+            table.add_row(name, _diff_text(name, diff))
     console.print(table)
     for note in result.notes:
         console.print(f"• {note}", highlight=False, markup=False)
@@ -78,9 +89,7 @@ def export(
 
 
 def _diff_text(name: str, value: float) -> str:
-    """A validation figure with its unit: share of Paddle's boxes found, or the largest difference."""
-    if name == "matched":
-        return f"{value:.0%} of Paddle's boxes found (IoU ≥ 0.5, same class)"
+    """A validation figure with its unit: the largest difference."""
     if name == "boxes":
         return f"max diff {value:.3g} px"
     if name in ("score", "scores"):

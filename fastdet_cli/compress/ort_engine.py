@@ -76,12 +76,6 @@ def post_conv_nodes(model_path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type != "Conv" and n.name and not reaches_conv(n)]
 
 
-def cpu_has_vnni() -> bool:
-    from fastdet_cli.machine import cpu_model_and_flags
-
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_model_and_flags()[1]))
-
-
 class FeedReader:
     """ORT's CalibrationDataReader over calibration images: `get_next()` → {input: batch of 1} or None."""
 
@@ -103,23 +97,20 @@ def quant_settings(cfg: CompressConfig) -> dict:
     """The quantizer's settings from the config's PTQ section (validated; defaults filled in)."""
     ptq = cfg.ptq
     method = ort_method(ptq.get("calibration_method"))
+    from fastdet_cli.machine import int8_weight_bits
+
     reduce_range = ptq.get("reduce_range")
-    if cfg.deploy_backend == "tensorrt":  # TensorRT's explicit quantization: symmetric int8, float biases
-        reduce_range = False if reduce_range is None else reduce_range
+    bits, why = int8_weight_bits("tensorrt" if cfg.deploy_backend == "tensorrt" else "cpu")
     settings = {
         "engine": "onnxruntime", "calibrate_method": method, "quant_format": "QDQ",
         "op_types_to_quantize": ort_op_types(ptq.get("quantize_op_types")),
         "per_channel": bool(ptq.get("per_channel", True)),
-        "reduce_range": (not cpu_has_vnni()) if reduce_range is None else bool(reduce_range),
-        "reduce_range_reason": ("set in the config" if reduce_range is not None else
-                                "on: this CPU has no VNNI (u8×s8 pairs saturate int16)" if not cpu_has_vnni()
-                                else "off: this CPU has VNNI"),
+        "reduce_range": (bits == 7) if reduce_range is None else bool(reduce_range),
+        "reduce_range_reason": "set in the config" if reduce_range is not None else f"{'on' if bits == 7 else 'off'}"
+                               f" (weight bits {why})",
         "activation_type": "QInt8" if cfg.deploy_backend == "tensorrt" else "QUInt8", "weight_type": "QInt8",
         "target": cfg.deploy_backend,
     }
-    if cfg.deploy_backend == "tensorrt":
-        settings["reduce_range_reason"] = ("set in the config" if ptq.get("reduce_range") is not None else
-                                           "off: TensorRT (GPU int8 kernels do not saturate)")
     if method == "Percentile":
         settings["percentile"] = float(ptq.get("hist_percent", 0.9999)) * 100
     return settings

@@ -24,9 +24,9 @@ class OpenVinoRunner(Runner):
         if p == "fp16" or (p == "int8" and self.options.fp16):
             if device.startswith("GPU"):
                 return "f16"
-            from fastdet_cli.machine import cpu_model_and_flags
+            from fastdet_cli.machine import BF16_FLAGS, cpu_has
 
-            if p == "int8" and not {"avx512_bf16", "amx_bf16"} & set(cpu_model_and_flags()[1]):
+            if p == "int8" and not cpu_has(BF16_FLAGS):
                 raise UnsupportedMode("this CPU has no bf16 (OpenVINO's reduced-precision hint)")
             return "bf16"
         return "f32" if device.startswith("CPU") or p == "fp32" else None

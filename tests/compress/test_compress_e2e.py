@@ -43,7 +43,8 @@ def test_int8_export_and_infer_close_to_fp32(default_ptq, tmp_path, val_dataset)
     ops = [n.op_type for n in onnx.load(str(exported.path)).graph.node]
     assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 20
     # INT8 ONNX vs Paddle Inference on the same quantized program, as the export validated it
-    assert side["validation_max_abs_diff"]["matched"] >= 0.9
+    check = side["validation_max_abs_diff"]  # export/int8_check.py's figures
+    assert check["quantized convolutions"] > 20 and check["anchors compared"] > 0 and check["score median"] <= 0.04
     matched = []
     with detector(default_ptq, "paddle") as paddle_int8, detector(exported, "ort") as ort_int8:
         for _, path in val_dataset.image_paths(limit=20):

@@ -1,0 +1,217 @@
+"""Is an INT8 ONNX export the quantized Paddle program it came from? Checked in two parts, because the two
+runtimes round differently and the calibrated program itself differs a little from one CPU kind to another,
+while a real export error can move the outputs by no more than that (dropping every Q/DQ pair of the embedded
+model moves its scores by 0.02 at the median; the rounding noise between ONNX Runtime and Paddle is 0.01):
+
+1. **Structure** (exact, the same on every CPU): every convolution whose weights the program stores quantized
+   reads its weights, and its input where the program quantizes it, through QuantizeLinear → DequantizeLinear
+   pairs in the ONNX graph, at the program's step (Paddle's abs-max scale ÷ (2^(bits−1) − 1), relative 1e-5),
+   with the Q and DQ of each pair at the same scale and zero point. This catches dropped pairs and wrong scales.
+2. **Numbers**: the raw outputs before NMS (boxes and class scores per anchor) of both on a few generated
+   scenes, on the anchors that matter (a class score ≥ 0.1 in either): median and 90th-percentile score change,
+   and the median IoU of each anchor's two boxes. Tolerances are four times the rounding noise measured on an
+   AMX Xeon (score median 0.010, p90 0.024, box IoU median 0.98; docs/toolchain.md), well inside what broken
+   exports give (score median ≥ 0.05, IoU median ≤ 0.9 for scales off by 2×). This catches swapped or
+   mis-wired outputs and anything the structure check cannot see. A greedy match of NMS outputs is not used:
+   one near-tie in a cluster of boxes pairs two different boxes (a 0.155 "score difference" on a correct export).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fastdet_cli.onnx_graph import constant_values
+
+RELEVANT_SCORE = 0.1  # an anchor matters when a class score reaches this in either model
+SCORE_MEDIAN_MAX = 0.04
+SCORE_P90_MAX = 0.10
+BOX_IOU_MEDIAN_MIN = 0.90
+OTHER_P90_MAX = 0.04  # outputs that are not boxes/scores: |Δ| ÷ the reference's 99th-percentile magnitude
+SCALE_RTOL = 1e-5
+SEEDS = (0, 1, 2)
+TOLERANCES = {"score median": f"≤ {SCORE_MEDIAN_MAX}", "score p90": f"≤ {SCORE_P90_MAX}",
+              "box IoU median": f"≥ {BOX_IOU_MEDIAN_MIN}", "quantized convolutions": "all match"}
+
+
+@dataclass
+class Int8Check:
+    """What the check found: problems (empty when the export is right) and the figures it measured."""
+
+    problems: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+# ---- 1. structure -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Pair:
+    source: str  # the tensor quantized (a weight constant or an activation)
+    q_scale: np.ndarray
+    dq_scale: np.ndarray
+    q_zero: np.ndarray | None
+    dq_zero: np.ndarray | None
+
+
+def onnx_conv_quantization(onnx_path: Path) -> dict[str, tuple[_Pair | None, _Pair | None]]:
+    """Weight name → (its Q/DQ pair or None, the input's Q/DQ pair or None) for every Conv of the graph whose
+    weight is a named constant (possibly behind a Q/DQ pair)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    vals = constant_values(graph)
+    made_by = {o: n for n in graph.node for o in n.output}
+
+    def pair(tensor: str) -> tuple[str, _Pair | None]:
+        dq = made_by.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return tensor, None
+        q = made_by.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            return dq.input[0], None  # a stored integer tensor: not what paddle2onnx writes
+        zero = (lambda n: vals.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None)
+        return q.input[0], _Pair(q.input[0], np.asarray(vals.get(q.input[1], np.nan), np.float64).reshape(-1),
+                                 np.asarray(vals.get(dq.input[1], np.nan), np.float64).reshape(-1), zero(q), zero(dq))
+
+    out = {}
+    for n in graph.node:
+        if n.op_type != "Conv" or len(n.input) < 2:
+            continue
+        weight, w_pair = pair(n.input[1])
+        if weight in vals:
+            out[weight] = (w_pair, pair(n.input[0])[1])
+    return out
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=SCALE_RTOL, atol=0))
+
+
+def _pair_problem(what: str, p: _Pair, expected: np.ndarray) -> str | None:
+    if not (_same(p.q_scale, p.dq_scale) and (p.q_zero is None) == (p.dq_zero is None)
+            and (p.q_zero is None or np.array_equal(p.q_zero, p.dq_zero))):
+        return f"{what}: its QuantizeLinear and DequantizeLinear disagree (scale or zero point)"
+    if not _same(p.q_scale, np.broadcast_to(expected, p.q_scale.shape) if expected.size == 1 else expected):
+        ratio = float(np.median(p.q_scale / np.maximum(np.broadcast_to(expected, p.q_scale.shape)
+                                                       if expected.size == 1 else expected, 1e-30)))
+        return f"{what}: scale is {ratio:.3g}× the quantized program's"
+    return None
+
+
+def structure_problems(program: dict, graph: dict[str, tuple[_Pair | None, _Pair | None]]) -> list[str]:
+    """Compare paddle_program.quantized_convs (the program) with onnx_conv_quantization (the export)."""
+    problems = []
+    for weight, qc in program.items():
+        if weight not in graph:
+            problems.append(f"no ONNX convolution reads the weights {weight}")
+            continue
+        w_pair, x_pair = graph[weight]
+        if w_pair is None:
+            problems.append(f"convolution {weight}: weights are float in the ONNX graph (Q/DQ pair missing)")
+        elif (msg := _pair_problem(f"convolution {weight} weights", w_pair, qc.weight_scale)):
+            problems.append(msg)
+        if qc.input_scale is not None:
+            if x_pair is None:
+                problems.append(f"convolution {weight}: input is float in the ONNX graph (Q/DQ pair missing)")
+            elif (msg := _pair_problem(f"convolution {weight} input", x_pair, np.array([qc.input_scale]))):
+                problems.append(msg)
+    return problems
+
+
+# ---- 2. numbers ---------------------------------------------------------------------------------------------
+def _anchor_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of a[i] with b[i] for boxes [N, 4] (x1, y1, x2, y2)."""
+    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = w * h
+    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+def _boxes_scores(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(boxes [M, 4], scores [C, M]) of one image when the outputs are a box/score pair before NMS."""
+    if len(outputs) != 2:
+        return None
+    for b, s in (outputs, outputs[::-1]):
+        if b.ndim == 3 and b.shape[-1] == 4 and s.ndim == 3 and s.shape[-1] == b.shape[1]:
+            return b[0].astype(np.float64), s[0].astype(np.float64)
+    return None
+
+
+def output_agreement(ref_runs: list[list[np.ndarray]], out_runs: list[list[np.ndarray]]) -> Int8Check:
+    """Held to the tolerances above: per image, the reference's outputs and the export's, in the same order."""
+    check = Int8Check()
+    # boxes and scores are told apart by shape, as the detector does (det/pipeline.py: decode_outputs)
+    pairs = [(_boxes_scores(r), _boxes_scores(o)) for r, o in zip(ref_runs, out_runs)]
+    if all(r is not None and o is not None and r[0].shape == o[0].shape and r[1].shape == o[1].shape
+           for r, o in pairs):
+        d_score, iou = [], []
+        for (rb, rs), (ob, os_) in pairs:
+            relevant = np.maximum(rs.max(0), os_.max(0)) >= RELEVANT_SCORE
+            d_score.append(np.abs(rs - os_)[:, relevant].max(0) if relevant.any() else np.zeros(0))
+            iou.append(_anchor_iou(rb[relevant], ob[relevant]))
+        d, u = np.concatenate(d_score), np.concatenate(iou)
+        f = check.figures
+        f["anchors compared"] = float(len(d))
+        if len(d):
+            f["score median"], f["score p90"] = float(np.median(d)), float(np.percentile(d, 90))
+            f["score max"], f["box IoU median"] = float(d.max()), float(np.median(u))
+            if f["score median"] > SCORE_MEDIAN_MAX or f["score p90"] > SCORE_P90_MAX:
+                check.problems.append(f"class scores differ by {f['score median']:.3f} at the median, "
+                                      f"{f['score p90']:.3f} at the 90th percentile over {len(d)} anchors (tolerance "
+                                      f"{SCORE_MEDIAN_MAX} / {SCORE_P90_MAX})")
+            if f["box IoU median"] < BOX_IOU_MEDIAN_MIN:
+                check.problems.append(f"each anchor's two boxes overlap with IoU {f['box IoU median']:.2f} at the "
+                                      f"median (tolerance ≥ {BOX_IOU_MEDIAN_MIN})")
+        return check
+    for ref, out in zip(ref_runs, out_runs):
+        if len(ref) != len(out) or any(r.shape != o.shape for r, o in zip(ref, out)):
+            check.problems.append(f"outputs {[o.shape for o in out]} where the program gives {[r.shape for r in ref]}")
+            return check
+    for k in range(len(ref_runs[0])):
+        r = np.concatenate([run[k].reshape(-1) for run in ref_runs]).astype(np.float64)
+        o = np.concatenate([run[k].reshape(-1) for run in out_runs]).astype(np.float64)
+        err = np.abs(r - o) / (np.percentile(np.abs(r), 99) + 1e-6)
+        p90 = float(np.percentile(err, 90)) if err.size else 0.0
+        check.figures[f"output {k} relative p90"] = p90
+        if p90 > OTHER_P90_MAX:
+            check.problems.append(f"output {k} differs by {p90:.3f} of its range at the 90th percentile "
+                                  f"(tolerance {OTHER_P90_MAX})")
+    return check
+
+
+def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
+    """Both parts against the quantized Paddle program in `model_dir` (Paddle Inference without oneDNN, which
+    computes the program's Q/DQ in float). The ONNX graph may hold the NMS or not: the comparison is made
+    before it either way."""
+    import os
+    import tempfile
+
+    from fastdet_cli.det.preprocess import sample_inputs
+    from fastdet_cli.export.onnx import cut_nms
+    from fastdet_cli.io import library_output_to
+    from fastdet_cli.paddle_program import quantized_convs, save_without_nms
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
+
+    with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog
+        program = quantized_convs(model_dir)
+    check = Int8Check(problems=structure_problems(program, onnx_conv_quantization(onnx_path)))
+    check.figures["quantized convolutions"] = float(len(program))
+    feeds = [sample_inputs(deploy, seed) for seed in SEEDS]
+    with tempfile.TemporaryDirectory(prefix="fastdet-int8-check-") as tmp:
+        ref_dir = Path(tmp) / "program"
+        with library_output_to(Path(os.devnull)):
+            if not save_without_nms(model_dir, ref_dir):
+                ref_dir = model_dir
+        onnx_raw = Path(tmp) / "raw.onnx"
+        if cut_nms(onnx_path, onnx_raw) is None:
+            onnx_raw = onnx_path
+        with create_runner("paddle", ref_dir, RunnerOptions(threads=1, mkldnn=False)) as ref:
+            ref_runs = [ref.infer({k: f[k] for k in ref.input_metadata()}) for f in feeds]
+        with create_runner("ort", onnx_raw, RunnerOptions(threads=1)) as ort:
+            out_runs = [ort.infer({k: f[k] for k in ort.input_metadata()}) for f in feeds]
+    numbers = output_agreement(ref_runs, out_runs)
+    check.problems += numbers.problems
+    check.figures.update(numbers.figures)
+    return check
