@@ -10,7 +10,8 @@ from pathlib import Path
 from fastdet_cli.bench.verdicts import FLAG_POINTS
 from fastdet_cli.runtime.registry import MODES
 
-COLUMNS = ("FP32", "INT8", "INT8+FP16", "INT8+FP16+PM")
+COLUMNS = ("FP32", "BF16", "INT8", "INT8+FP16/BF16", "INT8+FP16+PM")  # MODES, in order
+MAP_MODES = ("fp32", "bf16", "int8")  # the rows whose mAP is measured
 
 
 def _cell(row: dict | None, key: str) -> str:
@@ -43,7 +44,7 @@ def table_rows(report: dict, key: str) -> list[list[str]]:
         ok = fp32 and fp32["status"] == "ok" and fp32[key] and int8s
         speed = f"{fp32[key]['mean'] / min(int8s):.2f}x" if ok else "-"
         maps = [f"{by[(g, m)]['map']:.3f}" if (g, m) in by and by[(g, m)].get("map") is not None else "-"
-                for m in ("fp32", "int8")]
+                for m in MAP_MODES]
         status = fp32["status"] if fp32 and fp32["status"].startswith("skipped") else ""
         row = [g[2], *cells, speed, *maps, status or int8_label(by.get((g, "int8")))]
         if is_merged(report):
@@ -63,7 +64,7 @@ def int8_label(row: dict | None) -> str:
     return f"{art['method']} · {KIND_LABELS.get(art['kind'], art['kind'])}"
 
 
-HEADER = ["backend", *COLUMNS, "max speedup", "FP32 mAP", "INT8 mAP", "INT8 model"]
+HEADER = ["backend", *COLUMNS, "max speedup", "FP32 mAP", "BF16 mAP", "INT8 mAP", "INT8 model"]
 
 
 def agreement(report: dict) -> bool:
@@ -109,6 +110,24 @@ def _who(r: dict) -> str:
     return f"{r['backend']} {r['precision']}" + (f" on {r['hardware']}" if r.get("hardware") else "")
 
 
+def kernel_rows(report: dict) -> list[list[str]]:
+    """Which kernels each row ran (instruction set of its convolutions, how it was read): a table from an AMX
+    machine and one from a VNNI or AVX2 machine cannot be mistaken for each other."""
+    out = []
+    for r in report["rows"]:
+        k = r.get("kernels")
+        if r["status"] == "ok" and k:
+            isa = " · ".join(f"{name} {n}" if n else name for name, n in k["conv_isa"].items()) or "?"
+            out.append(([r["hardware"]] if is_merged(report) else []) + [
+                r["backend"], r["precision"], isa, k.get("inference_precision") or "-", k["source"]])
+    return out
+
+
+def kernel_header(report: dict) -> list[str]:
+    cols = ["backend", "precision", "convolution kernels (ISA, data type: count)", "float ops in", "read from"]
+    return ["hardware", *cols] if is_merged(report) else cols
+
+
 def status_notes(report: dict) -> list[str]:
     """Why a cell says None or skipped: one line per backend × mode (the tables have room for the word only)."""
     return [f"{_who(r)}: {r['status']}" for r in report["rows"] if r["status"] != "ok"]
@@ -150,6 +169,14 @@ def print_tables(report: dict, console) -> None:
         console.print(t)
     for line in status_notes(report):
         console.print(line, highlight=False, markup=False)
+    kernels = kernel_rows(report)
+    if kernels:
+        t = Table(title="Kernels the runtimes chose", title_justify="left")
+        for h in kernel_header(report):
+            t.add_column(h)
+        for row in kernels:
+            t.add_row(*row)
+        console.print(t)
     t = Table(title="Per-stage split of end-to-end time (mean ms)", title_justify="left")
     for h in stage_header(report):
         t.add_column(h, justify="left" if h in ("hardware", "backend", "precision") else "right")
@@ -194,6 +221,8 @@ def markdown(report: dict) -> str:
     notes = status_notes(report)
     if notes:
         parts.append("## None and skipped cells\n\n" + "\n".join(f"- {n}" for n in notes))
+    if kernel_rows(report):
+        parts.append("## Kernels the runtimes chose\n\n" + md_table(kernel_header(report), kernel_rows(report)))
     parts.append("## Per-stage split (mean ms)\n\n" + md_table(stage_header(report), stage_rows(report)))
     for backend, lines in report.get("int8_verdict", {}).items():
         parts.append(f"## Why INT8 is not faster on {backend}\n\n" + "\n".join(f"- {line}" for line in lines))
@@ -212,12 +241,14 @@ def csv_text(report: dict) -> str:
     w = csv.writer(buf)
     w.writerow(["backend", "precision", "status", "runtime_mean_ms", "runtime_p50_ms", "runtime_p90_ms",
                 "runtime_p99_ms", "runtime_stdev_ms", "end2end_mean_ms", "end2end_p50_ms", "map", "ap50",
-                "int8_kind", "int8_model", "hardware", "versions", "settings"])
+                "int8_kind", "int8_model", "kernels", "hardware", "versions", "settings"])
     for r in report["rows"]:
         rt, e2e, art = r["runtime_ms"] or {}, r["end2end_ms"] or {}, r.get("int8_artifact") or {}
         w.writerow([r["backend"], r["precision"], r["status"], rt.get("mean"), rt.get("p50"), rt.get("p90"),
                     rt.get("p99"), rt.get("stdev"), e2e.get("mean"), e2e.get("p50"), r["map"], r["ap50"],
-                    art.get("kind"), art.get("path"), r.get("hardware", ""), r.get("versions", ""),
+                    art.get("kind"), art.get("path"),
+                    " · ".join(f"{k} {n}" for k, n in (r.get("kernels") or {}).get("conv_isa", {}).items()),
+                    r.get("hardware", ""), r.get("versions", ""),
                     r.get("settings_note", "")])
     return buf.getvalue()
 

@@ -36,6 +36,7 @@ class BenchSettings:
     explicit_backends: bool = False
     int8: bool = True
     fp16: bool = False
+    bf16: bool | None = None  # the FP32 model in bf16; None: where the CPU has bf16 in hardware
     pinned: bool = False
     repeat: int = 1000
     warmup: int = 200
@@ -61,6 +62,7 @@ class Row:
     model: str | None = None
     rss_mb: float | None = None
     int8_artifact: dict | None = None  # INT8 rows: path, kind, method of the artifact this backend ran
+    kernels: dict | None = None  # runtime.base.Kernels: the convolution kernels' ISA, as the runtime reports it
 
 
 def mode_options(backend: str, mode: str, threads: int):
@@ -112,8 +114,10 @@ def bench_one(model_path, backend: str, options, image: np.ndarray, settings: Be
                       "postprocess": total.postprocess - total.nms}
             stages = {k: round(v / runs * 1000, 4) for k, v in stages.items()}
             stages.update({"h2d": None, "d2h": None})  # inside compute on GPU backends; none on CPU
+        kernels = det.runner.kernels(feed)
         row = Row(backend, "", "ok", Stats.of(runtime).as_dict(), end2end, stages,
-                  model=str(det.source.path), rss_mb=round(rss_mb(), 1))
+                  model=str(det.source.path), rss_mb=round(rss_mb(), 1),
+                  kernels=dataclasses.asdict(kernels) if kernels else None)
         if settings.eval and dataset is not None and evaluate:
             res = coco_evaluate(det, dataset, settings.eval_limit)
             row.map, row.ap50, row.per_class_ap = res.stats["AP"], res.stats["AP50"], res.per_class
@@ -155,8 +159,11 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
     timing_image = data.image_files(1)[0] if isinstance(data, ImageFolder) else data.image_paths(limit=1)[0][1]
     image = read_image(timing_image)
     artifacts = int8_artifacts(settings, log) if settings.int8 else []
-    modes = ["fp32"] + (["int8"] if artifacts else []) + (["int8+fp16"] if settings.fp16 and artifacts else []) + (
-        ["int8+fp16+pm"] if settings.pinned and artifacts else [])
+    from fastdet_cli.machine import BF16_FLAGS, cpu_has
+
+    bf16 = cpu_has(BF16_FLAGS) if settings.bf16 is None else settings.bf16
+    modes = ["fp32"] + (["bf16"] if bf16 else []) + (["int8"] if artifacts else []) + (
+        ["int8+fp16"] if settings.fp16 and artifacts else []) + (["int8+fp16+pm"] if settings.pinned and artifacts else [])
     rows: list[Row] = []
     for backend in settings.backends:
         skip = backend_status(backend)
@@ -182,7 +189,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
                                      settings.eval_limit)
         for mode in modes:
             opts = mode_options(backend, mode, settings.threads)
-            if mode != "fp32" and isinstance(chosen, str):
+            if mode not in ("fp32", "bf16") and isinstance(chosen, str):
                 opts = chosen  # no artifact this backend can run
             if isinstance(opts, str):
                 rows.append(Row(backend, mode, opts))
@@ -190,8 +197,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
             runs = (2 if settings.end2end else 1) * (settings.warmup + settings.repeat)
             tick = progress(f"{backend} {mode}", runs) if progress else (lambda n: None)
             try:
-                row = bench_one(fp32_form if mode == "fp32" else chosen.path, backend, opts, image, settings,
-                                dataset, tick, evaluate=mode in ("fp32", "int8"))
+                row = bench_one(fp32_form if mode in ("fp32", "bf16") else chosen.path, backend, opts, image,
+                                settings, dataset, tick, evaluate=mode in ("fp32", "bf16", "int8"))
             except UnsupportedMode as e:
                 row = Row(backend, mode, f"None: {e}")
             except (MissingDependency, NoDevice) as e:
@@ -205,7 +212,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
                 row = Row(backend, mode, f"failed: {type(e).__name__}: {first}"[:300])
                 log(f"{backend} {mode} failed: {type(e).__name__}: {first}")
             row.precision = mode
-            if mode != "fp32":
+            if mode not in ("fp32", "bf16") and chosen is not None and not isinstance(chosen, str):
                 row.int8_artifact = chosen.as_dict()
             rows.append(row)
     report = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 FLAG_POINTS = 5.0  # a class losing more than this many AP points under INT8 is flagged
+AS_FAST = 1.05  # a BF16 row within 5% of the fastest INT8 row is preferred to it (no calibration, FP32 accuracy)
 
 
 def per_class_deltas(rows: list[dict]) -> dict:
@@ -23,8 +24,9 @@ def per_class_deltas(rows: list[dict]) -> dict:
 
 def recommend(rows: list[dict], max_map_drop: float) -> dict:
     """The fastest backend × precision whose mAP is within `max_map_drop` points of FP32 on the same backend
-    (end-to-end mean when measured, else runtime mean). INT8 rows without mAP cannot qualify unless no row has
-    mAP at all (then speed alone decides, and the text says so)."""
+    (end-to-end mean when measured, else runtime mean); BF16 is weighed like INT8, and preferred to an INT8 row
+    that is not more than 5% faster. INT8/BF16 rows without mAP cannot qualify unless no row has mAP at all
+    (then speed alone decides, and the text says so)."""
     key = "end2end_ms" if any(r.get("end2end_ms") for r in rows) else "runtime_ms"
     ok = [r for r in rows if r["status"] == "ok" and r.get(key)]
     if not ok:
@@ -41,18 +43,30 @@ def recommend(rows: list[dict], max_map_drop: float) -> dict:
         return (r.get("map") is not None and base is not None and base.get("map") is not None
                 and 100 * (base["map"] - r["map"]) <= max_map_drop)
 
-    best = min((r for r in ok if qualifies(r)), key=lambda r: r[key]["mean"])
+    candidates = [r for r in ok if qualifies(r)]
+    best = min(candidates, key=lambda r: r[key]["mean"])
+    # BF16 needs no calibration and keeps FP32's accuracy but for rounding: where it is as fast as the best
+    # INT8 row (within AS_FAST), it is the better deployment
+    bf16 = [r for r in candidates if r["precision"] == "bf16" and r[key]["mean"] <= AS_FAST * best[key]["mean"]]
+    preferred = ""
+    if best["precision"] not in ("fp32", "bf16") and bf16:
+        quickest_int8 = best
+        best = min(bf16, key=lambda r: r[key]["mean"])
+        preferred = (f"; preferred to {quickest_int8['precision'].upper()} on {quickest_int8['backend']} "
+                     f"({quickest_int8[key]['mean']:.2f} ms), which is not more than {100 * (AS_FAST - 1):.0f}% "
+                     "faster: BF16 needs no calibration")
     what = "end-to-end" if key == "end2end_ms" else "runtime"
     base = fp32.get(best["backend"])
     if best["precision"] == "fp32":
         text = (f"FP32 on {best['backend']} ({best[key]['mean']:.2f} ms {what}): INT8 does not pay here"
-                + (f" (no INT8 row both faster and within {max_map_drop:g} mAP point)" if with_map else ""))
+                + (f" (no INT8 or BF16 row both faster and within {max_map_drop:g} mAP point)" if with_map else ""))
     else:
         speed = f", {base[key]['mean'] / best[key]['mean']:.2f}x its FP32" if base else ""
         acc = (f", mAP {best['map']:.3f} vs FP32 {base['map']:.3f}" if with_map and base and base.get("map") is not None
                else " (mAP not measured: speed only)")
-        text = (f"{best['precision'].upper()} on {best['backend']} ({best[key]['mean']:.2f} ms {what}{speed}{acc}; "
-                f"{best['int8_artifact']['method']}, {best['int8_artifact']['path']})")
+        made = ("the FP32 model with bf16 arithmetic" if best["precision"] == "bf16" else
+                f"{best['int8_artifact']['method']}, {best['int8_artifact']['path']}")
+        text = f"{best['precision'].upper()} on {best['backend']} ({best[key]['mean']:.2f} ms {what}{speed}{acc}; {made}){preferred}"
     return {"text": text, "backend": best["backend"], "precision": best["precision"], "latency": what,
             "max_map_drop_points": max_map_drop}
 

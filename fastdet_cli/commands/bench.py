@@ -16,7 +16,11 @@ def bench(
     backend: str = typer.Option("ort,openvino,paddle", "--backend", "-b",
                                 help="Comma-separated backends, or 'all' (GPU ones get a 'skipped' row here)."),
     int8: bool = options.Flag(True, "--int8/--no-int8", help="Benchmark the INT8 model too."),
-    fp16: bool = options.Flag(False, "--fp16", help="Add the INT8+FP16 column."),
+    fp16: bool = options.Flag(False, "--fp16", help="Add the INT8+FP16 column (on a CPU: INT8 with the float "
+                              "parts in BF16, where the CPU has it)."),
+    bf16: bool = typer.Option(None, "--bf16/--no-bf16", show_default="where the CPU has BF16",
+                              help="Add the BF16 row: the FP32 model with bf16 arithmetic (no calibration). "
+                              "Default: on where the CPU has AVX512-BF16 or AMX-BF16."),
     pinned: bool = options.Flag(False, "--pinned", help="Add the INT8+FP16+pinned-memory column."),
     repeat: int = typer.Option(1000, "--repeat", min=1, help="Timed runs (after warm-up)."),
     warmup: int = typer.Option(200, "--warmup", min=0, help="Untimed warm-up runs."),
@@ -32,7 +36,7 @@ def bench(
                                      help="With --report: side-by-side FP32 vs INT8 images of the least-agreeing "
                                           "dataset images (fastdet diff)."),
 ) -> int:
-    """Latency (runtime and end-to-end) and mAP for FP32 / INT8 / INT8+FP16 / INT8+FP16+PM per backend."""
+    """Latency (runtime and end-to-end) and mAP for FP32 / BF16 / INT8 / INT8+FP16 / INT8+FP16+PM per backend."""
     from fastdet_cli.ui import make_console
     from rich.progress import Progress
 
@@ -50,7 +54,7 @@ def bench(
     check_output_dir(report, "--report")
     settings = BenchSettings(model=model, int8_models=tuple(int8_model or ()), compress_config=compress_config,
                              backends=names, max_map_drop=max_map_drop,
-                             explicit_backends=explicit, int8=int8, fp16=fp16, pinned=pinned, repeat=repeat,
+                             explicit_backends=explicit, int8=int8, fp16=fp16, bf16=bf16, pinned=pinned, repeat=repeat,
                              warmup=warmup, threads=threads, dataset=dataset, eval=eval_, eval_limit=eval_limit,
                              end2end=end2end)
     console = make_console(own_fd=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdet_cli.onnx_graph import constant_values
+from fastdet_cli.onnx_graph import constant_values, cut_nms
 
 RELEVANT_SCORE = 0.1  # an anchor matters when a class score reaches this in either model
 SCORE_MEDIAN_MAX = 0.04
@@ -188,7 +188,6 @@ def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
     import tempfile
 
     from fastdet_cli.det.preprocess import sample_inputs
-    from fastdet_cli.export.onnx import cut_nms
     from fastdet_cli.io import library_output_to
     from fastdet_cli.paddle_program import quantized_convs, save_without_nms
     from fastdet_cli.runtime.base import RunnerOptions

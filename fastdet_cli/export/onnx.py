@@ -15,8 +15,7 @@ import numpy as np
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.io import atomic_dir
-from fastdet_cli.lazy import require
-from fastdet_cli.onnx_graph import constant_values
+from fastdet_cli.onnx_graph import cut_nms
 from fastdet_cli.paddle_program import QUANT_OPS
 
 OPSET = 13
@@ -56,37 +55,6 @@ def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None, depl
     if save_file and not save_file.exists():
         raise FastdetError(f"paddle2onnx reported success but wrote no file ({save_file})")
     return json.loads(lines[-1])
-
-
-def cut_nms(src: Path, dst: Path) -> dict | None:
-    """Cut the graph at the NonMaxSuppression node's inputs: outputs become boxes [N, M, 4] (already in
-    original-image pixels) and scores [N, C, M]. Returns the NMS thresholds found in the graph, or None
-    when the graph has no NMS."""
-    onnx = require("onnx", "base", "export")
-    model = onnx.load(str(src))
-    nms_nodes = [n for n in model.graph.node if n.op_type == "NonMaxSuppression"]
-    if not nms_nodes:
-        return None
-    node = nms_nodes[0]
-    boxes, scores = node.input[0], node.input[1]
-    consts = constant_values(model.graph)
-    found = {}
-    for idx, key in ((2, "max_output_boxes_per_class"), (3, "nms_threshold"), (4, "score_threshold")):
-        if len(node.input) > idx and node.input[idx]:
-            v = consts.get(node.input[idx])
-            if v is not None:
-                found[key] = float(np.asarray(v).reshape(-1)[0])
-    inputs = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
-    onnx.utils.extract_model(str(src), str(dst), inputs, [boxes, scores])
-    cut = onnx.load(str(dst))
-    # stable, readable output names for the post-processing
-    rename = {boxes: "boxes", scores: "scores"}
-    for n in cut.graph.node:
-        n.output[:] = [rename.get(o, o) for o in n.output]
-    for o in cut.graph.output:
-        o.name = rename.get(o.name, o.name)
-    onnx.save(cut, str(dst))
-    return found
 
 
 TARGETS = ("onnxruntime", "tensorrt")

@@ -23,7 +23,7 @@ class RunnerOptions:
 
     device: str = "cpu"  # "cpu" or "gpu" (OpenVINO also takes its own device names, e.g. "GPU.0")
     threads: int = 1  # intra-op CPU threads
-    precision: str = "fp32"  # "fp32", "fp16" (e.g. TensorRT / OpenVINO inference hint), "int8"
+    precision: str = "fp32"  # "fp32", "fp16" (e.g. TensorRT / OpenVINO inference hint), "bf16" (CPU), "int8"
     fp16: bool = False  # with int8: layers left in float run in reduced precision (TensorRT FP16; OpenVINO's
     #                      f16 on GPU / bf16 on CPUs that have it)
     pinned: bool = False  # page-locked host buffers for host<->device copies (GPU backends)
@@ -50,6 +50,22 @@ class OpTime:
     op_type: str  # the runtime's kernel/op type (ORT: QLinearConv, Conv…; OpenVINO: Convolution, FakeQuantize…)
     precision: str  # "int8" | "float" | "q/dq" (a quantize/dequantize/reorder step) | "other"
     ms: float  # mean milliseconds per run
+
+
+@dataclass
+class Kernels:
+    """Which kernels the runtime chose: convolution implementations by instruction set (e.g. {"avx512_amx": 57,
+    "avx512": 41}), how that was read ("executed graph", "oneDNN verbose", "CPU flags"), and the float precision
+    the runtime really uses where it can be asked (OpenVINO's inference precision)."""
+
+    conv_isa: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+    inference_precision: str | None = None
+
+    def summary(self) -> str:
+        isa = " · ".join(f"{k} {v}" if v else k for k, v in self.conv_isa.items()) or "?"
+        prec = f", float ops in {self.inference_precision}" if self.inference_precision else ""
+        return f"{isa} ({self.source}{prec})"
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,9 @@ class Runner:
 
     def _deactivate(self) -> None:
         pass
+
+    def _kernels(self, feed: dict[str, np.ndarray]) -> Kernels | None:
+        return None
 
     def _op_profile(self, feed: dict[str, np.ndarray], runs: int) -> list[OpTime]:
         raise FastdetError(f"backend '{self.name}' has no per-op profile in fastdet (ort and openvino have)")
@@ -133,6 +152,11 @@ class Runner:
         out = self._infer({k: feed[k] for k in self._inputs})
         self.last_inference_time = time.perf_counter() - t0
         return out
+
+    def kernels(self, feed: dict[str, np.ndarray]) -> Kernels | None:
+        """The kernels this runtime chose for the model (None where it cannot be read)."""
+        self._require_active()
+        return self._kernels({k: feed[k] for k in self._inputs})
 
     def op_profile(self, feed: dict[str, np.ndarray], runs: int = 20) -> list[OpTime]:
         """Run `runs` times with the runtime's profiler on; per-op mean times, slowest first. The runner must

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastdet_cli.errors import FastdetError, NoDevice
-from fastdet_cli.runtime.base import OpTime, Runner, TensorMeta
+from fastdet_cli.runtime.base import Kernels, OpTime, Runner, TensorMeta
 
 # ORT kernels that compute in 8-bit integers (QLinear* / *Integer ops of the com.microsoft and onnx domains)
 INT8_OPS = {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QLinearAdd", "QLinearMul",
@@ -57,6 +57,17 @@ class OrtRunner(Runner):
             raise FastdetError(f"ONNX Runtime cannot load {self.model_path}: {str(e).splitlines()[0]}") from e
         self._outputs = [x.name for x in self.session.get_outputs()]
 
+    def _kernels(self, feed: dict[str, np.ndarray]) -> Kernels | None:
+        if self.options.device == "gpu":
+            return None
+        from fastdet_cli.machine import cpu_model_and_flags
+
+        flags = cpu_model_and_flags()[1]
+        int8 = self.options.precision == "int8"
+        isa = mlas_isa(flags, int8)
+        counts = {isa: 0} if not int8 else {isa: 0, mlas_isa(flags, False): 0}  # float parts of an INT8 model
+        return Kernels(counts, "CPU flags: MLAS picks by CPUID")
+
     def _input_metadata(self) -> dict[str, TensorMeta]:
         return {i.name: TensorMeta(np.dtype(_ORT_TYPES.get(i.type, np.float32)), tuple(i.shape))
                 for i in self.session.get_inputs()}
@@ -90,3 +101,14 @@ class OrtRunner(Runner):
         if getattr(self, "_profile_dir", None) is not None:
             self._profile_dir.cleanup()
             self._profile_dir = None
+
+
+def mlas_isa(flags: list[str], int8: bool) -> str:
+    """The kernel family ONNX Runtime's CPU library (MLAS) dispatches to on a CPU with `flags`: it picks its
+    GEMM/convolution kernels from CPUID at start-up and names none of them in its profile."""
+    if int8:
+        for flag, isa in (("amx_int8", "amx int8"), ("avx512_vnni", "avx512_vnni int8"), ("avx_vnni", "avx_vnni int8")):
+            if flag in flags:
+                return isa
+        return "avx2 int8 (int16 pairs)" if "avx2" in flags else "sse int8"
+    return "avx512 f32" if "avx512f" in flags else "avx2 f32" if "avx2" in flags else "sse f32"

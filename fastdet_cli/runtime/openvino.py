@@ -1,12 +1,14 @@
 """OpenVINO backend, reading ONNX. The FP32 mode sets INFERENCE_PRECISION_HINT=f32: on CPUs with
 AVX512-BF16/AMX, OpenVINO's default is bf16, which would make an "FP32" baseline silently faster and
-less exact. `precision="fp16"` asks for the CPU's reduced-precision hint (bf16 where the CPU has it)."""
+less exact; the compiled model is asked back which precision it took, and a hint it did not honour is an error.
+`precision="bf16"` (CPU) and INT8 with `fp16` ask for bf16 where the CPU has it in hardware (AVX512-BF16 or
+AMX-BF16); `precision="fp16"` asks for the device's reduced precision (f16 on GPU, bf16 on CPU)."""
 from __future__ import annotations
 
 import numpy as np
 
 from fastdet_cli.errors import FastdetError, NoDevice, UnsupportedMode
-from fastdet_cli.runtime.base import OpTime, Runner, TensorMeta
+from fastdet_cli.runtime.base import Kernels, OpTime, Runner, TensorMeta
 
 
 class OpenVinoRunner(Runner):
@@ -21,13 +23,15 @@ class OpenVinoRunner(Runner):
 
     def precision_hint(self, device: str) -> str | None:
         p = self.options.precision
-        if p == "fp16" or (p == "int8" and self.options.fp16):
+        if p == "bf16" or p == "fp16" or (p == "int8" and self.options.fp16):
             if device.startswith("GPU"):
+                if p == "bf16":
+                    raise UnsupportedMode("OpenVINO's GPU plugin has no bf16 (its reduced precision is f16)")
                 return "f16"
             from fastdet_cli.machine import BF16_FLAGS, cpu_has
 
-            if p == "int8" and not cpu_has(BF16_FLAGS):
-                raise UnsupportedMode("this CPU has no bf16 (OpenVINO's reduced-precision hint)")
+            if p != "fp16" and not cpu_has(BF16_FLAGS):
+                raise UnsupportedMode("this CPU has no bf16 (AVX512-BF16 or AMX-BF16)")
             return "bf16"
         return "f32" if device.startswith("CPU") or p == "fp32" else None
 
@@ -53,6 +57,11 @@ class OpenVinoRunner(Runner):
             raise FastdetError(f"OpenVINO cannot compile {self.model_path} on {device}: {str(e).splitlines()[0]}") from e
         self.request = self.compiled.create_infer_request()
         self.device_name = device
+        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        wanted = {"f32": ("float32", "f32"), "bf16": ("bfloat16", "bf16"), "f16": ("float16", "f16")}.get(hint)
+        if wanted and not any(w in self.inference_precision for w in wanted):
+            raise FastdetError(f"OpenVINO did not honour INFERENCE_PRECISION_HINT={hint} on {device} (it runs "
+                               f"{self.inference_precision}): the row would not be what it says")
 
     def _input_metadata(self) -> dict[str, TensorMeta]:
         out = {}
@@ -80,6 +89,18 @@ class OpenVinoRunner(Runner):
         return [OpTime(name, node_type, exec_precision(node_type, exec_type), ms / runs)
                 for name, (node_type, exec_type, ms) in total.items()]
 
+    def _kernels(self, feed: dict[str, np.ndarray]) -> Kernels:
+        """From the compiled (executed) graph: each convolution's primitive, e.g. brgconv_avx512_amx_1x1_I8."""
+        counts: dict[str, int] = {}
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            rt = op.get_rt_info()
+            if "layerType" in rt and "Convolution" in rt["layerType"].astype(str) and "primitiveType" in rt:
+                isa = kernel_isa(rt["primitiveType"].astype(str))
+                counts[isa] = counts.get(isa, 0) + 1
+        precision = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+        prec = next((v for k, v in precision.items() if k in self.inference_precision), self.inference_precision)
+        return Kernels(dict(sorted(counts.items(), key=lambda kv: -kv[1])), "executed graph", prec)
+
     def _deactivate(self) -> None:
         del self.request, self.compiled
 
@@ -90,3 +111,12 @@ def exec_precision(node_type: str, exec_type: str) -> str:
         return "q/dq"
     suffix = exec_type.rsplit("_", 1)[-1].upper()
     return "int8" if suffix in ("I8", "U8") else "float" if suffix in ("FP32", "F32", "BF16", "FP16") else "other"
+
+
+def kernel_isa(primitive: str) -> str:
+    """The instruction set and number format in an OpenVINO CPU primitive name: brgconv_avx512_amx_1x1_I8 →
+    avx512_amx int8, jit_avx2_dw_FP32 → avx2 f32, brgconv_avx512_amx_bf16 → avx512_amx bf16."""
+    parts = primitive.split("_")
+    fmt = {"i8": "int8", "u8": "int8", "fp32": "f32"}.get(parts[-1].lower(), parts[-1].lower())
+    words = [w for w in parts[1:-1] if w not in ("1x1", "dw", "planar", "core")]
+    return f"{'_'.join(words) or parts[0]} {fmt}"

@@ -12,9 +12,10 @@ from fastdet_cli.errors import FastdetError, NoDevice, UnsupportedMode
 from fastdet_cli.io import library_output_to
 from fastdet_cli.lazy import import_paddle
 from fastdet_cli.paddle_program import check_paddle_model, paddle_model_files
-from fastdet_cli.runtime.base import Runner, TensorMeta
+from fastdet_cli.runtime.base import Kernels, Runner, TensorMeta
 
 
+BF16_OPS = {"conv2d", "depthwise_conv2d", "fused_conv2d"}
 INT8_OP_SETS = {"conv": {"conv2d"}, "all": set()}  # set() = Paddle's own default: every op it can quantize
 
 
@@ -52,8 +53,19 @@ class PaddleRunner(Runner):
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(o.threads)
+            if o.precision == "bf16" and not o.mkldnn:
+                raise UnsupportedMode("Paddle Inference runs BF16 through oneDNN only (mkldnn off)")
             if o.mkldnn:
                 config.enable_mkldnn()
+                if o.precision == "bf16":
+                    from fastdet_cli.machine import BF16_FLAGS, cpu_has
+
+                    if not cpu_has(BF16_FLAGS):  # Paddle would emulate it, slower than FP32
+                        raise UnsupportedMode("this CPU has no bf16 (AVX512-BF16 or AMX-BF16)")
+                    config.enable_mkldnn_bfloat16()
+                    # convolutions only: with Paddle's default bf16 op list, reshape2 breaks on the detectors' box
+                    # rescaling ("The input tensor X's size must be divisible by known capacity", PicoDet, 2.6.2)
+                    config.set_bfloat16_op(BF16_OPS)
                 if o.precision == "int8" and o.mkldnn_int8:
                     # oneDNN INT8 kernels for a quantized program (else its quantize/dequantize ops run in
                     # float: 5× slower than FP32), without cpu_quantize_squash_pass, which aborts on this
@@ -117,6 +129,17 @@ class PaddleRunner(Runner):
         self.predictor.run()
         return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self._out_names]
 
+    def _kernels(self, feed: dict[str, np.ndarray]) -> Kernels | None:
+        """oneDNN's own account of the convolutions it ran (verbose mode, in a child process)."""
+        if self.options.device == "gpu" or not self.options.mkldnn:
+            return None
+        from fastdet_cli.runtime.onednn_probe import probe
+
+        o = self.options
+        counts = probe(self.model_path, {"threads": o.threads, "precision": o.precision, "mkldnn": o.mkldnn,
+                                         "mkldnn_int8": o.mkldnn_int8, "mkldnn_int8_ops": o.mkldnn_int8_ops}, feed)
+        return Kernels(counts, "oneDNN verbose") if counts else None
+
     def _deactivate(self) -> None:
         del self.predictor
 
@@ -150,3 +173,20 @@ class PaddleTrtRunner(PaddleRunner):
         if self.options.cache_dir:
             config.set_optim_cache_dir(str(self.options.cache_dir))
         return config
+
+
+def _probe_child() -> None:
+    """One inference with the options and input the parent wrote (runtime/onednn_probe.py runs this with
+    ONEDNN_VERBOSE=1 and reads oneDNN's lines from stdout)."""
+    import json
+    import sys
+
+    from fastdet_cli.runtime.base import RunnerOptions
+
+    feed = dict(np.load(sys.argv[3]))
+    with PaddleRunner(Path(sys.argv[1]), RunnerOptions(**json.loads(sys.argv[2]))) as runner:
+        runner.infer(feed)
+
+
+if __name__ == "__main__":
+    _probe_child()

@@ -16,9 +16,12 @@ if TYPE_CHECKING:
     from fastdet_cli.runtime.base import Runner, RunnerOptions
 
 
-MODES = ("fp32", "int8", "int8+fp16", "int8+fp16+pm")  # the reference's four columns; pm = pinned memory
-MODE_LABELS = {"fp32": "FP32", "int8": "INT8", "int8+fp16": "INT8+FP16", "int8+fp16+pm": "pinned-memory"}
-_MODE_OPTIONS = {"fp32": {"precision": "fp32"}, "int8": {"precision": "int8"},
+# the reference's four columns (pm = pinned memory) and BF16: the FP32 model in bf16 on CPUs that have it in
+# hardware. On a CPU, INT8+FP16 is INT8 with the float parts in bf16 (there is no fp16 arithmetic to ask for).
+MODES = ("fp32", "bf16", "int8", "int8+fp16", "int8+fp16+pm")
+MODE_LABELS = {"fp32": "FP32", "bf16": "BF16", "int8": "INT8", "int8+fp16": "INT8+FP16/BF16",
+               "int8+fp16+pm": "pinned-memory"}
+_MODE_OPTIONS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}, "int8": {"precision": "int8"},
                  "int8+fp16": {"precision": "int8", "fp16": True},
                  "int8+fp16+pm": {"precision": "int8", "fp16": True, "pinned": True}}
 
@@ -45,6 +48,7 @@ class BackendSpec:
     device_names: bool = False  # takes the library's own device names (e.g. OpenVINO's GPU.0) besides cpu/gpu
     onnx_target: str = "onnxruntime"  # the ONNX flavour it gets from a Paddle model (export_onnx's target)
     static_shapes: bool = False  # builds for fixed input shapes: taken from the deploy config's preprocessing
+    no_mode_reasons: tuple[tuple[str, str], ...] = ()  # (mode, why it has none) where there is more to say
 
     @property
     def gpu_only(self) -> bool:
@@ -68,7 +72,9 @@ class BackendSpec:
         from fastdet_cli.runtime.base import RunnerOptions
 
         if mode not in self.modes:
-            return f"None: {self.name} has no {MODE_LABELS[mode]} mode" + (" on CPU" if not self.gpu_only else "")
+            why = dict(self.no_mode_reasons).get(mode)
+            return f"None: {why}" if why else (
+                f"None: {self.name} has no {MODE_LABELS[mode]} mode" + (" on CPU" if not self.gpu_only else ""))
         return RunnerOptions(device="gpu" if self.gpu_only else "cpu", threads=threads, **_MODE_OPTIONS[mode])
 
 
@@ -76,15 +82,20 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
     BackendSpec("ort", "fastdet_cli.runtime.onnxruntime:OrtRunner", "onnxruntime", "onnxruntime", "base", "onnx",
                 ("cpu", "gpu"), ("fp32", "int8"), ("fp32", "int8"),
                 "ONNX Runtime (CPU; CUDA execution provider when present)",
-                int8_kinds=("ort-qdq", "onnx-qdq", "paddle-program"), profiles_ops=True),
+                int8_kinds=("ort-qdq", "onnx-qdq", "paddle-program"), profiles_ops=True,
+                no_mode_reasons=(("bf16", "ONNX Runtime's CPU provider has no bf16 convolutions"),
+                                 ("int8+fp16", "ONNX Runtime's CPU provider has no bf16/fp16 for the float parts"))),
     BackendSpec("openvino", "fastdet_cli.runtime.openvino:OpenVinoRunner", "openvino", "openvino", "openvino",
-                "onnx", ("cpu", "gpu"), ("fp32", "fp16", "int8"), ("fp32", "int8", "int8+fp16"),
+                "onnx", ("cpu", "gpu"), ("fp32", "fp16", "bf16", "int8"), ("fp32", "bf16", "int8", "int8+fp16"),
                 "OpenVINO from ONNX", int8_kinds=("paddle-program", "onnx-qdq", "ort-qdq"), profiles_ops=True,
                 device_names=True),
     BackendSpec("paddle", "fastdet_cli.runtime.paddle:PaddleRunner", "paddle", "paddlepaddle", "paddle", "paddle",
-                ("cpu", "gpu"), ("fp32", "int8"), ("fp32", "int8"), "Paddle Inference (oneDNN on CPU)"),
+                ("cpu", "gpu"), ("fp32", "bf16", "int8"), ("fp32", "bf16", "int8"), "Paddle Inference (oneDNN on CPU)",
+                no_mode_reasons=(("int8+fp16", "Paddle Inference 2.6 runs oneDNN INT8 or BF16, not both (its INT8 "
+                                               "pass list replaces the BF16 one)"),)),
     BackendSpec("trt", "fastdet_cli.runtime.tensorrt:TrtRunner", "tensorrt", "tensorrt", "trt", "onnx",
-                ("gpu",), ("fp32", "fp16", "int8"), MODES, "TensorRT engine built from ONNX",
+                ("gpu",), ("fp32", "fp16", "int8"), ("fp32", "int8", "int8+fp16", "int8+fp16+pm"),
+                "TensorRT engine built from ONNX",
                 int8_kinds=("paddle-program", "onnx-qdq", "ort-qdq"), copies_in_compute=True,
                 onnx_target="tensorrt", static_shapes=True),
     BackendSpec("paddle-trt", "fastdet_cli.runtime.paddle:PaddleTrtRunner", "paddle", "paddlepaddle", "paddle",

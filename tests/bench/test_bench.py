@@ -32,7 +32,17 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
                              fp16=True, pinned=True, repeat=5, warmup=10, eval_limit=30)
     report = run_bench(settings, log=lambda m: None)
     rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
-    assert len(rows) == 5 * 4
+    from fastdet_cli.machine import BF16_FLAGS, cpu_has
+
+    bf16 = cpu_has(BF16_FLAGS)  # the BF16 row is there by default exactly where the CPU has bf16 in hardware
+    assert len(rows) == 5 * (5 if bf16 else 4)
+    if bf16:  # FP32 arithmetic rounded to bf16: the same mAP within a point; ORT has no bf16 kernels
+        for b in ("openvino", "paddle"):
+            assert rows[(b, "bf16")]["status"] == "ok", rows[(b, "bf16")]["status"]
+            assert abs(rows[(b, "bf16")]["map"] - rows[(b, "fp32")]["map"]) < 0.01
+            assert rows[(b, "bf16")]["kernels"]["conv_isa"] and "bf16" in " ".join(rows[(b, "bf16")]["kernels"]["conv_isa"])
+        assert rows[("ort", "bf16")]["status"].startswith("None")
+    assert "f32" in rows[("openvino", "fp32")]["kernels"]["inference_precision"]  # FP32 rows stay FP32
     for b in ("ort", "openvino", "paddle"):
         for prec in ("fp32", "int8"):
             r = rows[(b, prec)]
@@ -58,9 +68,9 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
     assert all(r["status"].startswith("skipped") for (b, _), r in rows.items() if b in ("trt", "paddle-trt"))
     assert set(report["per_class_delta"]) == {"ort", "openvino", "paddle"}
     rec = report["recommendation"]
-    assert rec["backend"] in ("ort", "openvino", "paddle") and rec["precision"] in ("fp32", "int8")
-    if rec["precision"] == "int8":
-        assert 100 * (rows[(rec["backend"], "fp32")]["map"] - rows[(rec["backend"], "int8")]["map"]) <= 0.5
+    assert rec["backend"] in ("ort", "openvino", "paddle") and rec["precision"] in ("fp32", "int8", "bf16")
+    if rec["precision"] != "fp32":
+        assert 100 * (rows[(rec["backend"], "fp32")]["map"] - rows[(rec["backend"], rec["precision"])]["map"]) <= 0.5
     files = write_report(report, tmp_path / "rep")
     names = sorted(p.name for p in files)
     assert names == ["latency_vs_map.png", "report.csv", "report.json", "report.md"]
@@ -68,16 +78,17 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
     assert {"rows", "settings", "machine", "versions"} <= set(data)
     assert "Runtime Benchmark" in (tmp_path / "rep" / "report.md").read_text()
     ort = [row for row in table_rows(report, "runtime_ms") if row[0] == "ort"][0]
-    assert ort[3] == "None" and ort[5].endswith("x") and ort[8] == "PTQ (ORT) · ORT-quantized ONNX"
+    assert ort[4] == "None" and ort[6].endswith("x") and ort[10] == "PTQ (ORT) · ORT-quantized ONNX"
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Recommendation" in md
-    assert "- ort int8+fp16: None: ort has no INT8+FP16 mode on CPU" in md  # the reason behind each None cell
+    assert "- ort int8+fp16: None: ONNX Runtime's CPU provider has no bf16/fp16" in md  # the reason behind each None
 
 
 def _row(backend, precision, ms, map_):
     return {"backend": backend, "precision": precision, "status": "ok", "runtime_ms": {"mean": ms},
             "end2end_ms": {"mean": ms + 1}, "map": map_,
-            "int8_artifact": {"method": "PTQ", "path": "/q", "kind": "paddle-program"} if precision != "fp32" else None}
+            "int8_artifact": {"method": "PTQ", "path": "/q", "kind": "paddle-program"}
+            if precision not in ("fp32", "bf16") else None}
 
 
 def test_recommendation_is_the_fastest_row_within_the_map_bound():

@@ -76,11 +76,13 @@ def test_backend_table_abilities_drive_modes_and_cli_help():
     out = CliRunner().invoke(app, ["infer", "--help"], env={"COLUMNS": "200"}).output
     assert all(name in out for name in BACKENDS)  # the --help choices come from the table
     for name, spec in BACKENDS.items():
-        for mode in ("fp32", "int8", "int8+fp16", "int8+fp16+pm"):
+        for mode in ("fp32", "bf16", "int8", "int8+fp16", "int8+fp16+pm"):
             opts = spec.mode_options(mode, 3)
             if mode in spec.modes:
                 assert opts.threads == 3 and opts.precision == mode.split("+")[0] and opts.pinned == mode.endswith("pm")
                 assert opts.device == ("gpu" if spec.gpu_only else "cpu")
+            elif mode in dict(spec.no_mode_reasons):  # a reason of its own, e.g. ORT has no bf16 kernels
+                assert opts == f"None: {dict(spec.no_mode_reasons)[mode]}"
             else:
                 assert opts.startswith(f"None: {name} has no")
 
