@@ -109,7 +109,30 @@ def export_fp32(work: Path) -> Path:
     cfg_path = work / "ppyoloe_crn_l_random.yml"
     cfg_path.write_text(CONFIG)
     export_ppdet(cfg_path, out)
+    fill_zero_weights(out)
     return out
+
+
+def fill_zero_weights(model_dir: Path) -> None:
+    """PP-YOLOE's head initialises its classification and box convolutions with all-zero weights (their output is
+    the prior bias). Quantized, a zero weight has scale 0, paddle2onnx then quantizes the bias with scale 0 and
+    loses it (fastdet's INT8 check refuses such an export): give those weights small random values, as trained
+    weights would have. Latency is unchanged; the model stays random."""
+    import numpy as np
+    import paddle
+
+    from fastdet_cli.paddle_program import static_program
+
+    with static_program(model_dir) as (prog, feeds, fetches, exe, scope, prefix):
+        rng = np.random.default_rng(0)
+        block = prog.global_block()
+        for op in block.ops:
+            if op.type in ("conv2d", "depthwise_conv2d"):
+                t = scope.find_var(op.input("Filter")[0]).get_tensor()
+                w = np.array(t)
+                if w.size and not w.any():
+                    t.set((rng.standard_normal(w.shape) * 0.01).astype(w.dtype), paddle.CPUPlace())
+        paddle.static.save_inference_model(prefix, [block.var(n) for n in feeds], fetches, exe, program=prog)
 
 
 def main() -> None:
@@ -123,13 +146,13 @@ def main() -> None:
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
-    from rich.console import Console
-
     from fastdet_cli.bench.report import print_tables, write_report
     from fastdet_cli.bench.run import BenchSettings, run_bench
     from fastdet_cli.compress import compress
 
-    console = Console()
+    from fastdet_cli.ui import make_console
+
+    console = make_console()  # wide when piped: no cut numbers in a log
     fp32 = export_fp32(work)
     made = []
     for name, text, marker in (("ptq", PTQ, "model.pdmodel"), ("ptq_ort", PTQ_ORT, "model.onnx")):

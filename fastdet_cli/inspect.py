@@ -3,12 +3,13 @@ how many quantize/dequantize steps are left, the slowest ops — and, for a quan
 INT8 is (not) faster. Built on the runners' per-op profiles (`Runner.op_profile`)."""
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.machine import VNNI_FLAGS
-from fastdet_cli.runtime.base import OpTime
+from fastdet_cli.runtime.base import Kernels, OpTime
 from fastdet_cli.runtime.registry import get_backend
 
 
@@ -21,6 +22,7 @@ class Inspection:
     threads: int
     ops: list[OpTime]  # slowest first
     cpu_flags: list[str] = field(default_factory=list)
+    kernels: Kernels | None = None  # the convolution kernels' ISA, as the runtime reports it
 
     @property
     def total_ms(self) -> float:
@@ -79,6 +81,11 @@ class Inspection:
         if group / total >= 0.25:
             lines.append(f"{100 * group / total:.0f}% of the time is in depthwise (group) convolutions: they are "
                          "memory-bound and gain little from INT8.")
+        if int8_convs and self.kernels and self.kernels.source == "executed graph" and any(
+                f in self.cpu_flags for f in VNNI_FLAGS) and not any(
+                "amx" in k or "vnni" in k for k in self.kernels.conv_isa if k.endswith("int8")):
+            lines.append("This CPU has VNNI/AMX but no INT8 convolution kernel uses it "
+                         f"({self.kernels.summary()}).")
         if int8_convs and not any(f in self.cpu_flags for f in VNNI_FLAGS):
             lines.append("This CPU has no VNNI (AVX512-VNNI, AVX-VNNI or AMX): 8-bit dot products take several "
                          "AVX2 instructions each, so INT8 convolutions gain far less than the ~4× a VNNI CPU gives.")
@@ -90,6 +97,7 @@ class Inspection:
     def as_dict(self) -> dict:
         return {"model": self.model, "backend": self.backend, "quantized": self.quantized, "runs": self.runs,
                 "threads": self.threads, "total_ms": round(self.total_ms, 4), "cpu_flags": self.cpu_flags,
+                "kernels": dataclasses.asdict(self.kernels) if self.kernels else None,
                 "by_precision": {p: {"ops": n, "ms": round(ms, 4)} for p, (n, ms) in self.by_precision().items()},
                 "convs": dict(zip(("int8", "float"), self.convs())),
                 "by_type": [{"op_type": t, "precision": p, "ops": n, "ms": round(ms, 4)}
@@ -136,4 +144,5 @@ def inspect_model(model: str | None, backend: str, threads: int = 1, runs: int =
         for _ in range(warmup):
             runner.infer(feed)
         ops = runner.op_profile(feed, runs)
-    return Inspection(str(source.path), backend, quantized, runs, threads, ops, cpu_model_and_flags()[1])
+        kernels = runner.kernels(feed)
+    return Inspection(str(source.path), backend, quantized, runs, threads, ops, cpu_model_and_flags()[1], kernels)

@@ -54,3 +54,19 @@ def test_cli_int8_inspects_the_model_bench_runs_on_that_backend(default_artifact
     assert data["quantized"] and data["model"].startswith(str(default_artifacts["ort-qdq"]))
     assert data["convs"]["int8"] >= 0.9 * (data["convs"]["int8"] + data["convs"]["float"])
     assert main(["inspect", "--int8", "-b", "ort", "-m", "default_missing_dir"]) == 2
+
+
+@pytest.mark.openvino
+def test_kernels_name_the_instruction_set_this_cpu_has(default_artifacts, tmp_path, monkeypatch):
+    """OpenVINO's executed graph names each convolution's kernel; on a VNNI/AMX CPU the INT8 ones use it, on an
+    AVX2 CPU they cannot (the expectation follows the CPU's flags on purpose)."""
+    from fastdet_cli.machine import VNNI_FLAGS, cpu_has
+
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "inspect.json"
+    assert main(["inspect", "--int8", "-b", "openvino", "--runs", "2", "--json", str(out)]) == 0
+    k = json.loads(out.read_text())["kernels"]
+    assert k["source"] == "executed graph" and k["inference_precision"] == "f32"
+    int8 = [isa for isa in k["conv_isa"] if isa.endswith(" int8")]
+    assert int8, k
+    assert any("amx" in isa or "vnni" in isa for isa in int8) == cpu_has(VNNI_FLAGS), (k, cpu_has(VNNI_FLAGS))

@@ -177,12 +177,14 @@ def print_tables(report: dict, console) -> None:
         for row in kernels:
             t.add_row(*row)
         console.print(t)
-    t = Table(title="Per-stage split of end-to-end time (mean ms)", title_justify="left")
-    for h in stage_header(report):
-        t.add_column(h, justify="left" if h in ("hardware", "backend", "precision") else "right")
-    for row in stage_rows(report):
-        t.add_row(*row)
-    console.print(t)
+    stages = stage_rows(report)
+    if stages:  # none without end-to-end timing
+        t = Table(title="Per-stage split of end-to-end time (mean ms)", title_justify="left")
+        for h in stage_header(report):
+            t.add_column(h, justify="left" if h in ("hardware", "backend", "precision") else "right")
+        for row in stages:
+            t.add_row(*row)
+        console.print(t)
     for backend, d in report["per_class_delta"].items():
         if d["flagged"]:
             console.print(f"[yellow]warning:[/] on {backend}, INT8 loses more than {FLAG_POINTS:g} AP points on: "

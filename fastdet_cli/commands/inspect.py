@@ -44,6 +44,9 @@ def inspect(
     int8_convs, float_convs = result.convs()
     summary = ", ".join(f"{p} {n} ops {100 * ms / total:.0f}%" for p, (n, ms) in result.by_precision().items())
     console.print(f"convolutions: {int8_convs} INT8, {float_convs} float; by precision: {summary}", highlight=False)
+    if result.kernels:
+        console.print(f"kernels: {result.kernels.summary()}; CPU flags: {' '.join(result.cpu_flags) or '-'}",
+                      highlight=False, markup=False)
     slow = Table(title=f"{top} slowest ops", title_justify="left")
     for col in ("op", "type", "precision", "ms"):
         slow.add_column(col, justify="right" if col == "ms" else "left")

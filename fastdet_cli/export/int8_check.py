@@ -6,7 +6,9 @@ model moves its scores by 0.02 at the median; the rounding noise between ONNX Ru
 1. **Structure** (exact, the same on every CPU): every convolution whose weights the program stores quantized
    reads its weights, and its input where the program quantizes it, through QuantizeLinear → DequantizeLinear
    pairs in the ONNX graph, at the program's step (Paddle's abs-max scale ÷ (2^(bits−1) − 1), relative 1e-5),
-   with the Q and DQ of each pair at the same scale and zero point. This catches dropped pairs and wrong scales.
+   with the Q and DQ of each pair at the same scale and zero point, and no int32 bias quantized with scale 0
+   (paddle2onnx loses the bias of a channel whose weights are all zero). This catches dropped pairs and wrong
+   scales.
 2. **Numbers**: the raw outputs before NMS (boxes and class scores per anchor) of both on a few generated
    scenes, on the anchors that matter (a class score ≥ 0.1 in either): median and 90th-percentile score change,
    and the median IoU of each anchor's two boxes. Tolerances are four times the rounding noise measured on an
@@ -83,6 +85,27 @@ def onnx_conv_quantization(onnx_path: Path) -> dict[str, tuple[_Pair | None, _Pa
     return out
 
 
+def lost_biases(onnx_path: Path) -> list[str]:
+    """Convolutions whose int32-quantized bias has scale 0 in some channel: paddle2onnx quantizes a bias with
+    (input scale × weight scale), which is 0 where a channel's weights are all zero (PP-YOLOE's classification
+    convolutions at initialisation), so the bias becomes 0 × (−2^31): lost. Names the weights."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    vals = constant_values(graph)
+    made_by = {o: n for n in graph.node for o in n.output}
+    out = []
+    for n in graph.node:
+        dq = made_by.get(n.input[2]) if n.op_type == "Conv" and len(n.input) > 2 else None
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[1] in vals:
+            zero = int(np.sum(np.asarray(vals[dq.input[1]]) == 0))
+            if zero:
+                w = made_by.get(n.input[1])
+                q = made_by.get(w.input[0]) if w is not None and w.op_type == "DequantizeLinear" else None
+                out.append(f"{q.input[0] if q is not None else n.name} ({zero} channels)")
+    return out
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=SCALE_RTOL, atol=0))
 
@@ -139,14 +162,18 @@ def _boxes_scores(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | 
 
 
 def output_agreement(ref_runs: list[list[np.ndarray]], out_runs: list[list[np.ndarray]]) -> Int8Check:
-    """Held to the tolerances above: per image, the reference's outputs and the export's, in the same order."""
+    """Held to the tolerances above: per image, the reference's outputs and the export's."""
     check = Int8Check()
-    # boxes and scores are told apart by shape, as the detector does (det/pipeline.py: decode_outputs)
-    pairs = [(_boxes_scores(r), _boxes_scores(o)) for r, o in zip(ref_runs, out_runs)]
-    if all(r is not None and o is not None and r[0].shape == o[0].shape and r[1].shape == o[1].shape
-           for r, o in pairs):
+    runs = [paired_outputs(r, o) for r, o in zip(ref_runs, out_runs)]
+    if not all(runs):
+        bad = next(k for k, run in enumerate(runs) if not run)
+        check.problems.append(f"outputs {[o.shape for o in out_runs[bad]]} where the program gives "
+                              f"{[r.shape for r in ref_runs[bad]]}")
+        return check
+    if "boxes" in runs[0]:
         d_score, iou = [], []
-        for (rb, rs), (ob, os_) in pairs:
+        for run in runs:
+            (ob, rb), (os_, rs) = run["boxes"], run["scores"]  # one image: boxes [M, 4], scores [C, M]
             relevant = np.maximum(rs.max(0), os_.max(0)) >= RELEVANT_SCORE
             d_score.append(np.abs(rs - os_)[:, relevant].max(0) if relevant.any() else np.zeros(0))
             iou.append(_anchor_iou(rb[relevant], ob[relevant]))
@@ -164,43 +191,35 @@ def output_agreement(ref_runs: list[list[np.ndarray]], out_runs: list[list[np.nd
                 check.problems.append(f"each anchor's two boxes overlap with IoU {f['box IoU median']:.2f} at the "
                                       f"median (tolerance ≥ {BOX_IOU_MEDIAN_MIN})")
         return check
-    for ref, out in zip(ref_runs, out_runs):
-        if len(ref) != len(out) or any(r.shape != o.shape for r, o in zip(ref, out)):
-            check.problems.append(f"outputs {[o.shape for o in out]} where the program gives {[r.shape for r in ref]}")
-            return check
-    for k in range(len(ref_runs[0])):
-        r = np.concatenate([run[k].reshape(-1) for run in ref_runs]).astype(np.float64)
-        o = np.concatenate([run[k].reshape(-1) for run in out_runs]).astype(np.float64)
+    for name in runs[0]:
+        o = np.concatenate([run[name][0].reshape(-1) for run in runs]).astype(np.float64)
+        r = np.concatenate([run[name][1].reshape(-1) for run in runs]).astype(np.float64)
         err = np.abs(r - o) / (np.percentile(np.abs(r), 99) + 1e-6)
         p90 = float(np.percentile(err, 90)) if err.size else 0.0
-        check.figures[f"output {k} relative p90"] = p90
+        check.figures[f"{name} relative p90"] = p90
         if p90 > OTHER_P90_MAX:
-            check.problems.append(f"output {k} differs by {p90:.3f} of its range at the 90th percentile "
+            check.problems.append(f"{name} differs by {p90:.3f} of its range at the 90th percentile "
                                   f"(tolerance {OTHER_P90_MAX})")
     return check
 
 
-def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
-    """Both parts against the quantized Paddle program in `model_dir` (Paddle Inference without oneDNN, which
-    computes the program's Q/DQ in float). The ONNX graph may hold the NMS or not: the comparison is made
-    before it either way."""
+def raw_outputs(model_dir: Path, onnx_path: Path, deploy, seeds=SEEDS) -> tuple[list, list]:
+    """(Paddle's outputs, ONNX Runtime's) per generated scene, both before NMS: the program cut before its
+    multiclass NMS op (Paddle Inference without oneDNN, which computes a quantized program's Q/DQ in float) and
+    the ONNX graph cut before NonMaxSuppression, when either holds one."""
     import os
     import tempfile
 
     from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.io import library_output_to
-    from fastdet_cli.paddle_program import quantized_convs, save_without_nms
+    from fastdet_cli.paddle_program import save_without_nms
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
-    with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog
-        program = quantized_convs(model_dir)
-    check = Int8Check(problems=structure_problems(program, onnx_conv_quantization(onnx_path)))
-    check.figures["quantized convolutions"] = float(len(program))
-    feeds = [sample_inputs(deploy, seed) for seed in SEEDS]
-    with tempfile.TemporaryDirectory(prefix="fastdet-int8-check-") as tmp:
+    feeds = [sample_inputs(deploy, seed) for seed in seeds]
+    with tempfile.TemporaryDirectory(prefix="fastdet-export-check-") as tmp:
         ref_dir = Path(tmp) / "program"
-        with library_output_to(Path(os.devnull)):
+        with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog
             if not save_without_nms(model_dir, ref_dir):
                 ref_dir = model_dir
         onnx_raw = Path(tmp) / "raw.onnx"
@@ -210,7 +229,37 @@ def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
             ref_runs = [ref.infer({k: f[k] for k in ref.input_metadata()}) for f in feeds]
         with create_runner("ort", onnx_raw, RunnerOptions(threads=1)) as ort:
             out_runs = [ort.infer({k: f[k] for k in ort.input_metadata()}) for f in feeds]
-    numbers = output_agreement(ref_runs, out_runs)
+    return ref_runs, out_runs
+
+
+def paired_outputs(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name → (export's, reference's) output: "boxes"/"scores" when both are a box/score pair (told apart by
+    shape, as the detector does), else "output K" by position. Empty when the shapes do not line up."""
+    r, o = _boxes_scores(ref), _boxes_scores(out)
+    if r is not None and o is not None and r[0].shape == o[0].shape and r[1].shape == o[1].shape:
+        return {"boxes": (o[0], r[0]), "scores": (o[1], r[1])}
+    if len(ref) != len(out) or any(a.shape != b.shape for a, b in zip(ref, out)):
+        return {}
+    return {f"output {k}": (b, a) for k, (a, b) in enumerate(zip(ref, out))}
+
+
+def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
+    """Both parts against the quantized Paddle program in `model_dir`. The ONNX graph may hold the NMS or not:
+    the comparison is made before it either way."""
+    import os
+
+    from fastdet_cli.io import library_output_to
+    from fastdet_cli.paddle_program import quantized_convs
+
+    with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog
+        program = quantized_convs(model_dir)
+    check = Int8Check(problems=structure_problems(program, onnx_conv_quantization(onnx_path)))
+    lost = lost_biases(onnx_path)
+    if lost:
+        check.problems.append(f"{len(lost)} convolution bias(es) quantized with scale 0 and lost, where a channel's "
+                              f"weights are all zero (paddle2onnx): {', '.join(lost[:3])}")
+    check.figures["quantized convolutions"] = float(len(program))
+    numbers = output_agreement(*raw_outputs(model_dir, onnx_path, deploy))
     check.problems += numbers.problems
     check.figures.update(numbers.figures)
     return check

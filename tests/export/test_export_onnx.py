@@ -25,8 +25,8 @@ def test_nms_model_export_cuts_nms_and_records_parameters(exported, tiny_models)
     assert not any(n.op_type == "NonMaxSuppression" for n in model.graph.node)
     side = yaml.safe_load((res.output_dir / "fastdet.yml").read_text())
     assert side["nms_removed"] and side["nms"]["score_threshold"] == pytest.approx(0.025)
-    # validated: host NMS over the cut graph reproduces Paddle Inference's in-graph NMS
-    assert set(res.max_diff) == {"boxes", "scores", "class_ids"} and max(res.max_diff.values()) < 1e-3
+    # validated: the cut graph gives what the program feeds its NMS
+    assert set(res.max_diff) == {"boxes", "scores"} and max(res.max_diff.values()) < 1e-3  # before NMS
     # the deploy config is copied unchanged
     assert (res.output_dir / "infer_cfg.yml").read_bytes() == (tiny_models["nms"] / "infer_cfg.yml").read_bytes()
 
