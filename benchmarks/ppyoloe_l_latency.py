@@ -109,30 +109,51 @@ def export_fp32(work: Path) -> Path:
     cfg_path = work / "ppyoloe_crn_l_random.yml"
     cfg_path.write_text(CONFIG)
     export_ppdet(cfg_path, out)
-    fill_zero_weights(out)
+    make_tame(out)
     return out
 
 
-def fill_zero_weights(model_dir: Path) -> None:
-    """PP-YOLOE's head initialises its classification and box convolutions with all-zero weights (their output is
-    the prior bias). Quantized, a zero weight has scale 0, paddle2onnx then quantizes the bias with scale 0 and
-    loses it (fastdet's INT8 check refuses such an export): give those weights small random values, as trained
-    weights would have. Latency is unchanged; the model stays random."""
+def make_tame(model_dir: Path) -> None:
+    """Make the random network behave like a trained one numerically, in place (weights only; latency unchanged).
+
+    1. PP-YOLOE's head initialises its classification and box convolutions with all-zero weights. Quantized, a
+       zero weight has scale 0; paddle2onnx then quantizes the bias with scale 0 and loses it (fastdet's INT8
+       check refuses such an export). They get small random values (σ = 1e-3).
+    2. Batch norm at its initial statistics (mean 0, variance 1) normalises nothing: activations grow to ±5000
+       through the backbone, and the network becomes chaotic — its own INT8 simulation, oneDNN INT8 and the FP32
+       model disagree on half of the scores, so no INT8 export could be checked. Each batch norm's statistics are
+       set to what its input has on a generated scene, one after the other in program order.
+    Only the parameters file is rewritten: a re-saved program makes paddle2onnx fail on the quantized program
+    later ("Input multiclass_nms3_0.tmp_0 is undefined")."""
     import numpy as np
     import paddle
 
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.paddle_program import static_program
 
+    feed = sample_inputs(resolve_model(str(model_dir)).deploy)
     with static_program(model_dir) as (prog, feeds, fetches, exe, scope, prefix):
         rng = np.random.default_rng(0)
         block = prog.global_block()
+        tensor = (lambda name: scope.find_var(name).get_tensor())  # noqa: E731
         for op in block.ops:
             if op.type in ("conv2d", "depthwise_conv2d"):
-                t = scope.find_var(op.input("Filter")[0]).get_tensor()
-                w = np.array(t)
+                w = np.array(tensor(op.input("Filter")[0]))
                 if w.size and not w.any():
-                    t.set((rng.standard_normal(w.shape) * 0.01).astype(w.dtype), paddle.CPUPlace())
-        paddle.static.save_inference_model(prefix, [block.var(n) for n in feeds], fetches, exe, program=prog)
+                    tensor(op.input("Filter")[0]).set((rng.standard_normal(w.shape) * 1e-3).astype(w.dtype),
+                                                      paddle.CPUPlace())
+        norms = [op for op in block.ops if op.type == "batch_norm"]
+        inputs = {k: feed[k] for k in feeds}
+        for op in norms:  # in program order: each one sees its input with every earlier one already set
+            pruned = prog.clone()  # the executor's pruning changes the program it runs
+            x = exe.run(pruned, feed=inputs, fetch_list=[op.input("X")[0]], use_prune=True)[0].astype(np.float64)
+            axes = (0, 2, 3) if x.ndim == 4 else (0,)
+            tensor(op.input("Mean")[0]).set(x.mean(axes).astype(np.float32), paddle.CPUPlace())
+            tensor(op.input("Variance")[0]).set(x.var(axes).astype(np.float32), paddle.CPUPlace())
+        print(f"{len(norms)} batch norms set to their input's statistics on a generated scene")
+        data = paddle.static.serialize_persistables([block.var(n) for n in feeds], fetches, exe, program=prog)
+        Path(prefix + ".pdiparams").write_bytes(data)
 
 
 def main() -> None:

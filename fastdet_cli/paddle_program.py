@@ -225,6 +225,28 @@ def save_without_nms(model_dir: Path, out_dir: Path) -> bool:
     return True
 
 
+def perturb_quant_scales(model_dir: Path, delta: float, seed: int = 0) -> int:
+    """Multiply every activation/weight Scale of a quantized program in `model_dir` by (1 + u·delta), u uniform in
+    [−1, 1] per value, in place (the parameters file only): values near a rounding boundary round the other way,
+    which is what two correct INT8 runtimes do to each other. Returns how many scale tensors were changed."""
+    import paddle
+
+    with static_program(model_dir) as (prog, feeds, fetches, exe, scope, prefix):
+        rng = np.random.default_rng(seed)
+        done = set()
+        for op in prog.global_block().ops:
+            if op.type in ("quantize_linear", "dequantize_linear") and op.input("Scale")[0] not in done:
+                name = op.input("Scale")[0]
+                done.add(name)
+                t = scope.find_var(name).get_tensor()
+                v = np.array(t)
+                t.set((v * (1 + delta * rng.uniform(-1, 1, v.shape))).astype(v.dtype), paddle.CPUPlace())
+        block = prog.global_block()
+        data = paddle.static.serialize_persistables([block.var(n) for n in feeds], fetches, exe, program=prog)
+        Path(prefix + ".pdiparams").write_bytes(data)
+    return len(done)
+
+
 @dataclass
 class QuantizedConv:
     """What a quantized program computes for one convolution: the int range of its weights (bits) and their

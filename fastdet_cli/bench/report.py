@@ -225,7 +225,8 @@ def markdown(report: dict) -> str:
         parts.append("## None and skipped cells\n\n" + "\n".join(f"- {n}" for n in notes))
     if kernel_rows(report):
         parts.append("## Kernels the runtimes chose\n\n" + md_table(kernel_header(report), kernel_rows(report)))
-    parts.append("## Per-stage split (mean ms)\n\n" + md_table(stage_header(report), stage_rows(report)))
+    if stage_rows(report):
+        parts.append("## Per-stage split (mean ms)\n\n" + md_table(stage_header(report), stage_rows(report)))
     for backend, lines in report.get("int8_verdict", {}).items():
         parts.append(f"## Why INT8 is not faster on {backend}\n\n" + "\n".join(f"- {line}" for line in lines))
     arts = report["settings"].get("int8_artifacts", [])

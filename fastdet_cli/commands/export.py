@@ -62,13 +62,14 @@ def export(
     console = make_console()
     table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
     if result.quantized and result.max_diff:
-        from fastdet_cli.export.int8_check import TOLERANCES
-
         table.add_column("INT8 ONNX vs the quantized program (outputs before NMS)")
         table.add_column("measured", justify="right")
         table.add_column("tolerance", justify="right")
         for name, value in result.max_diff.items():
-            table.add_row(name, f"{value:.0f}" if value == int(value) else f"{value:.3g}", TOLERANCES.get(name, ""))
+            tol = result.int8_tolerances.get(name)
+            limit = "all match" if name == "quantized convolutions" else "" if tol is None else (
+                f"≥ {tol:.3g}" if "IoU" in name else f"≤ {tol:.3g}")
+            table.add_row(name, f"{value:.0f}" if value == int(value) else f"{value:.3g}", limit)
     else:
         table.add_column("output")
         table.add_column("ONNX vs Paddle Inference", justify="right")

@@ -4,9 +4,11 @@ Paddle 2.6.2's oneDNN INT8 passes can quantize convolutions only ('conv') or eve
 Paddle's default). Neither is right for every model, measured on this project's two architectures:
 PP-YOLOE-l 'all' ran 1.59× faster than FP32 and 'conv' ≈1.0×; on the embedded depthwise PicoDet 'all' was
 slower (26.5 vs 19.5 ms) and *wrong* (mAP 0.027 vs 0.578: the scales Paddle propagates to the other ops do not
-hold). So `fastdet compress` tries both on a generated scene: a set qualifies when its detections agree with the
-quantized program run with fake quantization (the reference Paddle itself computes), and the fastest qualifying
-set is written to compress_report.json (`paddle_int8_ops`), which the Paddle runner reads.
+hold). So `fastdet compress` tries both on generated scenes: a set qualifies when its outputs before NMS stay within the
+INT8 export check's tolerances of the quantized program run with fake quantization (the reference Paddle itself
+computes), and the fastest qualifying set is written to compress_report.json (`paddle_int8_ops`), which the
+Paddle runner reads. (Until issue 20 this compared NMS outputs by a greedy match and a largest score
+difference, the check that failed correct exports on other CPUs.)
 """
 from __future__ import annotations
 
@@ -17,42 +19,72 @@ import numpy as np
 
 
 def choose_int8_ops(model_dir: Path, runs: int = 5, log=print) -> dict:
-    """{'choice': 'conv'|'all', 'candidates': {set: {'ms', 'matched', 'score_diff', 'ok'}}} for `model_dir`
-    (a quantized Paddle program with its deploy config)."""
-    from fastdet_cli.data.synth import render_image
-    from fastdet_cli.artifacts import detector
+    """{'choice': 'conv'|'all', 'candidates': {set: {'ms', 'score_median', 'score_p90', 'box_iou_median', 'ok'}}}
+    for `model_dir` (a quantized Paddle program with its deploy config). Each set's outputs before NMS are held
+    to the INT8 export check's tolerances (export/int8_check.py: output_agreement) against the program run with
+    fake quantization, on the same generated scenes (tolerances widened for a program that is itself sensitive to
+    rounding, as the check does); the fastest set within them is chosen."""
+    import os
+    import shutil
+    import tempfile
+
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.errors import FastdetError
-    from fastdet_cli.det.match import match_detections
+    from fastdet_cli.export.int8_check import SCALE_PERTURBATION, SEEDS, output_agreement
+    from fastdet_cli.io import library_output_to
+    from fastdet_cli.paddle_program import perturb_quant_scales, save_without_nms
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.paddle import INT8_OP_SETS
+    from fastdet_cli.runtime.registry import create_runner
 
-    image, _ = render_image(np.random.default_rng([0, 7]))
-    with detector(model_dir, "paddle", RunnerOptions(threads=1, precision="int8",
-                                                          mkldnn_int8=False)) as det:
-        reference = det(image)
-    # a model with random weights scores nothing above 0.3: then its 20 best boxes are the ones to agree on
-    floor = min(0.3, float(np.sort(reference.scores)[-20:][0])) if len(reference.scores) else 0.3
-    out: dict = {"candidates": {}, "boxes_compared": int((reference.scores >= floor).sum())}
-    for name in INT8_OP_SETS:
-        opts = RunnerOptions(threads=1, precision="int8", mkldnn_int8_ops=name)
-        try:
-            with detector(model_dir, "paddle", opts) as det:
-                found = det(image)
+    feeds = [sample_inputs(resolve_model(str(model_dir)).deploy, seed) for seed in SEEDS]
+    out: dict = {"candidates": {}, "compared": "outputs before NMS on generated scenes (export/int8_check.py)"}
+    with tempfile.TemporaryDirectory(prefix="fastdet-int8-ops-") as tmp:
+        raw = Path(tmp) / "program"
+        with library_output_to(Path(os.devnull)):
+            if not save_without_nms(model_dir, raw):
+                raw = model_dir
+
+        def run(opts: RunnerOptions, timed: bool) -> tuple[list, list[float]]:
+            with create_runner("paddle", raw, opts) as runner:
+                outs = [runner.infer({k: f[k] for k in runner.input_metadata()}) for f in feeds]
+                feed = {k: feeds[0][k] for k in runner.input_metadata()}
                 times = []
-                for _ in range(runs):
+                for _ in range(runs if timed else 0):
                     t0 = time.perf_counter()
-                    det(image)
+                    runner.infer(feed)
                     times.append(time.perf_counter() - t0)
-        except FastdetError as e:  # e.g. a program oneDNN INT8 refuses
-            out["candidates"][name] = {"ok": False, "error": str(e)}
-            continue
-        agree = match_detections(found, reference, min_score=floor)
-        ok = agree["matched"] >= 0.8 and agree["score"] <= 0.1  # the INT8 export check's bounds
-        out["candidates"][name] = {"ms": round(1000 * float(np.median(times)), 2), "matched": round(agree["matched"], 3),
-                                   "score_diff": round(agree["score"], 4), "ok": ok}
+            return outs, times
+
+        fake_quant = RunnerOptions(threads=1, precision="int8", mkldnn_int8=False)
+        reference, _ = run(fake_quant, timed=False)
+        if raw == model_dir:  # no NMS to cut: perturb a copy
+            shutil.copytree(model_dir, Path(tmp) / "program")
+            raw = Path(tmp) / "program"
+        with library_output_to(Path(os.devnull)):
+            perturb_quant_scales(raw, SCALE_PERTURBATION)
+        spread = output_agreement(reference, run(fake_quant, timed=False)[0]).figures  # its own rounding spread
+        out["rounding_spread"] = {k: round(v, 4) for k, v in spread.items()}
+        for name in INT8_OP_SETS:
+            try:
+                found, times = run(RunnerOptions(threads=1, precision="int8", mkldnn_int8_ops=name), timed=True)
+            except FastdetError as e:  # e.g. a program oneDNN INT8 refuses
+                out["candidates"][name] = {"ok": False, "error": str(e)}
+                continue
+            agree = output_agreement(reference, found, spread)
+            f = agree.figures
+            out["candidates"][name] = {"ms": round(1000 * float(np.median(times)), 2),
+                                       "score_median": round(f.get("score median", 0.0), 4),
+                                       "score_p90": round(f.get("score p90", 0.0), 4),
+                                       "box_iou_median": round(f.get("box IoU median", 1.0), 4),
+                                       "ok": not agree.problems}
     good = {k: v["ms"] for k, v in out["candidates"].items() if v["ok"]}
     out["choice"] = min(good, key=good.get) if good else "conv"
-    summary = ", ".join(f"{k}: " + (f"{v['ms']} ms, {v['matched']:.0%} of boxes agree" if "ms" in v else v["error"])
+    summary = ", ".join(f"{k}: " + (f"{v['ms']} ms, score change {v['score_median']:.3f} median / "
+                                    f"{v['score_p90']:.3f} p90, box IoU {v['box_iou_median']:.2f}"
+                                    + ("" if v["ok"] else " (outside the INT8 tolerances)")
+                                    if "ms" in v else v["error"])
                         for k, v in out["candidates"].items())
     log(f"Paddle oneDNN INT8 op set: '{out['choice']}' ({summary})")
     return out

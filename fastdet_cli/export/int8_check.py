@@ -10,7 +10,8 @@ model moves its scores by 0.02 at the median; the rounding noise between ONNX Ru
    (paddle2onnx loses the bias of a channel whose weights are all zero). This catches dropped pairs and wrong
    scales.
 2. **Numbers**: the raw outputs before NMS (boxes and class scores per anchor) of both on a few generated
-   scenes, on the anchors that matter (a class score ≥ 0.1 in either): median and 90th-percentile score change,
+   scenes, on the anchors that matter (a class score ≥ 0.1 in either; the 100 best-scored where none reaches
+   it): median and 90th-percentile score change,
    and the median IoU of each anchor's two boxes. Tolerances are four times the rounding noise measured on an
    AMX Xeon (score median 0.010, p90 0.024, box IoU median 0.98; docs/toolchain.md), well inside what broken
    exports give (score median ≥ 0.05, IoU median ≤ 0.9 for scales off by 2×). This catches swapped or
@@ -27,14 +28,16 @@ import numpy as np
 from fastdet_cli.onnx_graph import constant_values, cut_nms
 
 RELEVANT_SCORE = 0.1  # an anchor matters when a class score reaches this in either model
-SCORE_MEDIAN_MAX = 0.04
+FALLBACK_ANCHORS = 100  # where none does: this many best-scored anchors (the check is never empty)
+SCORE_MEDIAN_MAX = 0.04  # floors; a model more sensitive to rounding gets SPREAD_FACTOR × its own spread
 SCORE_P90_MAX = 0.10
 BOX_IOU_MEDIAN_MIN = 0.90
+SCALE_PERTURBATION = 1e-3  # the program's scales moved by up to ±0.1%: its rounding spread (see module doc)
+SPREAD_FACTOR = 3.0
 OTHER_P90_MAX = 0.04  # outputs that are not boxes/scores: |Δ| ÷ the reference's 99th-percentile magnitude
 SCALE_RTOL = 1e-5
 SEEDS = (0, 1, 2)
-TOLERANCES = {"score median": f"≤ {SCORE_MEDIAN_MAX}", "score p90": f"≤ {SCORE_P90_MAX}",
-              "box IoU median": f"≥ {BOX_IOU_MEDIAN_MIN}", "quantized convolutions": "all match"}
+
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Int8Check:
 
     problems: list[str] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
+    spread: dict[str, float] = field(default_factory=dict)  # the program against itself with perturbed scales
+    tolerances: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 # ---- 1. structure -------------------------------------------------------------------------------------------
@@ -161,9 +167,23 @@ def _boxes_scores(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | 
     return None
 
 
-def output_agreement(ref_runs: list[list[np.ndarray]], out_runs: list[list[np.ndarray]]) -> Int8Check:
-    """Held to the tolerances above: per image, the reference's outputs and the export's."""
+def tolerances(spread: dict[str, float] | None = None) -> dict[str, float]:
+    """The limits for output_agreement: the floors, or SPREAD_FACTOR × the program's own rounding spread (its
+    outputs against the same program with scales perturbed by ±0.1%) where that is larger."""
+    tol = {"score median": SCORE_MEDIAN_MAX, "score p90": SCORE_P90_MAX, "box IoU median": BOX_IOU_MEDIAN_MIN}
+    if spread:
+        tol["score median"] = max(tol["score median"], SPREAD_FACTOR * spread.get("score median", 0.0))
+        tol["score p90"] = max(tol["score p90"], SPREAD_FACTOR * spread.get("score p90", 0.0))
+        tol["box IoU median"] = min(tol["box IoU median"],
+                                    1.0 - SPREAD_FACTOR * (1.0 - spread.get("box IoU median", 1.0)))
+    return tol
+
+
+def output_agreement(ref_runs: list[list[np.ndarray]], out_runs: list[list[np.ndarray]],
+                     spread: dict[str, float] | None = None) -> Int8Check:
+    """Held to `tolerances(spread)`: per image, the reference's outputs and the export's."""
     check = Int8Check()
+    tol = tolerances(spread)
     runs = [paired_outputs(r, o) for r, o in zip(ref_runs, out_runs)]
     if not all(runs):
         bad = next(k for k, run in enumerate(runs) if not run)
@@ -174,7 +194,11 @@ def output_agreement(ref_runs: list[list[np.ndarray]], out_runs: list[list[np.nd
         d_score, iou = [], []
         for run in runs:
             (ob, rb), (os_, rs) = run["boxes"], run["scores"]  # one image: boxes [M, 4], scores [C, M]
-            relevant = np.maximum(rs.max(0), os_.max(0)) >= RELEVANT_SCORE
+            top = np.maximum(rs.max(0), os_.max(0))
+            relevant = top >= RELEVANT_SCORE
+            if not relevant.any():  # no anchor scores that high (an untrained model): its best-scored anchors
+                relevant = np.zeros_like(relevant)
+                relevant[np.argsort(-top)[:FALLBACK_ANCHORS]] = True
             d_score.append(np.abs(rs - os_)[:, relevant].max(0) if relevant.any() else np.zeros(0))
             iou.append(_anchor_iou(rb[relevant], ob[relevant]))
         d, u = np.concatenate(d_score), np.concatenate(iou)
@@ -183,13 +207,13 @@ def output_agreement(ref_runs: list[list[np.ndarray]], out_runs: list[list[np.nd
         if len(d):
             f["score median"], f["score p90"] = float(np.median(d)), float(np.percentile(d, 90))
             f["score max"], f["box IoU median"] = float(d.max()), float(np.median(u))
-            if f["score median"] > SCORE_MEDIAN_MAX or f["score p90"] > SCORE_P90_MAX:
+            if f["score median"] > tol["score median"] or f["score p90"] > tol["score p90"]:
                 check.problems.append(f"class scores differ by {f['score median']:.3f} at the median, "
                                       f"{f['score p90']:.3f} at the 90th percentile over {len(d)} anchors (tolerance "
-                                      f"{SCORE_MEDIAN_MAX} / {SCORE_P90_MAX})")
-            if f["box IoU median"] < BOX_IOU_MEDIAN_MIN:
+                                      f"{tol['score median']:.3g} / {tol['score p90']:.3g})")
+            if f["box IoU median"] < tol["box IoU median"]:
                 check.problems.append(f"each anchor's two boxes overlap with IoU {f['box IoU median']:.2f} at the "
-                                      f"median (tolerance ≥ {BOX_IOU_MEDIAN_MIN})")
+                                      f"median (tolerance ≥ {tol['box IoU median']:.3g})")
         return check
     for name in runs[0]:
         o = np.concatenate([run[name][0].reshape(-1) for run in runs]).astype(np.float64)
@@ -203,33 +227,42 @@ def output_agreement(ref_runs: list[list[np.ndarray]], out_runs: list[list[np.nd
     return check
 
 
-def raw_outputs(model_dir: Path, onnx_path: Path, deploy, seeds=SEEDS) -> tuple[list, list]:
-    """(Paddle's outputs, ONNX Runtime's) per generated scene, both before NMS: the program cut before its
-    multiclass NMS op (Paddle Inference without oneDNN, which computes a quantized program's Q/DQ in float) and
-    the ONNX graph cut before NonMaxSuppression, when either holds one."""
+def raw_outputs(model_dir: Path, onnx_path: Path, deploy, seeds=SEEDS, perturbed: bool = False) -> tuple:
+    """(Paddle's outputs, ONNX Runtime's[, Paddle's with the program's scales perturbed]) per generated scene,
+    all before NMS: the program cut before its multiclass NMS op (Paddle Inference without oneDNN, which computes
+    a quantized program's Q/DQ in float) and the ONNX graph cut before NonMaxSuppression, when either holds one."""
     import os
+    import shutil
     import tempfile
 
     from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.io import library_output_to
-    from fastdet_cli.paddle_program import save_without_nms
+    from fastdet_cli.paddle_program import perturb_quant_scales, save_without_nms
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
     feeds = [sample_inputs(deploy, seed) for seed in seeds]
+
+    def run(backend: str, path: Path, opts: RunnerOptions) -> list:
+        with create_runner(backend, path, opts) as runner:
+            return [runner.infer({k: f[k] for k in runner.input_metadata()}) for f in feeds]
+
+    fake_quant = RunnerOptions(threads=1, mkldnn=False)  # Paddle computing the program's Q/DQ in float
+
     with tempfile.TemporaryDirectory(prefix="fastdet-export-check-") as tmp:
         ref_dir = Path(tmp) / "program"
         with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog
             if not save_without_nms(model_dir, ref_dir):
-                ref_dir = model_dir
+                shutil.copytree(model_dir, ref_dir)
         onnx_raw = Path(tmp) / "raw.onnx"
         if cut_nms(onnx_path, onnx_raw) is None:
             onnx_raw = onnx_path
-        with create_runner("paddle", ref_dir, RunnerOptions(threads=1, mkldnn=False)) as ref:
-            ref_runs = [ref.infer({k: f[k] for k in ref.input_metadata()}) for f in feeds]
-        with create_runner("ort", onnx_raw, RunnerOptions(threads=1)) as ort:
-            out_runs = [ort.infer({k: f[k] for k in ort.input_metadata()}) for f in feeds]
-    return ref_runs, out_runs
+        runs = (run("paddle", ref_dir, fake_quant), run("ort", onnx_raw, RunnerOptions(threads=1)))
+        if perturbed:
+            with library_output_to(Path(os.devnull)):
+                perturb_quant_scales(ref_dir, SCALE_PERTURBATION)
+            runs += (run("paddle", ref_dir, fake_quant),)
+    return runs
 
 
 def paired_outputs(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -259,7 +292,17 @@ def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
         check.problems.append(f"{len(lost)} convolution bias(es) quantized with scale 0 and lost, where a channel's "
                               f"weights are all zero (paddle2onnx): {', '.join(lost[:3])}")
     check.figures["quantized convolutions"] = float(len(program))
-    numbers = output_agreement(*raw_outputs(model_dir, onnx_path, deploy))
+    ref_runs, out_runs, spread_runs = raw_outputs(model_dir, onnx_path, deploy, perturbed=True)
+    spread = output_agreement(ref_runs, spread_runs).figures  # the program against itself, rounded differently
+    numbers = output_agreement(ref_runs, out_runs, spread)
     check.problems += numbers.problems
     check.figures.update(numbers.figures)
+    check.spread = {k: v for k, v in spread.items() if k in ("score median", "score p90", "box IoU median")}
+    check.tolerances = tolerances(check.spread)
+    if check.tolerances["score median"] > SCORE_MEDIAN_MAX:
+        check.notes.append(
+            f"this model is very sensitive to rounding: its scales moved by ±{100 * SCALE_PERTURBATION:g}% change its "
+            f"scores by {check.spread['score median']:.3f} at the median (a trained detector: ~0.01), so the outputs "
+            "cannot tell a right export from a wrong one; the structure check (scales, Q/DQ placement) is what holds "
+            "this export")
     return check

@@ -33,7 +33,8 @@ class ExportResult:
     activation_uint8: bool = False
     weight_bits: int | None = None  # quantized: 7 when the weight range was reduced
     weight_bits_reason: str | None = None
-    max_diff: dict[str, float] = field(default_factory=dict)
+    max_diff: dict[str, float] = field(default_factory=dict)  # INT8: the check's figures (export/int8_check.py)
+    int8_tolerances: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     target: str = "onnxruntime"
 
@@ -58,6 +59,11 @@ def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None, depl
 
 
 TARGETS = ("onnxruntime", "tensorrt")
+# FP32 exports: no value off by more than 1e-3 of the output's range (scores: 0.001; boxes of a 640-px model:
+# ~0.5 px). Trained models agree to ~1e-6; a random-weight PP-YOLOE-l, whose activations reach ±5000, moves
+# 0.5% of its box coordinates by more than 1e-4 relative (up to 0.13 px) by float rounding alone; a wrong
+# conversion (preprocessing, scale factor, an op) moves them by pixels.
+FP32_TOL = 1e-3
 
 
 def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, int8: bool = False,
@@ -126,8 +132,11 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
                 result.activation_uint8 = n > 0
                 result.notes.append(f"{n} activation Q/DQ pairs moved from int8 to uint8 (zero point 128) for "
                                     "ONNX Runtime's u8 activation kernels (same function)")
-        if validate:  # against Paddle Inference running the same program: before the weight range changes
-            result.max_diff = validate_export(source, final, result.nms if result.nms_removed else None, quantized)
+        if validate and quantized:  # against the same program: before the weight range changes
+            result.max_diff, result.int8_tolerances, notes = validate_int8_export(source, final)
+            result.notes += notes
+        elif validate:
+            result.max_diff = validate_export(source, final, result.nms if result.nms_removed else None)
         if quantized:
             result.weight_bits, result.weight_bits_reason = weight_bits, bits_reason
         if quantized and weight_bits < 8:
@@ -173,21 +182,26 @@ def _write_sidecar(path: Path, source: ModelSource, result: ExportResult) -> Non
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None, quantized: bool) -> dict[str, float]:
-    """Same real input through Paddle Inference and ONNX Runtime; max abs diff per output. FP32 must agree
-    within 1e-4 (boxes in pixels: relative 1e-4) — before NMS where the NMS was cut (after it, near-tied scores
-    may keep other boxes for differences of 1e-7). Quantized models get export/int8_check.py instead (structure
-    exactly, outputs before NMS within INT8 rounding noise); its figures are returned."""
-    from fastdet_cli.export.int8_check import check_int8_export, paired_outputs, raw_outputs
+def validate_int8_export(source: ModelSource, onnx_path: Path) -> tuple[dict, dict, list[str]]:
+    """export/int8_check.py against the quantized program (structure exactly, outputs before NMS within
+    rounding noise): (figures, tolerances, notes); a problem is a FastdetError."""
+    from fastdet_cli.export.int8_check import check_int8_export
+
+    check = check_int8_export(source.dir, onnx_path, source.deploy)
+    if check.problems:
+        more = f" (and {len(check.problems) - 1} more)" if len(check.problems) > 1 else ""
+        raise FastdetError(f"INT8 export validation failed: {check.problems[0]}{more}")
+    return check.figures, check.tolerances, check.notes
+
+
+def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None) -> dict[str, float]:
+    """An FP32 export: the same real input through Paddle Inference and ONNX Runtime; max abs diff per output,
+    within FP32_TOL of each output's range — before NMS where the NMS was cut (after it, near-tied scores
+    may keep other boxes for differences of 1e-7)."""
+    from fastdet_cli.export.int8_check import paired_outputs, raw_outputs
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
-    if quantized:
-        check = check_int8_export(source.dir, onnx_path, source.deploy)
-        if check.problems:
-            more = f" (and {len(check.problems) - 1} more)" if len(check.problems) > 1 else ""
-            raise FastdetError(f"INT8 export validation failed: {check.problems[0]}{more}")
-        return check.figures
     if host_nms is not None:
         ref_runs, out_runs = raw_outputs(source.dir, onnx_path, source.deploy, seeds=(0,))
         pairs = paired_outputs(ref_runs[0], out_runs[0])
@@ -217,10 +231,10 @@ def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None,
         if r.ndim == 2 and r.shape[1] == 6:  # in-graph NMS rows: same set, possibly another order
             a64, r64 = (x[np.lexsort(x[:, ::-1].T)] for x in (a64, r64))
         diffs[name] = float(np.abs(a64 - r64).max())
-        rel = float((np.abs(a64 - r64) / np.maximum(1.0, np.abs(r64))).max())
-        if rel > 1e-4:
-            raise FastdetError(f"export validation failed: output {name} differs from Paddle Inference by "
-                               f"{diffs[name]:.3g} (relative {rel:.3g} > 1e-4)")
+        span = max(1.0, float(np.ptp(r64)))
+        if diffs[name] > FP32_TOL * span:
+            raise FastdetError(f"export validation failed: output {name} differs from Paddle Inference by up to "
+                               f"{diffs[name]:.3g} (allowed: {FP32_TOL:g} of its range, {FP32_TOL * span:.3g})")
     return diffs
 
 

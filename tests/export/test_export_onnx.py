@@ -46,6 +46,28 @@ def test_keep_nms_keeps_the_graph_nms(tiny_models, tmp_path):
     assert not res.nms_removed
 
 
+def test_fp32_check_fails_when_the_graph_computes_something_else(exported, tiny_models, tmp_path):
+    """Boxes scaled by 1% (a wrong scale factor, say): the FP32 check (outputs before NMS) refuses the graph."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    import numpy as np
+
+    from fastdet_cli.export.onnx import validate_export
+
+    res = exported["nms"]
+    model = onnx.load(str(res.onnx_path))
+    for n in model.graph.node:
+        n.output[:] = ["boxes_right" if o == "boxes" else o for o in n.output]
+    model.graph.initializer.append(numpy_helper.from_array(np.array(1.01, np.float32), "one_percent"))
+    model.graph.node.append(helper.make_node("Mul", ["boxes_right", "one_percent"], ["boxes"]))
+    onnx.save(model, str(tmp_path / "scaled.onnx"))
+    source = resolve_model(tiny_models["nms"])
+    assert validate_export(source, res.onnx_path, res.nms)["boxes"] < 1e-3
+    with pytest.raises(FastdetError, match="output boxes differs from Paddle Inference"):
+        validate_export(source, tmp_path / "scaled.onnx", res.nms)
+
+
 def test_int8_flag_on_a_float_model_is_refused_and_leaves_nothing(tiny_models, tmp_path):
     with pytest.raises(FastdetError, match="not a quantized model"):
         export_onnx(resolve_model(tiny_models["nms"]), tmp_path / "out", int8=True)

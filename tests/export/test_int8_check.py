@@ -125,3 +125,16 @@ def test_output_order_does_not_matter_but_shapes_do():
     assert output_agreement(refs, [refs[0][::-1]]).problems == []
     wrong = [[refs[0][0][:, :400], refs[0][1][:, :, :400]]]
     assert output_agreement(refs, wrong).problems
+
+
+def test_an_untrained_model_still_gets_its_best_anchors_compared():
+    """No anchor reaches 0.1 (random weights: every score near the 0.01 prior): the 100 best-scored anchors are
+    compared, so boxes moved by a broken export still fail."""
+    rng = np.random.default_rng(2)
+    boxes, _ = _scene(rng)
+    scores = rng.uniform(0.005, 0.015, (1, 5, boxes.shape[1])).astype(np.float32)
+    check = output_agreement([[boxes, scores]], [[boxes + 0.5, scores]])
+    assert check.problems == [] and check.figures["anchors compared"] == 100
+    shifted = boxes.copy()
+    shifted[..., [0, 2]] += 60.0  # every box moved by its own width or more
+    assert any("boxes overlap" in p for p in output_agreement([[boxes, scores]], [[shifted, scores]]).problems)
