@@ -11,11 +11,12 @@ import numpy as np
 from fastdet_cli.errors import FastdetError, NoDevice, UnsupportedMode
 from fastdet_cli.io import library_output_to
 from fastdet_cli.lazy import import_paddle
-from fastdet_cli.paddle_program import check_paddle_model, paddle_model_files
+from fastdet_cli.paddle_program import check_paddle_model, load_program, op_counts, paddle_model_files
 from fastdet_cli.runtime.base import Kernels, Runner, TensorMeta
 
 
 BF16_OPS = {"conv2d", "depthwise_conv2d", "fused_conv2d"}
+ONEDNN_REFERENCE_ONLY = ("softmax", "reduce_mean")  # run by Paddle's own kernels (see PaddleRunner._config)
 INT8_OP_SETS = {"conv": {"conv2d"}, "all": set()}  # set() = Paddle's own default: every op it can quantize
 
 
@@ -57,6 +58,12 @@ class PaddleRunner(Runner):
                 raise UnsupportedMode("Paddle Inference runs BF16 through oneDNN only (mkldnn off)")
             if o.mkldnn:
                 config.enable_mkldnn()
+                # oneDNN 3.2 (Paddle 2.6.2) has only its reference kernel ("ref:any") for these two in the layouts
+                # Paddle gives them: PP-YOLOE-l's 4 ESE reduce_means took 127 ms and its DFL softmax 67 ms of a
+                # 476 ms INT8 run (ONEDNN_VERBOSE). Paddle's own CPU kernels compute the same: 442 → 265 ms INT8,
+                # 989 → 841 ms FP32 (docs/performance.md)
+                types = set(op_counts(load_program(model)))
+                config.set_mkldnn_op(types - set(ONEDNN_REFERENCE_ONLY))
                 if o.precision == "bf16":
                     from fastdet_cli.machine import BF16_FLAGS, cpu_has
 
@@ -106,7 +113,6 @@ class PaddleRunner(Runner):
 
     def _input_metadata(self) -> dict[str, TensorMeta]:
         # the predictor's handles report [-1] before the first reshape: read the shapes from the program
-        from fastdet_cli.paddle_program import load_program
 
         prog = load_program(paddle_model_files(self.model_path)[0])
         dtypes = {5: np.float32, 6: np.float64, 3: np.int64, 2: np.int32, 4: np.float16, 20: np.uint8, 21: np.int8}
