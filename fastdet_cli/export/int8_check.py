@@ -37,6 +37,7 @@ SCORE_P90_MAX = 0.10
 BOX_IOU_MEDIAN_MIN = 0.90
 SCALE_PERTURBATION = 1e-3  # the program's scales moved by up to ±0.1%: its rounding spread (see module doc)
 SPREAD_FACTOR = 3.0
+CHAOTIC_SPREAD = 0.05  # a rounding spread above this (5× a trained detector's) gets a note: numbers check little
 OTHER_P90_MAX = 0.04  # outputs that are not boxes/scores: |Δ| ÷ the reference's 99th-percentile magnitude
 SCALE_RTOL = 1e-5
 SEEDS = (0, 1, 2)
@@ -302,7 +303,7 @@ def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
     check.figures.update(numbers.figures)
     check.spread = {k: v for k, v in spread.items() if k in ("score median", "score p90", "box IoU median")}
     check.tolerances = tolerances(check.spread)
-    if check.tolerances["score median"] > SCORE_MEDIAN_MAX:
+    if check.spread.get("score median", 0.0) > CHAOTIC_SPREAD:
         check.notes.append(
             f"this model is very sensitive to rounding: its scales moved by ±{100 * SCALE_PERTURBATION:g}% change its "
             f"scores by {check.spread['score median']:.3f} at the median (a trained detector: ~0.01), so the outputs "

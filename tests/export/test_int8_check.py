@@ -79,7 +79,7 @@ def test_a_correct_export_passes(default_ptq, int8_export):
     # the program's own rounding spread (scales moved by ±0.1%) is the size of ORT-vs-Paddle noise: the floors hold
     assert 0.003 < check.spread["score median"] < 0.03 and check.spread["box IoU median"] > 0.95
     floors = tolerances()
-    assert all(abs(check.tolerances[k] - floors[k]) <= 0.02 * floors[k] for k in floors) and not check.notes
+    assert all(abs(check.tolerances[k] - floors[k]) <= 0.1 * floors[k] for k in floors) and not check.notes
 
 
 def test_tolerances_widen_only_for_a_program_that_is_itself_sensitive_to_rounding():
