@@ -8,7 +8,7 @@ def env() -> int:
 
     from fastdet_cli.ui import Table, make_console
 
-    from fastdet_cli.machine import machine_info
+    from fastdet_cli.machine import BF16_FLAGS, cpu_has, int8_weight_bits, machine_info
     from fastdet_cli.runtime.registry import BACKENDS, cuda_device_count
 
     console = make_console()
@@ -37,6 +37,9 @@ def env() -> int:
                          ("Paddle GPU build", ("paddlepaddle-gpu",))):
         m.add_row(label, _first_version(dists))
     m.add_row("default threads", "1 (intra-op, every backend; --threads N)")
+    m.add_row("INT8 weight bits here", int8_weight_bits("cpu")[1])
+    m.add_row("BF16 rows in bench", "on: this CPU has bf16 in hardware" if cpu_has(BF16_FLAGS) else
+              "off: this CPU has no bf16 (AVX512-BF16 or AMX-BF16)")
     console.print(m)
     return 0
 
