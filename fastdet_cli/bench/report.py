@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 from fastdet_cli.bench.verdicts import FLAG_POINTS
-from fastdet_cli.runtime.registry import MODES
+from fastdet_cli.runtime.registry import MAP_MODES, MODES
 
 COLUMNS = ("FP32", "BF16", "INT8", "INT8+FP16/BF16", "INT8+FP16+PM")  # MODES, in order
-MAP_MODES = ("fp32", "bf16", "int8")  # the rows whose mAP is measured
 
 
 def _cell(row: dict | None, key: str) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from fastdet_cli.bench.latency import Stats, time_calls
 from fastdet_cli.errors import FastdetError, MissingDependency, NoDevice, UnsupportedMode
 
-from fastdet_cli.runtime.registry import BACKENDS
+from fastdet_cli.runtime.registry import BACKENDS, FP32_MODEL_MODES, MAP_MODES
 
 CPU_BACKENDS = tuple(name for name, spec in BACKENDS.items() if not spec.gpu_only)
 
@@ -189,7 +189,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
                                      settings.eval_limit)
         for mode in modes:
             opts = mode_options(backend, mode, settings.threads)
-            if mode not in ("fp32", "bf16") and isinstance(chosen, str):
+            int8_mode = mode not in FP32_MODEL_MODES
+            if int8_mode and isinstance(chosen, str):
                 opts = chosen  # no artifact this backend can run
             if isinstance(opts, str):
                 rows.append(Row(backend, mode, opts))
@@ -197,8 +198,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
             runs = (2 if settings.end2end else 1) * (settings.warmup + settings.repeat)
             tick = progress(f"{backend} {mode}", runs) if progress else (lambda n: None)
             try:
-                row = bench_one(fp32_form if mode in ("fp32", "bf16") else chosen.path, backend, opts, image,
-                                settings, dataset, tick, evaluate=mode in ("fp32", "bf16", "int8"))
+                row = bench_one(chosen.path if int8_mode else fp32_form, backend, opts, image, settings, dataset,
+                                tick, evaluate=mode in MAP_MODES)
             except UnsupportedMode as e:
                 row = Row(backend, mode, f"None: {e}")
             except (MissingDependency, NoDevice) as e:
@@ -212,7 +213,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
                 row = Row(backend, mode, f"failed: {type(e).__name__}: {first}"[:300])
                 log(f"{backend} {mode} failed: {type(e).__name__}: {first}")
             row.precision = mode
-            if mode not in ("fp32", "bf16") and chosen is not None and not isinstance(chosen, str):
+            if int8_mode and chosen is not None and not isinstance(chosen, str):
                 row.int8_artifact = chosen.as_dict()
             rows.append(row)
     report = {

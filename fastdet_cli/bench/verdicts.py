@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from fastdet_cli.runtime.registry import FP32_MODEL_MODES
+
 FLAG_POINTS = 5.0  # a class losing more than this many AP points under INT8 is flagged
 AS_FAST = 1.05  # a BF16 row within 5% of the fastest INT8 row is preferred to it (no calibration, FP32 accuracy)
 
@@ -49,7 +51,7 @@ def recommend(rows: list[dict], max_map_drop: float) -> dict:
     # INT8 row (within AS_FAST), it is the better deployment
     bf16 = [r for r in candidates if r["precision"] == "bf16" and r[key]["mean"] <= AS_FAST * best[key]["mean"]]
     preferred = ""
-    if best["precision"] not in ("fp32", "bf16") and bf16:
+    if best["precision"] not in FP32_MODEL_MODES and bf16:
         quickest_int8 = best
         best = min(bf16, key=lambda r: r[key]["mean"])
         preferred = (f"; preferred to {quickest_int8['precision'].upper()} on {quickest_int8['backend']} "

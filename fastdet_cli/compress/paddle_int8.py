@@ -24,61 +24,44 @@ def choose_int8_ops(model_dir: Path, runs: int = 5, log=print) -> dict:
     to the INT8 export check's tolerances (export/int8_check.py: output_agreement) against the program run with
     fake quantization, on the same generated scenes (tolerances widened for a program that is itself sensitive to
     rounding, as the check does); the fastest set within them is chosen."""
-    import os
-    import shutil
-    import tempfile
-
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.errors import FastdetError
-    from fastdet_cli.export.int8_check import SCALE_PERTURBATION, SEEDS, output_agreement
-    from fastdet_cli.io import library_output_to
-    from fastdet_cli.paddle_program import perturb_quant_scales, save_without_nms
+    from fastdet_cli.export.int8_check import SEEDS, output_agreement, program_before_nms, rounding_spread, runs_on
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.paddle import INT8_OP_SETS
     from fastdet_cli.runtime.registry import create_runner
 
     feeds = [sample_inputs(resolve_model(str(model_dir)).deploy, seed) for seed in SEEDS]
     out: dict = {"candidates": {}, "compared": "outputs before NMS on generated scenes (export/int8_check.py)"}
-    with tempfile.TemporaryDirectory(prefix="fastdet-int8-ops-") as tmp:
-        raw = Path(tmp) / "program"
-        with library_output_to(Path(os.devnull)):
-            if not save_without_nms(model_dir, raw):
-                raw = model_dir
-
-        def run(opts: RunnerOptions, timed: bool) -> tuple[list, list[float]]:
+    with program_before_nms(model_dir) as raw:
+        def run(opts: RunnerOptions) -> tuple[list, list[float]]:
             with create_runner("paddle", raw, opts) as runner:
                 outs = [runner.infer({k: f[k] for k in runner.input_metadata()}) for f in feeds]
                 feed = {k: feeds[0][k] for k in runner.input_metadata()}
                 times = []
-                for _ in range(runs if timed else 0):
+                for _ in range(runs):
                     t0 = time.perf_counter()
                     runner.infer(feed)
                     times.append(time.perf_counter() - t0)
             return outs, times
 
-        fake_quant = RunnerOptions(threads=1, precision="int8", mkldnn_int8=False)
-        reference, _ = run(fake_quant, timed=False)
-        if raw == model_dir:  # no NMS to cut: perturb a copy
-            shutil.copytree(model_dir, Path(tmp) / "program")
-            raw = Path(tmp) / "program"
-        with library_output_to(Path(os.devnull)):
-            perturb_quant_scales(raw, SCALE_PERTURBATION)
-        spread = output_agreement(reference, run(fake_quant, timed=False)[0]).figures  # its own rounding spread
-        out["rounding_spread"] = {k: round(v, 4) for k, v in spread.items()}
+        reference = runs_on("paddle", raw, feeds)  # the program with fake quantization
+        measured: dict[str, tuple[list, list[float]]] = {}
         for name in INT8_OP_SETS:
             try:
-                found, times = run(RunnerOptions(threads=1, precision="int8", mkldnn_int8_ops=name), timed=True)
+                measured[name] = run(RunnerOptions(threads=1, precision="int8", mkldnn_int8_ops=name))
             except FastdetError as e:  # e.g. a program oneDNN INT8 refuses
                 out["candidates"][name] = {"ok": False, "error": str(e)}
-                continue
-            agree = output_agreement(reference, found, spread)
-            f = agree.figures
-            out["candidates"][name] = {"ms": round(1000 * float(np.median(times)), 2),
-                                       "score_median": round(f.get("score median", 0.0), 4),
-                                       "score_p90": round(f.get("score p90", 0.0), 4),
-                                       "box_iou_median": round(f.get("box IoU median", 1.0), 4),
-                                       "ok": not agree.problems}
+        spread = rounding_spread(raw, feeds, reference)  # changes `raw`: after every candidate ran on it
+        out["rounding_spread"] = {k: round(v, 4) for k, v in spread.items()}
+    for name, (found, times) in measured.items():
+        f = output_agreement(reference, found, spread)
+        out["candidates"][name] = {"ms": round(1000 * float(np.median(times)), 2),
+                                   "score_median": round(f.figures.get("score median", 0.0), 4),
+                                   "score_p90": round(f.figures.get("score p90", 0.0), 4),
+                                   "box_iou_median": round(f.figures.get("box IoU median", 1.0), 4),
+                                   "ok": not f.problems}
     good = {k: v["ms"] for k, v in out["candidates"].items() if v["ok"]}
     out["choice"] = min(good, key=good.get) if good else "conv"
     summary = ", ".join(f"{k}: " + (f"{v['ms']} ms, score change {v['score_median']:.3f} median / "

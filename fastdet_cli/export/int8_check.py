@@ -23,6 +23,8 @@ model moves its scores by 0.02 at the median; the rounding noise between ONNX Ru
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,19 +60,17 @@ class Int8Check:
 # ---- 1. structure -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Pair:
-    source: str  # the tensor quantized (a weight constant or an activation)
+    """A QuantizeLinear → DequantizeLinear pair: each one's scale and zero point."""
+
     q_scale: np.ndarray
     dq_scale: np.ndarray
     q_zero: np.ndarray | None
     dq_zero: np.ndarray | None
 
 
-def onnx_conv_quantization(onnx_path: Path) -> dict[str, tuple[_Pair | None, _Pair | None]]:
-    """Weight name → (its Q/DQ pair or None, the input's Q/DQ pair or None) for every Conv of the graph whose
+def onnx_conv_quantization(graph) -> dict[str, tuple[_Pair | None, _Pair | None]]:
+    """Weight name → (its Q/DQ pair or None, the input's Q/DQ pair or None) for every Conv of an ONNX graph whose
     weight is a named constant (possibly behind a Q/DQ pair)."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path)).graph
     vals = constant_values(graph)
     made_by = {o: n for n in graph.node for o in n.output}
 
@@ -82,7 +82,7 @@ def onnx_conv_quantization(onnx_path: Path) -> dict[str, tuple[_Pair | None, _Pa
         if q is None or q.op_type != "QuantizeLinear":
             return dq.input[0], None  # a stored integer tensor: not what paddle2onnx writes
         zero = (lambda n: vals.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None)
-        return q.input[0], _Pair(q.input[0], np.asarray(vals.get(q.input[1], np.nan), np.float64).reshape(-1),
+        return q.input[0], _Pair(np.asarray(vals.get(q.input[1], np.nan), np.float64).reshape(-1),
                                  np.asarray(vals.get(dq.input[1], np.nan), np.float64).reshape(-1), zero(q), zero(dq))
 
     out = {}
@@ -95,13 +95,10 @@ def onnx_conv_quantization(onnx_path: Path) -> dict[str, tuple[_Pair | None, _Pa
     return out
 
 
-def lost_biases(onnx_path: Path) -> list[str]:
+def lost_biases(graph) -> list[str]:
     """Convolutions whose int32-quantized bias has scale 0 in some channel: paddle2onnx quantizes a bias with
     (input scale × weight scale), which is 0 where a channel's weights are all zero (PP-YOLOE's classification
     convolutions at initialisation), so the bias becomes 0 × (−2^31): lost. Names the weights."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path)).graph
     vals = constant_values(graph)
     made_by = {o: n for n in graph.node for o in n.output}
     out = []
@@ -124,9 +121,11 @@ def _pair_problem(what: str, p: _Pair, expected: np.ndarray) -> str | None:
     if not (_same(p.q_scale, p.dq_scale) and (p.q_zero is None) == (p.dq_zero is None)
             and (p.q_zero is None or np.array_equal(p.q_zero, p.dq_zero))):
         return f"{what}: its QuantizeLinear and DequantizeLinear disagree (scale or zero point)"
-    if not _same(p.q_scale, np.broadcast_to(expected, p.q_scale.shape) if expected.size == 1 else expected):
-        ratio = float(np.median(p.q_scale / np.maximum(np.broadcast_to(expected, p.q_scale.shape)
-                                                       if expected.size == 1 else expected, 1e-30)))
+    if expected.size == 1:  # a per-tensor scale written per channel, or the other way round
+        expected = np.broadcast_to(expected, p.q_scale.shape)
+    if not _same(p.q_scale, expected):
+        ratio = float(np.median(p.q_scale / np.maximum(expected, 1e-30))) if expected.shape == p.q_scale.shape \
+            else float("nan")
         return f"{what}: scale is {ratio:.3g}× the quantized program's"
     return None
 
@@ -231,42 +230,67 @@ def output_agreement(ref_runs: list[list[np.ndarray]], out_runs: list[list[np.nd
     return check
 
 
-def raw_outputs(model_dir: Path, onnx_path: Path, deploy, seeds=SEEDS, perturbed: bool = False) -> tuple:
-    """(Paddle's outputs, ONNX Runtime's[, Paddle's with the program's scales perturbed]) per generated scene,
-    all before NMS: the program cut before its multiclass NMS op (Paddle Inference without oneDNN, which computes
-    a quantized program's Q/DQ in float) and the ONNX graph cut before NonMaxSuppression, when either holds one."""
+@contextmanager
+def program_before_nms(model_dir: Path) -> Iterator[Path]:
+    """A copy of the program in `model_dir` cut before its multiclass NMS op (whole, when it has none), in a
+    temporary folder that lasts the block."""
     import os
     import shutil
     import tempfile
 
-    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.io import library_output_to
-    from fastdet_cli.paddle_program import perturb_quant_scales, save_without_nms
+    from fastdet_cli.paddle_program import save_without_nms
+
+    with tempfile.TemporaryDirectory(prefix="fastdet-program-") as tmp:
+        path = Path(tmp) / "program"
+        with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog
+            if not save_without_nms(model_dir, path):
+                shutil.copytree(model_dir, path)
+        yield path
+
+
+def runs_on(backend: str, model: Path, feeds: list[dict], options=None) -> list[list[np.ndarray]]:
+    """Each feed through `model` on `backend`, 1 thread; Paddle by default without oneDNN, which computes a
+    quantized program's Q/DQ in float (the reference every INT8 runtime is held to)."""
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
+    options = options or RunnerOptions(threads=1, mkldnn=False)
+    with create_runner(backend, model, options) as runner:
+        return [runner.infer({k: f[k] for k in runner.input_metadata()}) for f in feeds]
+
+
+def rounding_spread(program: Path, feeds: list[dict], reference: list) -> dict[str, float]:
+    """How much `program` (a copy: its scales are changed in place) moves against its own `reference` outputs when
+    every scale moves by up to ±SCALE_PERTURBATION: output_agreement's figures."""
+    import os
+
+    from fastdet_cli.io import library_output_to
+    from fastdet_cli.paddle_program import perturb_quant_scales
+
+    with library_output_to(Path(os.devnull)):
+        perturb_quant_scales(program, SCALE_PERTURBATION)
+    return output_agreement(reference, runs_on("paddle", program, feeds)).figures
+
+
+def raw_outputs(model_dir: Path, onnx_path: Path, deploy, seeds=SEEDS, perturbed: bool = False) -> tuple:
+    """(Paddle's outputs, ONNX Runtime's[, the program's rounding spread]) per generated scene, all before NMS:
+    the program cut before its multiclass NMS op and the ONNX graph cut before NonMaxSuppression, when either
+    holds one."""
+    import tempfile
+
+    from fastdet_cli.det.preprocess import sample_inputs
+
     feeds = [sample_inputs(deploy, seed) for seed in seeds]
-
-    def run(backend: str, path: Path, opts: RunnerOptions) -> list:
-        with create_runner(backend, path, opts) as runner:
-            return [runner.infer({k: f[k] for k in runner.input_metadata()}) for f in feeds]
-
-    fake_quant = RunnerOptions(threads=1, mkldnn=False)  # Paddle computing the program's Q/DQ in float
-
-    with tempfile.TemporaryDirectory(prefix="fastdet-export-check-") as tmp:
-        ref_dir = Path(tmp) / "program"
-        with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog
-            if not save_without_nms(model_dir, ref_dir):
-                shutil.copytree(model_dir, ref_dir)
+    with program_before_nms(model_dir) as program, tempfile.TemporaryDirectory(prefix="fastdet-onnx-") as tmp:
         onnx_raw = Path(tmp) / "raw.onnx"
         if cut_nms(onnx_path, onnx_raw) is None:
             onnx_raw = onnx_path
-        runs = (run("paddle", ref_dir, fake_quant), run("ort", onnx_raw, RunnerOptions(threads=1)))
+        reference = runs_on("paddle", program, feeds)
+        out = (reference, runs_on("ort", onnx_raw, feeds))
         if perturbed:
-            with library_output_to(Path(os.devnull)):
-                perturb_quant_scales(ref_dir, SCALE_PERTURBATION)
-            runs += (run("paddle", ref_dir, fake_quant),)
-    return runs
+            out += (rounding_spread(program, feeds, reference),)
+    return out
 
 
 def paired_outputs(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -285,19 +309,21 @@ def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
     the comparison is made before it either way."""
     import os
 
+    import onnx
+
     from fastdet_cli.io import library_output_to
     from fastdet_cli.paddle_program import quantized_convs
 
     with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog
         program = quantized_convs(model_dir)
-    check = Int8Check(problems=structure_problems(program, onnx_conv_quantization(onnx_path)))
-    lost = lost_biases(onnx_path)
+    graph = onnx.load(str(onnx_path)).graph
+    check = Int8Check(problems=structure_problems(program, onnx_conv_quantization(graph)))
+    lost = lost_biases(graph)
     if lost:
         check.problems.append(f"{len(lost)} convolution bias(es) quantized with scale 0 and lost, where a channel's "
                               f"weights are all zero (paddle2onnx): {', '.join(lost[:3])}")
     check.figures["quantized convolutions"] = float(len(program))
-    ref_runs, out_runs, spread_runs = raw_outputs(model_dir, onnx_path, deploy, perturbed=True)
-    spread = output_agreement(ref_runs, spread_runs).figures  # the program against itself, rounded differently
+    ref_runs, out_runs, spread = raw_outputs(model_dir, onnx_path, deploy, perturbed=True)
     numbers = output_agreement(ref_runs, out_runs, spread)
     check.problems += numbers.problems
     check.figures.update(numbers.figures)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 # the reference's four columns (pm = pinned memory) and BF16: the FP32 model in bf16 on CPUs that have it in
 # hardware. On a CPU, INT8+FP16 is INT8 with the float parts in bf16 (there is no fp16 arithmetic to ask for).
 MODES = ("fp32", "bf16", "int8", "int8+fp16", "int8+fp16+pm")
+FP32_MODEL_MODES = ("fp32", "bf16")  # the modes that run the FP32 model (the others run an INT8 artifact)
+MAP_MODES = ("fp32", "bf16", "int8")  # the modes whose mAP bench measures
 MODE_LABELS = {"fp32": "FP32", "bf16": "BF16", "int8": "INT8", "int8+fp16": "INT8+FP16/BF16",
                "int8+fp16+pm": "pinned-memory"}
 _MODE_OPTIONS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}, "int8": {"precision": "int8"},
