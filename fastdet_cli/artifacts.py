@@ -133,14 +133,32 @@ class Int8Artifact:
     kind: str
     method: str  # PTQ, PTQ (ORT), QAT-distillation, INT8 (given)
     target: str = "onnxruntime"  # an ONNX artifact's flavour (fastdet.yml: target); a program suits every target
+    warning: str | None = None  # compress missed the accuracy budget it was given (budget_warning)
 
     def as_dict(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "method": self.method, "target": self.target}
+        return {"path": str(self.path), "kind": self.kind, "method": self.method, "target": self.target,
+                "warning": self.warning}
 
     def suits(self, onnx_target: str) -> bool:
         """Loadable by a backend wanting that ONNX flavour: a program is exported in any flavour, and the ONNX
         Runtime flavour's runtimes load TensorRT's too, not the reverse (TensorRT: no uint8, no int32 biases)."""
         return self.target in ("any", onnx_target) or onnx_target == "onnxruntime"
+
+
+def budget_warning(model_dir: Path) -> str | None:
+    """A plain warning when `fastdet compress` wrote this model without meeting its accuracy budget
+    (compress_report.json: "met": false), for every command that runs it to repeat."""
+    report = Path(model_dir) / "compress_report.json"
+    if not report.is_file():
+        return None
+    data = json.loads(report.read_text())
+    if data.get("met") is not False:
+        return None
+    s = data.get("sensitivity_search") or {}
+    return (f"warning: {Path(model_dir).name} missed the accuracy budget it was compressed for: mAP drop "
+            f"{s.get('chosen_drop_points', '?')} points > {s.get('max_drop_points', '?')} on "
+            f"{Path(str(s.get('dataset', '?'))).name} ({s.get('stopped', 'search ended')}); it is the best model found "
+            "(compress_report.json: met false)")
 
 
 def describe(spec: str | Path) -> Int8Artifact:
@@ -158,7 +176,7 @@ def describe(spec: str | Path) -> Int8Artifact:
         raise FastdetError(f"{source.path} is not a quantized model (no quantize ops): compress it first "
                            "(fastdet compress), or pass it as --model")
     target = source.sidecar().get("target", "onnxruntime") if source.format == "onnx" else "any"
-    return Int8Artifact(source.dir, kind, method, target)
+    return Int8Artifact(source.dir, kind, method, target, budget_warning(source.dir))
 
 
 def choose(backend: str, artifacts: list[Int8Artifact]) -> Int8Artifact | str:

@@ -165,6 +165,8 @@ def run_diff(fp32_model, int8_model, backend: str, images: list[Path], save_dir:
     from fastdet_cli.io import atomic_dir, write_bytes_atomic, write_json_atomic
 
     int8_art = describe(int8_model)  # an FP32 model given as INT8 is refused
+    if int8_art.warning:
+        log(int8_art.warning)
     fp32 = resolve_model(fp32_model) if not isinstance(fp32_model, ModelSource) else fp32_model
     if get_backend(backend).model_format == "onnx":
         fp32 = nms_free_onnx(fp32)  # as the INT8 model runs: NMS on the host

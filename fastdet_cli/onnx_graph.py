@@ -61,3 +61,110 @@ def cut_nms(src: Path, dst: Path) -> dict | None:
         o.name = rename.get(o.name, o.name)
     onnx.save(cut, str(dst))
     return found
+
+
+def fuse_hardswish(model) -> int:
+    """Replace every hard-swish written as elementary ops — x · clip(x + 3, 0, 6) / 6 (Add → Clip → Mul → Div, or
+    Mul by 1/6), how paddle2onnx writes it at opset 13 — by one HardSwish node (opset 14), in place. Returns how
+    many were fused. Quantizers put a Q/DQ pair on every elementary op's output (four roundings per activation
+    instead of none) and runtimes stop fusing the activation into the convolution once Q/DQ pairs sit between
+    its pieces; one HardSwish node is what the network computes."""
+    from onnx import helper
+
+    graph = model.graph
+    consts = constant_values(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    users: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    for o in graph.output:
+        users[o.name] = users.get(o.name, 0) + 1
+
+    def scalar(name: str) -> float | None:
+        v = consts.get(name)
+        return float(np.asarray(v).reshape(-1)[0]) if v is not None and np.asarray(v).size == 1 else None
+
+    def near(v: float | None, want: float) -> bool:
+        return v is not None and abs(v - want) <= 1e-6 * max(1.0, abs(want))
+
+    def other(node, name: str) -> str | None:
+        rest = [i for i in node.input if i != name]
+        return rest[0] if len(rest) == 1 else None
+
+    def clip_bounds(clip) -> tuple[float | None, float | None]:
+        if len(clip.input) >= 3:
+            return scalar(clip.input[1]), scalar(clip.input[2])
+        attrs = {a.name: a.f for a in clip.attribute}
+        return attrs.get("min"), attrs.get("max")
+
+    fused, dead = 0, set()
+    for last in list(graph.node):
+        if last.op_type not in ("Div", "Mul") or last.name in dead:
+            continue
+        tail = {"Div": 6.0, "Mul": 1 / 6}[last.op_type]
+        prod = next((producer.get(i) for i in last.input if producer.get(i) is not None
+                     and producer[i].op_type == "Mul" and near(scalar(other(last, i) or ""), tail)), None)
+        if prod is None or users.get(prod.output[0]) != 1:
+            continue
+        clip = next((producer.get(i) for i in prod.input if producer.get(i) is not None
+                     and producer[i].op_type == "Clip"), None)
+        if clip is None or users.get(clip.output[0]) != 1 or clip_bounds(clip) == (None, None):
+            continue
+        lo, hi = clip_bounds(clip)
+        add = producer.get(clip.input[0])
+        if not (near(lo, 0.0) and near(hi, 6.0)) or add is None or add.op_type != "Add" or users.get(add.output[0]) != 1:
+            continue
+        x = other(prod, clip.output[0])
+        if x is None or other(add, x) is None or not near(scalar(other(add, x)), 3.0):
+            continue
+        node = helper.make_node("HardSwish", [x], [last.output[0]], name=f"{last.name or x}_hardswish")
+        idx = list(graph.node).index(last)
+        graph.node.insert(idx, node)
+        for n in (add, clip, prod, last):
+            dead.add(n.name)
+            graph.node.remove(n)
+        fused += 1
+    if fused:  # the pieces' constants are read by nothing now
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        for n in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in read]:
+            graph.node.remove(n)
+        for init in [i for i in graph.initializer if i.name not in read]:
+            graph.initializer.remove(init)
+        for op in model.opset_import:  # HardSwish is opset 14; the ops paddle2onnx writes mean the same there
+            if op.domain in ("", "ai.onnx") and op.version < 14:
+                op.version = 14
+    return fused
+
+
+def split_hardswish(model) -> int:
+    """The reverse of `fuse_hardswish`, in place: every HardSwish node written as x · clip(x + 3, 0, 6) / 6 (for
+    converters without HardSwish, e.g. x2paddle 1.6.0). Returns how many were split."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    split = 0
+    consts = {}
+
+    def const(value: float) -> str:
+        if value not in consts:
+            name = f"fastdet_hardswish_const_{len(consts)}"
+            graph.initializer.append(helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+            consts[value] = name
+        return consts[value]
+
+    for node in list(graph.node):
+        if node.op_type != "HardSwish":
+            continue
+        x, y, base = node.input[0], node.output[0], node.name or node.output[0]
+        idx = list(graph.node).index(node)
+        graph.node.remove(node)
+        pieces = [helper.make_node("Add", [x, const(3.0)], [f"{base}_plus3"], name=f"{base}_add"),
+                  helper.make_node("Clip", [f"{base}_plus3", const(0.0), const(6.0)], [f"{base}_clip"],
+                                   name=f"{base}_clip"),
+                  helper.make_node("Mul", [x, f"{base}_clip"], [f"{base}_mul"], name=f"{base}_mul"),
+                  helper.make_node("Div", [f"{base}_mul", const(6.0)], [y], name=f"{base}_div")]
+        for i, p in enumerate(pieces):
+            graph.node.insert(idx + i, p)
+        split += 1
+    return split

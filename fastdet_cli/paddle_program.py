@@ -13,6 +13,7 @@ from fastdet_cli.errors import FastdetError
 _ATTR_FIELDS = {0: "i", 1: "f", 2: "s", 6: "b", 9: "l", 12: "float64"}
 NMS_OPS = ("multiclass_nms3", "multiclass_nms2", "multiclass_nms")
 NMS_KEYS = ("background_label", "score_threshold", "nms_top_k", "nms_threshold", "nms_eta", "keep_top_k", "normalized")
+SIDECAR = "fastdet.yml"  # fastdet's notes beside a model: NMS parameters, source, validation, passes to avoid
 QUANT_OPS = ("quantize_linear", "dequantize_linear", "fake_quantize_dequantize_abs_max",
              "fake_channel_wise_quantize_dequantize_abs_max", "fake_quantize_dequantize_moving_average_abs_max")
 
@@ -49,6 +50,22 @@ def load_program(pdmodel: Path):
     prog = framework_pb2.ProgramDesc()
     prog.ParseFromString(Path(pdmodel).read_bytes())
     return prog
+
+
+def deleted_passes(model_dir: Path) -> list[str]:
+    """The Paddle Inference passes a model's fastdet.yml says to switch off (`paddle_delete_passes`: written where
+    a pass was measured to break the program, e.g. by the x2paddle conversion check)."""
+    import yaml
+
+    p = Path(model_dir) / SIDECAR if Path(model_dir).is_dir() else Path(model_dir).parent / SIDECAR
+    if not p.is_file():
+        return []
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise FastdetError(f"{p} is malformed: {str(e).splitlines()[0]}") from e
+    passes = data.get("paddle_delete_passes") if isinstance(data, dict) else None
+    return [str(x) for x in passes] if isinstance(passes, list) else []
 
 
 def _attrs(op, keys) -> dict:
@@ -162,6 +179,37 @@ def static_program(model_dir: Path):
         paddle.disable_static()
 
 
+def save_program(prefix: str, prog, feeds: list[str], fetches: list, exe) -> None:
+    """Save a loaded, rewritten inference program at `prefix` (.pdmodel/.pdiparams). Saving adds feed/fetch ops
+    and a `scale` op named save_infer_model/scale_i per output; a loaded program already has them from its first
+    export, and a second set writes those outputs again (a cycle PaddleSlim's graph passes reject): the old
+    feed/fetch ops and output scale ops (chains of them, after several saves) are dropped first, and what they
+    read is fetched."""
+    import paddle
+
+    block = prog.global_block()
+    targets = {v.name for v in fetches}
+    source = {}
+    for i in reversed(range(len(block.ops))):
+        op = block.ops[i]
+        if op.type in ("feed", "fetch"):
+            block._remove_op(i)
+        elif op.type == "scale" and op.output("Out")[0] in targets and op.attr("scale") == 1.0 \
+                and op.attr("bias") == 0.0:
+            source[op.output("Out")[0]] = op.input("X")[0]
+            targets.add(op.input("X")[0])
+            block._remove_op(i)
+
+    def root(name: str) -> str:
+        while name in source:
+            name = source[name]
+        return name
+
+    prog._sync_with_cpp()
+    paddle.static.save_inference_model(prefix, [block.var(n) for n in feeds],
+                                       [block.var(root(v.name)) for v in fetches], exe, program=prog)
+
+
 def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
     """Replace every float 1×1 convolution whose weights are all integers (PP-YOLOE's DFL projection conv:
     weights 0..reg_max) by the same sum written as elementwise_mul + reduce_sum, in place in `model_dir`.
@@ -171,8 +219,6 @@ def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
     ("Could not find threshold information"). The rewritten ops compute the same values (a 1×1 convolution
     with one output channel is a weighted sum over channels) and are not convolutions, so the rest of the
     program runs in oneDNN INT8. Returns the weight names of the rewritten convolutions."""
-    import paddle
-
     with static_program(model_dir) as (prog, feeds, fetches, exe, scope, prefix):
         block = prog.global_block()
         dequantized = {op.output("Y")[0] for op in block.ops if op.type == "dequantize_linear"}
@@ -201,8 +247,7 @@ def rewrite_integer_weight_convs(model_dir: Path) -> list[str]:
                              attrs={"dim": [1], "keep_dim": True, "reduce_all": False})
             done.append(weight)
         if done:
-            prog._sync_with_cpp()
-            paddle.static.save_inference_model(prefix, [block.var(n) for n in feeds], fetches, exe, program=prog)
+            save_program(prefix, prog, feeds, fetches, exe)
     return done
 
 
@@ -308,3 +353,69 @@ def check_paddle_model(pdmodel: Path, pdiparams: Path) -> None:
     if have < need:
         raise FastdetError(f"{pdiparams} holds {have} bytes but the program's {need} weights need at least as many: "
                            "the weights file is truncated or belongs to another model")
+
+
+def fuse_hardswish_ops(model_dir: Path) -> int:
+    """Replace every hard-swish written as elementary ops — x · clip(x + 3, 0, 6) / 6 (elementwise_add → clip →
+    elementwise_mul → elementwise_div, with the constants as parameters or fill_constant outputs: how x2paddle
+    converts paddle2onnx's opset-13 graphs) — by one `hard_swish` op, in place in `model_dir`. Returns how many.
+
+    PaddleSlim's quantization puts a quantize/dequantize pair on the output of every elementary op: four
+    roundings per activation where PaddleDetection's own programs (one hard_swish op) have none."""
+    with static_program(model_dir) as (prog, feeds, fetches, exe, scope, prefix):
+        block = prog.global_block()
+        made_by = {o: op for op in block.ops for o in op.output_arg_names}
+        readers: dict[str, int] = {}
+        for op in block.ops:
+            for name in op.input_arg_names:
+                readers[name] = readers.get(name, 0) + 1
+
+        def value(name: str) -> float | None:
+            """A scalar constant: a fill_constant's value or a one-element parameter's."""
+            op = made_by.get(name)
+            if op is not None:
+                return float(op.attr("str_value") or op.attr("value")) if op.type == "fill_constant" else None
+            var = scope.find_var(name)
+            arr = np.array(var.get_tensor()) if var is not None else np.zeros(0)
+            return float(arr.reshape(-1)[0]) if arr.size == 1 else None
+
+        def near(v: float | None, want: float) -> bool:
+            return v is not None and abs(v - want) <= 1e-6 * max(1.0, abs(want))
+
+        def only_reader(name: str) -> bool:
+            return readers.get(name, 0) == 1 and name not in {v.name for v in fetches}
+
+        def bound(clip, slot: str, attr: str) -> float | None:
+            tensors = clip.input(slot) if slot in clip.input_names else []
+            return value(tensors[0]) if tensors else float(clip.attr(attr))
+
+        fused = 0
+        for idx in range(len(block.ops) - 1, -1, -1):
+            div = block.ops[idx]
+            if div.type != "elementwise_div" or not near(value(div.input("Y")[0]), 6.0):
+                continue
+            mul = made_by.get(div.input("X")[0])
+            if mul is None or mul.type != "elementwise_mul" or not only_reader(mul.output("Out")[0]):
+                continue
+            pair = [mul.input("X")[0], mul.input("Y")[0]]
+            clip = next((made_by.get(n) for n in pair if made_by.get(n) is not None and made_by[n].type == "clip"), None)
+            if clip is None or not only_reader(clip.output("Out")[0]):
+                continue
+            x = next(n for n in pair if n != clip.output("Out")[0])
+            if not (near(bound(clip, "Min", "min"), 0.0) and near(bound(clip, "Max", "max"), 6.0)):
+                continue
+            add = made_by.get(clip.input("X")[0])
+            if (add is None or add.type != "elementwise_add" or add.input("X")[0] != x
+                    or not near(value(add.input("Y")[0]), 3.0) or not only_reader(add.output("Out")[0])):
+                continue
+            out = div.output("Out")[0]
+            positions = sorted(list(block.ops).index(op) for op in (add, clip, mul, div))
+            for pos in reversed(positions):
+                block._remove_op(pos)
+            block._insert_op(positions[0], type="hard_swish", inputs={"X": [x]}, outputs={"Out": [out]},
+                             attrs={"threshold": 6.0, "scale": 6.0, "offset": 3.0})
+            made_by = {o: op for op in block.ops for o in op.output_arg_names}
+            fused += 1
+        if fused:
+            save_program(prefix, prog, feeds, fetches, exe)
+    return fused

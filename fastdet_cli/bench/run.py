@@ -159,6 +159,9 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
     timing_image = data.image_files(1)[0] if isinstance(data, ImageFolder) else data.image_paths(limit=1)[0][1]
     image = read_image(timing_image)
     artifacts = int8_artifacts(settings, log) if settings.int8 else []
+    for a in artifacts:
+        if a.warning:
+            log(a.warning)
     from fastdet_cli.machine import BF16_FLAGS, cpu_has
 
     bf16 = cpu_has(BF16_FLAGS) if settings.bf16 is None else settings.bf16

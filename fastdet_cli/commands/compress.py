@@ -55,7 +55,8 @@ def map_table(m: dict):
     """compress_report.json's mAP record as a table."""
     from fastdet_cli.ui import Table
 
-    table = Table(title=f"COCO mAP on {Path(m['dataset']).name} ({m['runtime']}, CPU)", title_justify="left")
+    table = Table(title=f"{m.get('metric', 'COCO mAP')} on {Path(m['dataset']).name} ({m['runtime']}, CPU)",
+                  title_justify="left")
     for col in ("model", "AP", "AP50", "AP75"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for name in ("fp32", "int8"):

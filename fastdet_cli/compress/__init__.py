@@ -60,6 +60,7 @@ class Job:
     samples: object  # compress.common.FeedSamples
     world: distributed.World = distributed.World()
     shards: list[int] | None = None  # images per rank in a distributed run
+    original: object = None  # the model the config names, when `source` is its x2paddle conversion
 
 
 @dataclass
@@ -81,9 +82,6 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
     method = (method or cfg.method_hint or "ptq").lower()
     if method not in ("ptq", "qat"):
         raise FastdetError(f"unknown method '{method}' (ptq or qat)")
-    if cfg.format == "onnx" and method != "ptq":
-        raise FastdetError("QAT trains a Paddle program with distillation; an ONNX model has no program to train: "
-                           "quantize it with PTQ (engine onnxruntime), or compress its Paddle source")
     if (cfg.engine, method) not in ENGINES:
         names = {"ptq": "post-training quantization", "qat": "quantization-aware training"}
         done = " or ".join(names[m] for e, m in ENGINES if e == cfg.engine)
@@ -95,13 +93,15 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
         from fastdet_cli.runtime.registry import require_gpu
 
         require_gpu("compress --devices gpu")
-    source = _source(cfg)
+    source = original = _source(cfg)
     eval_spec = eval_dataset or cfg.eval_dataset
     if eval_spec:  # a wrong dataset fails now, not after minutes of PTQ
         from fastdet_cli.data.dataset import resolve_eval_data
 
         resolve_eval_data(eval_spec)
     save_dir = Path(save_dir or Path(config_path).parent / f"{source.dir.name}_{method}")
+    if source.format == "onnx" and cfg.engine == "paddleslim":  # the reference's route: a validated conversion
+        source = _converted(source, cfg, log)
     if source.format == "onnx":
         feeds, convs, kept_float = _onnx_feeds(source.path), {}, []
     else:
@@ -140,7 +140,7 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
         files = files[world.rank::world.size][:per]
         log(world.describe() + f"; {per} images per rank")
     job = Job(Path(config_path), cfg, ENGINES[(cfg.engine, method)], devices, source, save_dir, eval_spec, feeds,
-              kept_float, convs, images, FeedSamples(source, files, feeds), world, shards)
+              kept_float, convs, images, FeedSamples(source, files, feeds), world, shards, original)
     log(f"{method.upper()} of {source.dir} on {len(files)} images; preprocessing from "
         f"{source.deploy.path.name}: {job.samples.pipeline}")
     if job.kept_float and cfg.engine == "paddleslim":
@@ -164,6 +164,20 @@ def _source(cfg):
     return source
 
 
+def _converted(source, cfg, log):
+    """An ONNX model as a Paddle program (compress/onnx_to_paddle.py): converted with x2paddle, its decomposed
+    hard-swishes fused back into single ops, checked against ONNX Runtime on the first calibration image."""
+    from fastdet_cli.compress.common import FeedSamples, image_list
+    from fastdet_cli.compress.onnx_to_paddle import converted
+
+    feeds = _onnx_feeds(source.path)
+    first = FeedSamples(source, image_list(cfg.calib_images, 1), feeds)[0]
+    program = converted(source, {k: v[None] for k, v in first.items()}, log)
+    log(f"{source.path.name} runs as the Paddle program {program.dir} (x2paddle; matches ONNX Runtime within "
+        f"{program.sidecar().get('validation_max_rel_diff')} of each output's range on a real image)")
+    return program
+
+
 def _onnx_feeds(path: Path) -> list[str]:
     import onnx
 
@@ -183,11 +197,12 @@ def quantize(job: Job, out_dir: Path, log=print) -> Quantized:
 
 def finalize(job: Job, q: Quantized, out_dir: Path, log=print, evaluate: bool = False) -> dict:
     """Fix-ups, deploy config, report and (with `evaluate` and a dataset) mAP FP32 vs INT8, in `out_dir`."""
-    from fastdet_cli.compress.common import copy_deploy_config, dir_size, versions, write_report
+    from fastdet_cli.compress.common import carry_paddle_notes, copy_deploy_config, dir_size, versions, write_report
 
     deploy_copy = copy_deploy_config(job.source, out_dir)  # first: the INT8 model is loadable from here on
     rewritten, paddle_int8 = [], None
     if job.engine.format == "paddle":
+        carry_paddle_notes(job.source, out_dir)
         if any(d[0] == 1 and d[2:] == [1, 1] for d in job.convs.values()):
             from fastdet_cli.paddle_program import rewrite_integer_weight_convs
 
@@ -205,7 +220,9 @@ def finalize(job: Job, q: Quantized, out_dir: Path, log=print, evaluate: bool = 
         "method": job.engine.method, "engine": job.engine.engine, "method_label": job.engine.label,
         "format": job.engine.format,
         "config_file": str(job.config_path.resolve()), "config_resolved": q.settings,
-        "model_fp32": str(job.source.runner_path), "deploy_config": deploy_copy.name, "source_format": job.source.format,
+        "model_fp32": str((job.original or job.source).runner_path), "deploy_config": deploy_copy.name,
+        "source_format": (job.original or job.source).format,
+        "converted_fp32": str(job.source.dir) if job.original is not job.source else None,
         "input_list": job.feeds, "preprocess": job.samples.pipeline,
         "images": {"source": job.images_source, "count": len(files), "first": [str(f) for f in files[:3]]},
         "kept_float": q.kept_float, "sensitivity_search": q.search,
@@ -213,12 +230,17 @@ def finalize(job: Job, q: Quantized, out_dir: Path, log=print, evaluate: bool = 
         "paddle_int8_ops": paddle_int8["choice"] if paddle_int8 else None,
         "paddle_int8_ops_measured": paddle_int8,
         "size_bytes": {"fp32": dir_size(job.source.dir), "int8": dir_size(out_dir)},  # model files only
+        "met": q.search.get("met") if q.search else None,  # the accuracy budget (PTQ.max_map_drop), when set
         "seconds": round(q.seconds, 2), "devices": job.devices, "versions": versions(), "map": None,
         "distributed": None if job.world.size == 1 else {
             "world_size": job.world.size, "images_per_rank": job.shards,
             **(q.settings.get("distributed") or {"parameter_averaging": "by Paddle's fleet (GPUs)"})},
     }
     write_report(out_dir, report)  # before mAP: Paddle Inference reads paddle_int8_ops from it
+    if report["met"] is False:
+        from fastdet_cli.artifacts import budget_warning
+
+        log(budget_warning(out_dir) or "warning: the accuracy budget was not met")
     if evaluate and job.eval_spec:
         report["map"] = map_fp32_vs_int8(job, out_dir, log)
         write_report(out_dir, report)
@@ -276,10 +298,10 @@ def _paddleslim_qat(job: Job, out_dir: Path, log) -> Quantized:
     from fastdet_cli.compress.qat import program_eval_callback, run_qat
 
     callback = None
-    if job.eval_spec:
-        from fastdet_cli.data.dataset import resolve_dataset
+    if job.eval_spec:  # an image folder: agreement mAP with the FP32 model's detections
+        from fastdet_cli.agreement import labelled
 
-        callback = program_eval_callback(job.source, resolve_dataset(job.eval_spec))
+        callback = program_eval_callback(job.source, labelled(job.eval_spec, job.source, "paddle"))
     # ACT trains a BN-folded copy (paddle2onnx mis-exports conv → quantize → batch_norm, see qat.fuse_conv_bn),
     # and has no skip list: the single-channel convs and the user's QuantAware.skip_tensor_list are marked
     # skip_quant in that copy

@@ -31,7 +31,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
             "hist_percent": NUM, "quantize_op_types": (list,), "is_full_quantize": (bool,),
             "optimize_model": (bool,),
             "max_map_drop": NUM,  # (+) mAP points; above it, the most sensitive convs are kept in float
-            "max_float_layers": (int,),  # (+) at most this many (default 4)
+            "max_float_layers": (int,),  # (+) at most this many (default: no cap; the search stops at the budget,
+            #                                or where INT8 would no longer be faster than FP32)
             "search_dataset": (str,),  # (+) COCO dir the search measures mAP on (default: see docs)
             "per_channel": (bool,),  # (+) engine onnxruntime: per-channel weight scales (default true)
             "reduce_range": (bool,)},  # (+) engine onnxruntime: 7-bit weights (default: on without VNNI)
@@ -128,10 +129,6 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
     default_engine = "onnxruntime" if fmt == "onnx" else "paddleslim"  # no conversion: ORT quantizes ONNX as it is
     engine = check_engine(engine, "--engine") if engine else check_engine(g.get("engine", default_engine),
                                                                          f"{path}: Global.engine")
-    if fmt == "onnx" and engine != "onnxruntime":
-        raise FastdetError(f"{path}: an ONNX model (Global.format onnx) is quantized by engine onnxruntime; "
-                           "PaddleSlim quantizes Paddle programs (and x2paddle, the reference's ONNX→Paddle "
-                           "route, does not install with onnx ≥ 1.16)")
     if fmt == "onnx" and ptq.get("skip_tensor_list"):
         raise FastdetError(f"{path}: PTQ.skip_tensor_list names Paddle tensors; an ONNX model's layers are kept "
                            "float by the sensitivity search (PTQ.max_map_drop)")

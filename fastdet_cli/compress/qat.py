@@ -176,8 +176,7 @@ def fuse_conv_bn(source: ModelSource, out_dir: Path) -> int:
     from paddle.base import core
     from paddle.framework import IrGraph
 
-    from fastdet_cli.paddle_program import load_program, op_counts
-    from fastdet_cli.paddle_program import paddle_model_files
+    from fastdet_cli.paddle_program import load_program, op_counts, paddle_model_files, save_program
 
     pdmodel, pdiparams = paddle_model_files(source.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,21 +199,7 @@ def fuse_conv_bn(source: ModelSource, out_dir: Path) -> int:
             for op in block.ops:
                 if not op.has_attr(role):
                     op._set_attr(role, int(core.op_proto_and_checker_maker.OpRole.Forward))
-            # saving adds feed/fetch ops and a `scale` named save_infer_model/scale_i per output; the program
-            # already has them from its first export, and a second set writes those outputs in place (a cycle
-            # ACT's final conversion rejects): drop the old ones and fetch what the old scale ops read
-            targets = {v.name for v in fetches}
-            outputs = {}
-            for i in reversed(range(len(block.ops))):
-                op = block.ops[i]
-                if op.type in ("feed", "fetch"):
-                    block._remove_op(i)
-                elif op.type == "scale" and op.output("Out")[0] in targets:
-                    outputs[op.output("Out")[0]] = op.input("X")[0]
-                    block._remove_op(i)
-            paddle.static.save_inference_model(
-                str(out_dir / "model"), [block.var(n) for n in feeds],
-                [block.var(outputs.get(v.name, v.name)) for v in fetches], exe, program=fused)
+            save_program(str(out_dir / "model"), fused, feeds, fetches, exe)
     finally:
         paddle.disable_static()
     shutil.copyfile(source.deploy.path, out_dir / source.deploy.path.name)

@@ -97,12 +97,15 @@ def ranking_feeds(samples) -> list[dict]:
     return [{k: v[None] for k, v in samples[i].items()} for i in range(min(RANKING_FEEDS, len(samples)))]
 
 
-def session(model, threads: int = 1):
-    """An ONNX Runtime runner on the in-memory `model` (basic graph optimizations: builds faster); use with `with`."""
+def session(model, threads: int | None = None):
+    """An ONNX Runtime runner on the in-memory `model` (basic graph optimizations: builds faster; every core
+    unless `threads` says otherwise: the search's accuracy runs are not timings); use with `with`."""
+    import os
+
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
-    opts = RunnerOptions(threads=threads, graph_optimization="basic")
+    opts = RunnerOptions(threads=threads or os.cpu_count() or 1, graph_optimization="basic")
     return create_runner("ort", model.SerializeToString(), opts)
 
 
@@ -144,71 +147,172 @@ def rank_sites(int8_model, probe: OutputProbe, progress: Callable[[int, int], No
 
 
 @dataclass
+class Step:
+    """One measured model of the search: `float_layers` of the ranking kept in float."""
+
+    float_layers: int
+    map: float
+    runtime_ms: float | None  # median runtime on the search's backend (None: not measured)
+
+
+@dataclass
 class SearchResult:
-    """What the search measured: mAP of FP32 and full INT8, then of INT8 with the top-k layers in float."""
+    """What the search measured: mAP of FP32 and full INT8, then of INT8 with the top-k layers in float, and the
+    runtime of each (the cost of the layers kept float, measured on the backend the model is made for)."""
 
     dataset: str
     fp32_map: float
     int8_map: float
+    max_drop: float
+    fp32_ms: float | None = None
     ranking: list[tuple[Site, float]] = field(default_factory=list)
-    steps: list[tuple[int, float]] = field(default_factory=list)  # (layers in float, mAP)
+    steps: list[Step] = field(default_factory=list)
     chosen: list[Site] = field(default_factory=list)
-    reached: bool = True
+    met: bool = True
+    stopped: str = ""  # why the search ended where it did
+
+    @property
+    def best(self) -> Step:
+        return next(s for s in self.steps if s.float_layers == len(self.chosen))
 
     def as_dict(self) -> dict:
+        best = self.best
         return {"dataset": self.dataset, "fp32_map": round(self.fp32_map, 4), "int8_map": round(self.int8_map, 4),
+                "max_drop_points": round(100 * self.max_drop, 3), "met": self.met, "stopped": self.stopped,
+                "chosen_map": round(best.map, 4), "chosen_drop_points": round(100 * (self.fp32_map - best.map), 2),
+                "fp32_runtime_ms": self.fp32_ms, "chosen_runtime_ms": best.runtime_ms,
                 "ranking_top10": [{"conv": s.conv, "weight": s.weight, "activation": s.activation,
                                    "isolated_error": float(f"{e:.4g}")} for s, e in self.ranking[:10]],
-                "steps": [{"float_layers": k, "map": round(m, 4)} for k, m in self.steps],
-                "kept_float": [s.weight for s in self.chosen if s.weight], "target_reached": self.reached}
+                "steps": [{"float_layers": st.float_layers, "map": round(st.map, 4), "runtime_ms": st.runtime_ms}
+                          for st in self.steps],
+                "kept_float": [s.weight or s.conv for s in self.chosen], "target_reached": self.met}
 
 
-def evaluate_map(model_dir, dataset) -> float:
-    """mAP@[.5:.95] of a fastdet ONNX model dir on ONNX Runtime."""
+def evaluate_map(model, dataset) -> float:
+    """mAP@[.5:.95] of a model (ModelSource or fastdet ONNX model dir) on ONNX Runtime, on every core."""
+    import os
+
     from fastdet_cli.artifacts import detector
     from fastdet_cli.evaluate.coco import coco_evaluate
+    from fastdet_cli.runtime.base import RunnerOptions
 
-    with detector(model_dir, "ort") as det:
+    with detector(model, "ort", RunnerOptions(threads=os.cpu_count() or 1)) as det:
         return coco_evaluate(det, dataset).map
 
 
-def search_float_layers(fp32_dir, int8_dir, work_dir, dataset, feeds: list[dict[str, np.ndarray]],
-                        max_drop: float, max_layers: int, log=print) -> SearchResult:
+def runtime_ms(model, feed: dict[str, np.ndarray], runs: int = 7) -> float:
+    """Median runtime (ms, one thread, after one warm-up) of an in-memory ONNX `model` on ONNX Runtime: what one
+    step of the search costs in latency, measured on the runtime its output is made for."""
+    import time
+
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
+
+    with create_runner("ort", model.SerializeToString(), RunnerOptions(threads=1)) as runner:
+        runner.infer(feed)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            runner.infer(feed)
+            times.append(1000 * (time.perf_counter() - t0))
+    return round(float(np.median(times)), 2)
+
+
+def _sizes(n: int, limit: int | None) -> list[int]:
+    """1, 2, 4, 8… up to min(n, limit) (the last one included)."""
+    top = min(n, limit) if limit else n
+    out, k = [], 1
+    while k < top:
+        out.append(k)
+        k *= 2
+    return out + [top] if top else out
+
+
+def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str, np.ndarray]],
+                        max_drop: float, max_layers: int | None = None, log=print,
+                        measure_runtime: bool = True) -> SearchResult:
     """Keep the fewest convolutions in float that bring the INT8 mAP drop on `dataset` within `max_drop`
-    (mAP@[.5:.95] as a fraction). `fp32_dir`/`int8_dir` are fastdet ONNX exports (model.onnx + deploy config
-    + fastdet.yml); `work_dir` receives a copy of the INT8 export whose model.onnx is replaced by each variant."""
+    (mAP@[.5:.95] as a fraction), measuring each candidate as a whole (the cumulative effect of the layers kept
+    float, not the sum of single-layer effects) and its runtime: layers are taken in the order of the isolated-
+    damage ranking, 1, 2, 4, 8… at a time until the budget is met (then the fewest that meet it are found by
+    bisection), the ranking runs out, `max_layers` is reached, or the model is no longer faster than FP32.
+    The best model measured is chosen either way; `met` says whether it is within budget.
+
+    `fp32` is the FP32 ONNX model (ModelSource), `int8_dir` a fastdet ONNX model dir (model.onnx + deploy config
+    + fastdet.yml); `work_dir` receives a copy of the INT8 dir whose model.onnx is replaced by each variant."""
     import shutil
 
     import onnx
 
-    def evaluate(model_dir) -> float:
-        return evaluate_map(model_dir, dataset)
+    from fastdet_cli.det.model import resolve_model
 
-    fp32_map, int8_map = evaluate(fp32_dir), evaluate(int8_dir)
-    result = SearchResult(str(dataset.ann_file), fp32_map, int8_map)
+    fp32_model = onnx.load(str(fp32.path))
+    int8_model = onnx.load(str(resolve_model(int8_dir).path))
+    fp32_map, int8_map = evaluate_map(fp32, dataset), evaluate_map(int8_dir, dataset)
+    result = SearchResult(str(dataset.ann_file), fp32_map, int8_map, max_drop)
+    feed = feeds[0]
+    if measure_runtime:
+        result.fp32_ms = runtime_ms(fp32_model, feed)
+    result.steps.append(Step(0, int8_map, runtime_ms(int8_model, feed) if measure_runtime else None))
     log(f"search on {dataset.ann_file.name}: mAP FP32 {fp32_map:.4f}, INT8 {int8_map:.4f} "
-        f"(drop {100 * (fp32_map - int8_map):.2f} points, target ≤ {100 * max_drop:.2f})")
+        f"(drop {100 * (fp32_map - int8_map):.2f} points, budget {100 * max_drop:.2f})"
+        + (f"; runtime FP32 {result.fp32_ms:.1f} ms, INT8 {result.steps[0].runtime_ms:.1f} ms" if measure_runtime else ""))
     if fp32_map - int8_map <= max_drop:
+        result.stopped = "INT8 within budget as quantized"
         return result
-    int8_model = onnx.load(str(int8_dir / "model.onnx"))
-    probe = OutputProbe(onnx.load(str(fp32_dir / "model.onnx")), feeds)
+    if measure_runtime and result.steps[0].runtime_ms >= result.fp32_ms:
+        result.met = False
+        result.stopped = "INT8 as quantized is not faster than FP32 here: layers kept float would only slow it more"
+        return result
+    probe = OutputProbe(fp32_model, feeds)
     result.ranking = rank_sites(int8_model, probe)
     log("most sensitive convolutions (output error with only that layer quantized): " +
         ", ".join(f"{s.weight or s.conv} {e:.3g}" for s, e in result.ranking[:5]))
     shutil.rmtree(work_dir, ignore_errors=True)
     shutil.copytree(int8_dir, work_dir)
-    best = (int8_map, 0)
-    for k in range(1, min(max_layers, len(result.ranking)) + 1):
+    variant_path = resolve_model(work_dir).path
+
+    def measure(k: int) -> Step:
         variant = with_float(int8_model, [s for s, _ in result.ranking[:k]])
-        onnx.save(variant, str(work_dir / "model.onnx"))
-        m = evaluate(work_dir)
-        result.steps.append((k, m))
-        log(f"  {k} layer(s) in float: mAP {m:.4f} (drop {100 * (fp32_map - m):.2f} points)")
-        if m > best[0]:
-            best = (m, k)
-        if fp32_map - m <= max_drop:
+        onnx.save(variant, str(variant_path))
+        step = Step(k, evaluate_map(work_dir, dataset), runtime_ms(variant, feed) if measure_runtime else None)
+        result.steps.append(step)
+        log(f"  {k} layer(s) in float: mAP {step.map:.4f} (drop {100 * (fp32_map - step.map):.2f} points)"
+            + (f", runtime {step.runtime_ms:.1f} ms ({result.fp32_ms / step.runtime_ms:.2f}× FP32)"
+               if measure_runtime else ""))
+        return step
+
+    def faster(step: Step) -> bool:
+        return step.runtime_ms is None or result.fp32_ms is None or step.runtime_ms < result.fp32_ms
+
+    def within(step: Step) -> bool:
+        return fp32_map - step.map <= max_drop
+
+    lo = 0  # the largest k measured that misses the budget
+    result.stopped = "every ranked layer tried"
+    for k in _sizes(len(result.ranking), max_layers):
+        step = measure(k)
+        if not faster(step):
+            result.stopped = f"with {k} layers in float INT8 is no longer faster than FP32"
             break
-    result.reached = fp32_map - best[0] <= max_drop
-    result.chosen = [s for s, _ in result.ranking[:best[1]]]
+        if within(step):
+            while k - lo > 1:  # the fewest layers that still meet the budget
+                mid = (lo + k) // 2
+                mid_step = measure(mid)
+                if within(mid_step) and faster(mid_step):
+                    k = mid
+                else:
+                    lo = mid
+            result.stopped = f"budget met with {k} layer(s) in float"
+            break
+        lo = k
+    else:
+        if max_layers and max_layers < len(result.ranking):
+            result.stopped = f"PTQ.max_float_layers ({max_layers}) reached"
+    usable = [s for s in result.steps if faster(s)] or result.steps[:1]
+    meeting = [s for s in usable if within(s)]
+    best = min(meeting, key=lambda s: s.float_layers) if meeting else max(usable, key=lambda s: s.map)
+    result.met = bool(meeting)
+    result.chosen = [s for s, _ in result.ranking[:best.float_layers]]
     shutil.rmtree(work_dir, ignore_errors=True)
     return result

@@ -7,10 +7,8 @@ from pathlib import Path
 
 from fastdet_cli.det.config import DeployConfig, find_deploy_config, load_deploy_config
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.paddle_program import check_not_paddle3, paddle_model_files
+from fastdet_cli.paddle_program import SIDECAR, check_not_paddle3, paddle_model_files
 from fastdet_cli.paths import DEFAULT_MODEL_DIR
-
-SIDECAR = "fastdet.yml"  # written by `fastdet export` beside an ONNX model: NMS parameters, source, validation
 
 
 @dataclass(frozen=True)
@@ -28,8 +26,8 @@ class ModelSource:
     def sidecar(self) -> dict:
         import yaml
 
-        p = self.dir / SIDECAR
-        if self.format != "onnx" or not p.exists():
+        p = self.dir / SIDECAR  # beside an ONNX export (NMS parameters…) or a converted program (passes to avoid)
+        if not p.exists():
             return {}
         try:
             data = yaml.safe_load(p.read_text())

@@ -11,7 +11,7 @@ import numpy as np
 from fastdet_cli.errors import FastdetError, NoDevice, UnsupportedMode
 from fastdet_cli.io import library_output_to
 from fastdet_cli.lazy import import_paddle
-from fastdet_cli.paddle_program import check_paddle_model, load_program, op_counts, paddle_model_files
+from fastdet_cli.paddle_program import check_paddle_model, deleted_passes, load_program, op_counts, paddle_model_files
 from fastdet_cli.runtime.base import Kernels, Runner, TensorMeta
 
 
@@ -83,6 +83,8 @@ class PaddleRunner(Runner):
                     config.delete_pass("cpu_quantize_squash_pass")
             else:
                 config.disable_mkldnn()
+        for name in deleted_passes(self.model_path):  # measured to break this program (its fastdet.yml says)
+            config.delete_pass(name)
         config.switch_ir_optim(True)
         config.enable_memory_optim()
         config.disable_glog_info()
