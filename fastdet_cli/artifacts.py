@@ -171,7 +171,10 @@ def describe(spec: str | Path) -> Int8Artifact:
         kind = "paddle-program"
     else:
         quantized = is_quantized(source)
-        kind = "ort-qdq" if source.sidecar().get("engine") == "onnxruntime" else "onnx-qdq"
+        side = source.sidecar()
+        # the onnxruntime engine's graph for ORT (outputs quantized: integer kernels) or TensorRT; its OpenVINO
+        # form (Q/DQ on convolution inputs only) is an INT8 ONNX like any other
+        kind = "ort-qdq" if side.get("engine") == "onnxruntime" and side.get("target") != "openvino" else "onnx-qdq"
     if not quantized:
         raise FastdetError(f"{source.path} is not a quantized model (no quantize ops): compress it first "
                            "(fastdet compress), or pass it as --model")

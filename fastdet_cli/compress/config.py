@@ -19,7 +19,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "input_list": (list, dict), "qat_batch_size": (int,),
         "eval_dataset": (str,),  # (+) COCO dir or 'default': FP32 and INT8 mAP
         "image_limit": (int,),  # (+) use at most this many calibration/training images
-        "deploy_backend": (str,),  # (+) onnxruntime | tensorrt (what the INT8 export targets)
+        "deploy_backend": (str,),  # (+) onnxruntime | openvino | tensorrt (what the INT8 graph is made for)
         "engine": (str,),  # (+) paddleslim | onnxruntime (the quantizer; see docs/compress.md)
     },
     "Distillation": {"alpha": NUM, "loss": (str,), "node": (list,)},
@@ -42,6 +42,22 @@ SCHEMA: dict[str, dict[str, tuple]] = {
 SCHEMA["Quantization"] = SCHEMA["QuantAware"]  # the older form's name for the same section
 CALIBRATION_METHODS = ("avg", "abs_max", "hist", "KL", "mse", "emd")
 ENGINES = ("paddleslim", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """What the onnxruntime engine's graph is made for (Global.deploy_backend)."""
+
+    backend: str | None  # the fastdet backend its runtime is measured on (None: not on a CPU)
+    conv_outputs: bool  # Q/DQ on convolution outputs too (ONNX Runtime fuses only that form into integer kernels)
+    symmetric: bool  # int8 activations at zero point 0, float biases (TensorRT)
+
+
+# ORT: outputs quantized too; OpenVINO: Q/DQ on convolution inputs only (its own form, half the roundings);
+# TensorRT: symmetric int8
+DEPLOY_TARGETS = {"onnxruntime": DeployTarget("ort", True, False), "openvino": DeployTarget("openvino", False, False),
+                  "tensorrt": DeployTarget(None, True, True)}
+DEPLOY_BACKENDS = tuple(DEPLOY_TARGETS)
 FORMATS = ("paddle", "onnx")
 
 # engine onnxruntime: ORT's CalibrationMethod names, and PaddleSlim's names mapped onto them
@@ -152,8 +168,8 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
     if ptq.get("search_dataset"):
         ptq["search_dataset"] = _resolve(ptq["search_dataset"], path.resolve().parent)
     backend = g.get("deploy_backend", "onnxruntime")
-    if backend not in ("onnxruntime", "tensorrt"):
-        raise FastdetError(f"{path}: Global.deploy_backend must be onnxruntime or tensorrt")
+    if backend not in DEPLOY_BACKENDS:
+        raise FastdetError(f"{path}: Global.deploy_backend must be one of {', '.join(DEPLOY_BACKENDS)}")
     base = path.resolve().parent
     images = g.get("ptq_image_path") or g.get("qat_image_path") or g.get("image_path") or "default"
     quant = dict(raw.get("QuantAware") or raw.get("Quantization") or {})

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdet_cli.compress.common import FeedSamples
-from fastdet_cli.compress.config import CompressConfig, ort_method
+from fastdet_cli.compress.config import DEPLOY_TARGETS, CompressConfig, ort_method
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
 
@@ -100,15 +100,18 @@ def quant_settings(cfg: CompressConfig) -> dict:
     from fastdet_cli.machine import int8_weight_bits
 
     reduce_range = ptq.get("reduce_range")
-    bits, why = int8_weight_bits("tensorrt" if cfg.deploy_backend == "tensorrt" else "cpu")
+    target = DEPLOY_TARGETS[cfg.deploy_backend]
+    bits, why = int8_weight_bits("tensorrt" if target.symmetric else "cpu")
     settings = {
         "engine": "onnxruntime", "calibrate_method": method, "quant_format": "QDQ",
-        "op_types_to_quantize": ort_op_types(ptq.get("quantize_op_types")),
+        # OpenVINO: convolution inputs only (its own INT8 form); ORT needs the outputs quantized too to fuse
+        "op_types_to_quantize": ort_op_types(ptq.get("quantize_op_types") or (None if target.conv_outputs else ["Conv"])),
+        "quantize_conv_outputs": target.conv_outputs, "runtime_backend": target.backend,
         "per_channel": bool(ptq.get("per_channel", True)),
         "reduce_range": (bits == 7) if reduce_range is None else bool(reduce_range),
         "reduce_range_reason": "set in the config" if reduce_range is not None else f"{'on' if bits == 7 else 'off'}"
                                f" (weight bits {why})",
-        "activation_type": "QInt8" if cfg.deploy_backend == "tensorrt" else "QUInt8", "weight_type": "QInt8",
+        "activation_type": "QInt8" if target.symmetric else "QUInt8", "weight_type": "QInt8",
         "target": cfg.deploy_backend,
     }
     if method == "Percentile":
@@ -134,6 +137,8 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
     extra = {"AddQDQPairToWeight": qdq_weights, "QDQKeepRemovableActivations": qdq_weights,
              "CalibTensorRangeSymmetric": trt, "ActivationSymmetric": trt, "WeightSymmetric": True,
              "QuantizeBias": not trt}
+    if not settings.get("quantize_conv_outputs", True):
+        extra["OpTypesToExcludeOutputQuantization"] = ["Conv"]
     if "percentile" in settings:
         extra["CalibPercentile"] = settings["percentile"]
     with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress with print()
@@ -241,14 +246,16 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
     quantize(pre, probe_dir / "model.onnx", samples, settings, post, qdq_weights=True)
     _model_dir(fp32, probe_dir / "model.onnx", probe_dir, note)
     feeds = ranking_feeds(samples)
+    where = settings["runtime_backend"]  # the runtime of each candidate, where the output will run (TensorRT: not here)
     result = search_float_layers(fp32, probe_dir, work / "variant", dataset, feeds,
-                                 float(cfg.ptq["max_map_drop"]) / 100, cfg.ptq.get("max_float_layers"), log)
+                                 float(cfg.ptq["max_map_drop"]) / 100, cfg.ptq.get("max_float_layers"), log, where)
     exclude = [s.conv for s in result.chosen]
     model = with_float(onnx.load(str(probe_dir / "model.onnx")), result.chosen)
     fold_weight_quantize(model)
     prune_dead_nodes(model)
     onnx.save(model, str(final))
-    report = {**result.as_dict(), "kept_float": exclude, "reason": why, "runtime_measured_on": "ONNX Runtime, 1 thread",
+    report = {**result.as_dict(), "kept_float": exclude, "reason": why,
+              "runtime_measured_on": f"{where}, 1 thread" if where else None,
               "max_map_drop_points": cfg.ptq["max_map_drop"], "seconds": round(time.perf_counter() - t0, 1)}
     if exclude:
         log(f"kept in float: {', '.join(exclude)}")

@@ -100,7 +100,7 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
         # Inference and OpenVINO
         result = search_float_layers(fp32, work / "int8", work / "variant", dataset, feeds,
                                      float(cfg.ptq["max_map_drop"]) / 100, cfg.ptq.get("max_float_layers"), log,
-                                     measure_runtime=False)
+                                     runtime_backend=None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if result.chosen:

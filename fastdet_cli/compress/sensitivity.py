@@ -200,15 +200,16 @@ def evaluate_map(model, dataset) -> float:
         return coco_evaluate(det, dataset).map
 
 
-def runtime_ms(model, feed: dict[str, np.ndarray], runs: int = 7) -> float:
-    """Median runtime (ms, one thread, after one warm-up) of an in-memory ONNX `model` on ONNX Runtime: what one
-    step of the search costs in latency, measured on the runtime its output is made for."""
+def runtime_ms(model_path, backend: str, feed: dict[str, np.ndarray], int8: bool, runs: int = 7) -> float:
+    """Median runtime (ms, one thread, after one warm-up) of the ONNX model at `model_path` on `backend`, in the
+    FP32 or INT8 mode `fastdet bench` runs it in: what one step of the search costs in latency, measured on the
+    runtime its output is made for."""
     import time
 
-    from fastdet_cli.runtime.base import RunnerOptions
-    from fastdet_cli.runtime.registry import create_runner
+    from fastdet_cli.runtime.registry import create_runner, get_backend
 
-    with create_runner("ort", model.SerializeToString(), RunnerOptions(threads=1)) as runner:
+    options = get_backend(backend).mode_options("int8" if int8 else "fp32", 1)
+    with create_runner(backend, model_path, options) as runner:
         runner.infer(feed)
         times = []
         for _ in range(runs):
@@ -230,7 +231,7 @@ def _sizes(n: int, limit: int | None) -> list[int]:
 
 def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str, np.ndarray]],
                         max_drop: float, max_layers: int | None = None, log=print,
-                        measure_runtime: bool = True) -> SearchResult:
+                        runtime_backend: str | None = "ort") -> SearchResult:
     """Keep the fewest convolutions in float that bring the INT8 mAP drop on `dataset` within `max_drop`
     (mAP@[.5:.95] as a fraction), measuring each candidate as a whole (the cumulative effect of the layers kept
     float, not the sum of single-layer effects) and its runtime: layers are taken in the order of the isolated-
@@ -239,24 +240,29 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
     The best model measured is chosen either way; `met` says whether it is within budget.
 
     `fp32` is the FP32 ONNX model (ModelSource), `int8_dir` a fastdet ONNX model dir (model.onnx + deploy config
-    + fastdet.yml); `work_dir` receives a copy of the INT8 dir whose model.onnx is replaced by each variant."""
+    + fastdet.yml); `work_dir` receives a copy of the INT8 dir whose model.onnx is replaced by each variant.
+    `runtime_backend`: where the runtime is measured (the backend the output is made for; None: not measured)."""
     import shutil
 
     import onnx
 
     from fastdet_cli.det.model import resolve_model
 
+    measure_runtime = runtime_backend is not None
+
     fp32_model = onnx.load(str(fp32.path))
     int8_model = onnx.load(str(resolve_model(int8_dir).path))
     fp32_map, int8_map = evaluate_map(fp32, dataset), evaluate_map(int8_dir, dataset)
     result = SearchResult(str(dataset.ann_file), fp32_map, int8_map, max_drop)
     feed = feeds[0]
+    int8_path = resolve_model(int8_dir).path
     if measure_runtime:
-        result.fp32_ms = runtime_ms(fp32_model, feed)
-    result.steps.append(Step(0, int8_map, runtime_ms(int8_model, feed) if measure_runtime else None))
+        result.fp32_ms = runtime_ms(fp32.path, runtime_backend, feed, int8=False)
+    result.steps.append(Step(0, int8_map, runtime_ms(int8_path, runtime_backend, feed, True) if measure_runtime else None))
     log(f"search on {dataset.ann_file.name}: mAP FP32 {fp32_map:.4f}, INT8 {int8_map:.4f} "
         f"(drop {100 * (fp32_map - int8_map):.2f} points, budget {100 * max_drop:.2f})"
-        + (f"; runtime FP32 {result.fp32_ms:.1f} ms, INT8 {result.steps[0].runtime_ms:.1f} ms" if measure_runtime else ""))
+        + (f"; runtime on {runtime_backend} FP32 {result.fp32_ms:.1f} ms, INT8 {result.steps[0].runtime_ms:.1f} ms"
+           if measure_runtime else ""))
     if fp32_map - int8_map <= max_drop:
         result.stopped = "INT8 within budget as quantized"
         return result
@@ -275,7 +281,8 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
     def measure(k: int) -> Step:
         variant = with_float(int8_model, [s for s, _ in result.ranking[:k]])
         onnx.save(variant, str(variant_path))
-        step = Step(k, evaluate_map(work_dir, dataset), runtime_ms(variant, feed) if measure_runtime else None)
+        step = Step(k, evaluate_map(work_dir, dataset),
+                    runtime_ms(variant_path, runtime_backend, feed, True) if measure_runtime else None)
         result.steps.append(step)
         log(f"  {k} layer(s) in float: mAP {step.map:.4f} (drop {100 * (fp32_map - step.map):.2f} points)"
             + (f", runtime {step.runtime_ms:.1f} ms ({result.fp32_ms / step.runtime_ms:.2f}× FP32)"
