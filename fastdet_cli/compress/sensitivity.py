@@ -271,7 +271,11 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
         result.stopped = "INT8 as quantized is not faster than FP32 here: layers kept float would only slow it more"
         return result
     probe = OutputProbe(fp32_model, feeds)
-    result.ranking = rank_sites(int8_model, probe)
+    def ranked(i: int, n: int) -> None:
+        if i % 20 == 0 or i == n:
+            log(f"  ranking convolutions by isolated damage: {i}/{n}")
+
+    result.ranking = rank_sites(int8_model, probe, ranked)
     log("most sensitive convolutions (output error with only that layer quantized): " +
         ", ".join(f"{s.weight or s.conv} {e:.3g}" for s, e in result.ranking[:5]))
     shutil.rmtree(work_dir, ignore_errors=True)

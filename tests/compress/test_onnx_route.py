@@ -74,7 +74,7 @@ def test_x2paddle_conversion_is_checked_and_keeps_the_input_names(raw_onnx, tmp_
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.det.preprocess import read_image
     from fastdet_cli.errors import FastdetError
-    from fastdet_cli.paddle_program import feed_names, load_program, static_program
+    from fastdet_cli.paddle_program import feed_names, load_program, op_counts, static_program
 
     model, images = raw_onnx
     source = resolve_model(model / "detector_raw.onnx")
@@ -85,6 +85,8 @@ def test_x2paddle_conversion_is_checked_and_keeps_the_input_names(raw_onnx, tmp_
     program = convert(source, tmp_path / "converted", feed)
     side = program.sidecar()
     assert side["inputs_renamed"] == {"x2paddle_image": "image"}
+    # x2paddle has no HardSwish: written as four ops for it, then one hard_swish op again in the program
+    assert side["hard_swish_fused"] > 0 and "hard_swish" in op_counts(load_program(program.dir / "model.pdmodel"))
     assert feed_names(load_program(program.dir / "model.pdmodel")) == ["image"]
     assert side["validation_max_rel_diff"] < 1e-3
     with detector(program, "paddle") as det:  # the converted program is a model like any other

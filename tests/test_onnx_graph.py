@@ -1,0 +1,57 @@
+"""Hard-swish written as four ops (paddle2onnx at opset 13) fused into one node and split back, the function
+unchanged; a look-alike that is not a hard-swish is left alone."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from fastdet_cli.onnx_graph import fuse_hardswish, split_hardswish
+
+
+def _graph(three: float = 3.0, six_max: float = 6.0, extra_reader: bool = False):
+    """conv → x · clip(x + three, 0, six_max) / 6 → conv, constants as Constant nodes (as paddle2onnx writes them)."""
+    def const(name, v):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.FLOAT, [], [v]))
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["img", "w"], ["x"], pads=[1, 1, 1, 1], name="conv0"),
+             const("c3", three), const("c0", 0.0), const("c6", six_max), const("d6", 6.0),
+             helper.make_node("Add", ["x", "c3"], ["a"], name="add"),
+             helper.make_node("Clip", ["a", "c0", "c6"], ["c"], name="clip"),
+             helper.make_node("Mul", ["x", "c"], ["m"], name="mul"),
+             helper.make_node("Div", ["m", "d6"], ["y"], name="div"),
+             helper.make_node("ReduceMean", ["y"], ["out"], keepdims=1, name="mean")]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)]
+    if extra_reader:  # the Clip's output is read elsewhere too: fusing would change that reader's input
+        outputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              outputs, [onnx.numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _run(model, x):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"img": x})
+
+
+def test_fuse_then_split_keep_the_function():
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32) * 4
+    model = _graph()
+    want = _run(model, x)[0]
+    assert fuse_hardswish(model) == 1
+    types = [n.op_type for n in model.graph.node]
+    assert types.count("HardSwish") == 1 and not {"Add", "Clip", "Div"} & set(types)
+    assert model.opset_import[0].version == 14 and not [n for n in model.graph.node if n.op_type == "Constant"]
+    assert np.allclose(_run(model, x)[0], want, atol=1e-5)
+    assert split_hardswish(model) == 1
+    assert "HardSwish" not in [n.op_type for n in model.graph.node]
+    assert np.allclose(_run(model, x)[0], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{"three": 2.0}, {"six_max": 5.0}, {"extra_reader": True}])
+def test_look_alikes_are_left_alone(kwargs):
+    model = _graph(**kwargs)
+    before = [n.op_type for n in model.graph.node]
+    assert fuse_hardswish(model) == 0
+    assert [n.op_type for n in model.graph.node] == before and model.opset_import[0].version == 13
