@@ -170,10 +170,12 @@ class SearchResult:
     chosen: list[Site] = field(default_factory=list)
     met: bool = True
     stopped: str = ""  # why the search ended where it did
+    chosen_step: Step | None = None  # the measured model that was written
+    returned: list[str] = field(default_factory=list)  # layers put back in INT8 after the budget was met
 
     @property
     def best(self) -> Step:
-        return next(s for s in self.steps if s.float_layers == len(self.chosen))
+        return self.chosen_step or self.steps[0]
 
     def as_dict(self) -> dict:
         best = self.best
@@ -185,6 +187,7 @@ class SearchResult:
                                    "isolated_error": float(f"{e:.4g}")} for s, e in self.ranking[:10]],
                 "steps": [{"float_layers": st.float_layers, "map": round(st.map, 4), "runtime_ms": st.runtime_ms}
                           for st in self.steps],
+                "returned_to_int8": self.returned,
                 "kept_float": [s.weight or s.conv for s in self.chosen], "target_reached": self.met}
 
 
@@ -263,6 +266,7 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
         f"(drop {100 * (fp32_map - int8_map):.2f} points, budget {100 * max_drop:.2f})"
         + (f"; runtime on {runtime_backend} FP32 {result.fp32_ms:.1f} ms, INT8 {result.steps[0].runtime_ms:.1f} ms"
            if measure_runtime else ""))
+    result.chosen_step = result.steps[0]
     if fp32_map - int8_map <= max_drop:
         result.stopped = "INT8 within budget as quantized"
         return result
@@ -325,5 +329,44 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
     best = min(meeting, key=lambda s: s.float_layers) if meeting else max(usable, key=lambda s: s.map)
     result.met = bool(meeting)
     result.chosen = [s for s, _ in result.ranking[:best.float_layers]]
+    result.chosen_step = best
+    if result.met and len(result.chosen) > 1:
+        _return_to_int8(result, int8_model, variant_path, work_dir, dataset, within, log,
+                        (runtime_backend, feed) if measure_runtime else None)
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
+
+
+MAX_RETURN_TRIALS = 64
+
+
+def _return_to_int8(result: SearchResult, int8_model, variant_path, work_dir, dataset, within, log, timing) -> None:
+    """Backward elimination: the ranking orders layers by their damage alone, so the prefix that meets the budget
+    holds layers that the others made unnecessary. Each chosen layer, least damaging first, is put back in INT8
+    and kept there if the whole model still meets the budget (at most MAX_RETURN_TRIALS tries); the result is
+    measured again (mAP and runtime) and recorded as the last step."""
+    import onnx
+
+    chosen = list(result.chosen)
+    log(f"  trying to put the {len(chosen)} float layers back in INT8, one at a time (budget kept)")
+    tries = list(reversed(chosen))[:MAX_RETURN_TRIALS]
+    for i, site in enumerate(tries, 1):
+        if i % 8 == 0:
+            log(f"    {i}/{len(tries)} tried, {len(result.returned)} back in INT8")
+        trial = [s for s in chosen if s is not site]
+        onnx.save(with_float(int8_model, trial), str(variant_path))
+        m = evaluate_map(work_dir, dataset)
+        if within(Step(len(trial), m, None)):
+            chosen = trial
+            result.returned.append(site.weight or site.conv)
+    if len(chosen) == len(result.chosen):
+        return
+    onnx.save(with_float(int8_model, chosen), str(variant_path))
+    step = Step(len(chosen), evaluate_map(work_dir, dataset),
+                runtime_ms(variant_path, timing[0], timing[1], True) if timing else None)
+    result.steps.append(step)
+    log(f"  {len(result.returned)} put back in INT8: {len(chosen)} layer(s) in float, mAP {step.map:.4f}"
+        + (f", runtime {step.runtime_ms:.1f} ms ({result.fp32_ms / step.runtime_ms:.2f}× FP32)" if timing else ""))
+    if within(step) and (step.runtime_ms is None or result.fp32_ms is None or step.runtime_ms < result.fp32_ms):
+        result.chosen, result.chosen_step = chosen, step
+        result.stopped += f"; {len(result.returned)} of those layers then put back in INT8 within budget"
