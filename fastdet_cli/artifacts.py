@@ -145,9 +145,10 @@ class Int8Artifact:
         return self.target in ("any", onnx_target) or onnx_target == "onnxruntime"
 
 
-def budget_warning(model_dir: Path) -> str | None:
+def budget_warning(model_dir: Path, name: str | None = None) -> str | None:
     """A plain warning when `fastdet compress` wrote this model without meeting its accuracy budget
-    (compress_report.json: "met": false), for every command that runs it to repeat."""
+    (compress_report.json: "met": false), for every command that runs it to repeat. `name`: how to call the model
+    (default: its folder's name)."""
     report = Path(model_dir) / "compress_report.json"
     if not report.is_file():
         return None
@@ -155,7 +156,7 @@ def budget_warning(model_dir: Path) -> str | None:
     if data.get("met") is not False:
         return None
     s = data.get("sensitivity_search") or {}
-    return (f"warning: {Path(model_dir).name} missed the accuracy budget it was compressed for: mAP drop "
+    return (f"warning: {name or Path(model_dir).name} missed the accuracy budget it was compressed for: mAP drop "
             f"{s.get('chosen_drop_points', '?')} points > {s.get('max_drop_points', '?')} on "
             f"{Path(str(s.get('dataset', '?'))).name} ({s.get('stopped', 'search ended')}); it is the best model found "
             "(compress_report.json: met false)")

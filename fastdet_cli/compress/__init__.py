@@ -240,7 +240,7 @@ def finalize(job: Job, q: Quantized, out_dir: Path, log=print, evaluate: bool = 
     if report["met"] is False:
         from fastdet_cli.artifacts import budget_warning
 
-        log(budget_warning(out_dir) or "warning: the accuracy budget was not met")
+        log(budget_warning(out_dir, str(job.save_dir)) or "warning: the accuracy budget was not met")
     if evaluate and job.eval_spec:
         report["map"] = map_fp32_vs_int8(job, out_dir, log)
         write_report(out_dir, report)
