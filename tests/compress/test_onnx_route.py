@@ -57,11 +57,10 @@ def test_search_takes_any_file_name_and_says_when_the_budget_is_missed(raw_onnx,
     # no longer faster than FP32 before that)
     steps = search["steps"]
     assert steps[0]["float_layers"] == 0 and [s["float_layers"] for s in steps[1:]] in ([], [1], [1, 2])
-    faster = [s["map"] for s in steps if s["runtime_ms"] < search["fp32_runtime_ms"]]
-    if faster:  # the best model that is still faster than FP32
-        assert search["chosen_map"] == max(faster)
-    else:  # a model this small runs no faster in INT8: nothing to trade accuracy for
-        assert len(steps) == 1 and "not faster than FP32" in search["stopped"] and search["kept_float"] == []
+    if steps[0]["runtime_ms"] < search["fp32_runtime_ms"]:  # the best model that is still faster than FP32
+        assert search["chosen_map"] == max(s["map"] for s in steps if s["runtime_ms"] < search["fp32_runtime_ms"])
+    else:  # a model this small may run no faster in INT8: then the search works for accuracy alone
+        assert search["chosen_map"] == max(s["map"] for s in steps) and len(steps) == 3
     assert "missed the accuracy budget" in said and "met false" in said
     assert main(["diff", str(images), "--model", str(model / "detector_raw.onnx"), "--int8-model", str(out),
                  "--limit", "2", "--save-dir", str(tmp_path / "diff")]) == 0
