@@ -116,7 +116,7 @@ def compare(reference: list[np.ndarray], outs: list[np.ndarray]) -> float | None
     for r, o in zip(reference, outs):
         if o.shape != r.shape or not np.all(np.isfinite(o)):
             return None
-        span = float(r.max() - r.min()) or 1.0
+        span = max(1.0, float(r.max() - r.min()))  # as export.onnx.validate_export: of the range, at least 1
         worst = max(worst, float(np.max(np.abs(o.astype(np.float64) - r))) / span)
     return worst
 
@@ -152,9 +152,9 @@ def convert(source: ModelSource, out_dir: Path, feed: dict[str, np.ndarray], log
     import yaml
 
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.io import atomic_dir
-    from fastdet_cli.onnx_graph import split_hardswish
+    from fastdet_cli.io import atomic_dir, library_output_to
     from fastdet_cli.lazy import require
+    from fastdet_cli.onnx_graph import split_hardswish
     from fastdet_cli.paddle_program import fuse_hardswish_ops
 
     if source.format != "onnx":
@@ -163,8 +163,6 @@ def convert(source: ModelSource, out_dir: Path, feed: dict[str, np.ndarray], log
     _onnx_shims()
     with atomic_dir(out_dir) as tmp:
         work = tmp / "x2paddle"
-        from fastdet_cli.io import library_output_to
-
         from x2paddle.convert import onnx2paddle
 
         # x2paddle has no HardSwish (opset 14): written as the opset-13 pieces, fused again in the program

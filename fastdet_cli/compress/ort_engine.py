@@ -196,13 +196,17 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
         # convolution inputs, nothing lands between the pieces, and OpenVINO fuses them itself — while the ONNX
         # HardSwish node it does not (it inlines it as HardSigmoid · x with layout reorders: INT8 took 85 ms
         # instead of 20 on the real-weight PicoDet)
-        graph = onnx.load(str(fp32.path))
-        fused = fuse_hardswish(graph) if settings["quantize_conv_outputs"] else 0
-        onnx.save(graph, str(work / "fp32_fused.onnx"))
+        start, fused = fp32.path, 0
+        if settings["quantize_conv_outputs"]:
+            graph = onnx.load(str(fp32.path))
+            fused = fuse_hardswish(graph)
+            if fused:
+                start = work / "fp32_fused.onnx"
+                onnx.save(graph, str(start))
         settings["hard_swish_fused"] = fused
         # ONNX shape inference + ORT's basic graph optimizations (batch_norm folded into the convolutions); the
         # symbolic pass (sympy) is not needed: paddle2onnx writes the shapes
-        quant_pre_process(str(work / "fp32_fused.onnx"), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(str(start), str(pre), skip_symbolic_shape=True)
         note = {"engine": "onnxruntime", "source_fp32_onnx": str(fp32.path),
                 "weight_bits": 7 if settings["reduce_range"] else 8, "target": settings["target"]}
         exclude: list[str] = []

@@ -224,6 +224,9 @@ def runtime_ms(model_path, backend: str, feed: dict[str, np.ndarray], int8: bool
     return round(float(np.median(times)), 3)
 
 
+MAX_RETURN_TRIALS = 64  # backward elimination: at most this many layers are tried back in INT8
+
+
 def _sizes(n: int, limit: int | None) -> list[int]:
     """1, 2, 4, 8… up to min(n, limit) (the last one included)."""
     top = min(n, limit) if limit else n
@@ -256,14 +259,17 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
     measure_runtime = runtime_backend is not None
 
     fp32_model = onnx.load(str(fp32.path))
-    int8_model = onnx.load(str(resolve_model(int8_dir).path))
+    int8_path = resolve_model(int8_dir).path
+    int8_model = onnx.load(str(int8_path))
     fp32_map, int8_map = evaluate_map(fp32, dataset), evaluate_map(int8_dir, dataset)
     result = SearchResult(str(dataset.ann_file), fp32_map, int8_map, max_drop)
     feed = feeds[0]
-    int8_path = resolve_model(int8_dir).path
-    if measure_runtime:
-        result.fp32_ms = runtime_ms(fp32.path, runtime_backend, feed, int8=False)
-    result.steps.append(Step(0, int8_map, runtime_ms(int8_path, runtime_backend, feed, True) if measure_runtime else None))
+
+    def timed(path, int8: bool = True) -> float | None:
+        return runtime_ms(path, runtime_backend, feed, int8) if measure_runtime else None
+
+    result.fp32_ms = timed(fp32.path, int8=False)
+    result.steps.append(Step(0, int8_map, timed(int8_path)))
     log(f"search on {dataset.ann_file.name}: mAP FP32 {fp32_map:.4f}, INT8 {int8_map:.4f} "
         f"(drop {100 * (fp32_map - int8_map):.2f} points, budget {100 * max_drop:.2f})"
         + (f"; runtime on {runtime_backend} FP32 {result.fp32_ms:.1f} ms, INT8 {result.steps[0].runtime_ms:.1f} ms"
@@ -277,6 +283,7 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
         log(f"  INT8 as quantized is not faster than FP32 on {runtime_backend} here: the search works for accuracy "
             "alone (it cannot stop where INT8 stops being faster)")
     probe = OutputProbe(fp32_model, feeds)
+
     def ranked(i: int, n: int) -> None:
         if i % 20 == 0 or i == n:
             log(f"  ranking convolutions by isolated damage: {i}/{n}")
@@ -288,35 +295,40 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
     shutil.copytree(int8_dir, work_dir)
     variant_path = resolve_model(work_dir).path
 
-    def measure(k: int) -> Step:
-        variant = with_float(int8_model, [s for s, _ in result.ranking[:k]])
-        onnx.save(variant, str(variant_path))
-        step = Step(k, evaluate_map(work_dir, dataset),
-                    runtime_ms(variant_path, runtime_backend, feed, True) if measure_runtime else None)
-        result.steps.append(step)
-        log(f"  {k} layer(s) in float: mAP {step.map:.4f} (drop {100 * (fp32_map - step.map):.2f} points)"
-            + (f", runtime {step.runtime_ms:.1f} ms ({result.fp32_ms / step.runtime_ms:.2f}× FP32)"
-               if measure_runtime else ""))
+    def measure(sites: list[Site], record: bool = True, known_map: float | None = None) -> Step:
+        """The INT8 model with `sites` in float: its mAP (unless known) and, when recorded, its runtime."""
+        onnx.save(with_float(int8_model, sites), str(variant_path))
+        step = Step(len(sites), evaluate_map(work_dir, dataset) if known_map is None else known_map,
+                    timed(variant_path) if record else None)
+        if record:
+            result.steps.append(step)
+            log(f"  {step.float_layers} layer(s) in float: mAP {step.map:.4f} "
+                f"(drop {100 * (fp32_map - step.map):.2f} points)"
+                + (f", runtime {step.runtime_ms:.1f} ms ({result.fp32_ms / step.runtime_ms:.2f}× FP32)"
+                   if measure_runtime else ""))
         return step
+
+    def prefix(k: int) -> list[Site]:
+        return [s for s, _ in result.ranking[:k]]
 
     def faster(step: Step) -> bool:
         return not speed_bound or step.runtime_ms < result.fp32_ms
 
-    def within(step: Step) -> bool:
-        return fp32_map - step.map <= max_drop
+    def within(m: float) -> bool:
+        return fp32_map - m <= max_drop
 
     lo = 0  # the largest k measured that misses the budget
     result.stopped = "every ranked layer tried"
     for k in _sizes(len(result.ranking), max_layers):
-        step = measure(k)
+        step = measure(prefix(k))
         if not faster(step):
             result.stopped = f"with {k} layers in float INT8 is no longer faster than FP32"
             break
-        if within(step):
+        if within(step.map):
             while k - lo > 1:  # the fewest layers that still meet the budget
                 mid = (lo + k) // 2
-                mid_step = measure(mid)
-                if within(mid_step) and faster(mid_step):
+                mid_step = measure(prefix(mid))
+                if within(mid_step.map) and faster(mid_step):
                     k = mid
                 else:
                     lo = mid
@@ -327,49 +339,30 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
         if max_layers and max_layers < len(result.ranking):
             result.stopped = f"PTQ.max_float_layers ({max_layers}) reached"
     usable = [s for s in result.steps if faster(s)] or result.steps[:1]
-    meeting = [s for s in usable if within(s)]
+    meeting = [s for s in usable if within(s.map)]
     best = min(meeting, key=lambda s: s.float_layers) if meeting else max(usable, key=lambda s: s.map)
     result.met = bool(meeting)
-    result.chosen = [s for s, _ in result.ranking[:best.float_layers]]
-    result.chosen_step = best
+    result.chosen, result.chosen_step = prefix(best.float_layers), best
     if result.met and len(result.chosen) > 1:
-        _return_to_int8(result, int8_model, variant_path, work_dir, dataset, within, faster, log,
-                        (runtime_backend, feed) if measure_runtime else None)
+        # backward elimination: the ranking orders layers by their damage alone, so the prefix that meets the
+        # budget holds layers the others made unnecessary; each, least damaging first, goes back to INT8 and stays
+        # there if the whole model still meets the budget
+        chosen, returned, kept_map = list(result.chosen), [], None
+        log(f"  trying to put the {len(chosen)} float layers back in INT8, one at a time (budget kept)")
+        tries = list(reversed(chosen))[:MAX_RETURN_TRIALS]
+        for i, site in enumerate(tries, 1):
+            if i % 8 == 0:
+                log(f"    {i}/{len(tries)} tried, {len(returned)} back in INT8")
+            trial = [s for s in chosen if s is not site]
+            m = measure(trial, record=False).map
+            if within(m):
+                chosen, kept_map = trial, m
+                returned.append(site.weight or site.conv)
+        if returned:
+            step = measure(chosen, known_map=kept_map)  # runtime of the result, recorded as the last step
+            if faster(step):
+                result.chosen, result.chosen_step, result.returned = chosen, step, returned
+                result.stopped += f"; {len(returned)} of those layers then put back in INT8 within budget"
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
 
-
-MAX_RETURN_TRIALS = 64
-
-
-def _return_to_int8(result: SearchResult, int8_model, variant_path, work_dir, dataset, within, faster, log,
-                    timing) -> None:
-    """Backward elimination: the ranking orders layers by their damage alone, so the prefix that meets the budget
-    holds layers that the others made unnecessary. Each chosen layer, least damaging first, is put back in INT8
-    and kept there if the whole model still meets the budget (at most MAX_RETURN_TRIALS tries); the result is
-    measured again (mAP and runtime) and recorded as the last step."""
-    import onnx
-
-    chosen = list(result.chosen)
-    log(f"  trying to put the {len(chosen)} float layers back in INT8, one at a time (budget kept)")
-    tries = list(reversed(chosen))[:MAX_RETURN_TRIALS]
-    for i, site in enumerate(tries, 1):
-        if i % 8 == 0:
-            log(f"    {i}/{len(tries)} tried, {len(result.returned)} back in INT8")
-        trial = [s for s in chosen if s is not site]
-        onnx.save(with_float(int8_model, trial), str(variant_path))
-        m = evaluate_map(work_dir, dataset)
-        if within(Step(len(trial), m, None)):
-            chosen = trial
-            result.returned.append(site.weight or site.conv)
-    if len(chosen) == len(result.chosen):
-        return
-    onnx.save(with_float(int8_model, chosen), str(variant_path))
-    step = Step(len(chosen), evaluate_map(work_dir, dataset),
-                runtime_ms(variant_path, timing[0], timing[1], True) if timing else None)
-    result.steps.append(step)
-    log(f"  {len(result.returned)} put back in INT8: {len(chosen)} layer(s) in float, mAP {step.map:.4f}"
-        + (f", runtime {step.runtime_ms:.1f} ms ({result.fp32_ms / step.runtime_ms:.2f}× FP32)" if timing else ""))
-    if within(step) and faster(step):
-        result.chosen, result.chosen_step = chosen, step
-        result.stopped += f"; {len(result.returned)} of those layers then put back in INT8 within budget"
