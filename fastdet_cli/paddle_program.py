@@ -130,22 +130,23 @@ def single_output_conv_weights(prog) -> list[str]:
 
 
 def mark_skip_quant(pdmodel: Path, out: Path, weights: list[str]) -> int:
-    """Write a copy of the program in which the convolutions reading `weights` carry `skip_quant=True`, the
+    """Write a copy of the program in which the convolutions reading `weights` carry `skip_quant=1`, the
     attribute PaddleSlim's quantization passes honour (QAT has no skip list of its own). Returns how many
-    ops were marked."""
+    ops were marked.
+
+    An INT attribute, as Paddle's own PTQ writes it: Paddle Inference's oneDNN INT8 passes read it as int and
+    refuse to load a program where it is BOOLEAN ("paddle::get failed, cannot get value (GetAttr(name)) by type
+    int, its type is bool"), which made the op-set probe drop 'all' for every QAT program with a skip list."""
     prog = load_program(pdmodel)
     wanted, marked = set(weights), 0
     for block in prog.blocks:
         for op in block.ops:
             if op.type in ("conv2d", "depthwise_conv2d") and any(
                     inp.parameter == "Filter" and inp.arguments[0] in wanted for inp in op.inputs):
-                for a in op.attrs:
-                    if a.name == "skip_quant":
-                        a.b = True
-                        break
-                else:
-                    attr = op.attrs.add()
-                    attr.name, attr.type, attr.b = "skip_quant", 6, True  # 6 = BOOLEAN
+                attr = next((a for a in op.attrs if a.name == "skip_quant"), None)
+                attr = op.attrs.add() if attr is None else attr
+                attr.Clear()
+                attr.name, attr.type, attr.i = "skip_quant", 0, 1  # 0 = INT
                 marked += 1
     Path(out).write_bytes(prog.SerializeToString())
     return marked

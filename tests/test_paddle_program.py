@@ -48,3 +48,25 @@ def test_integer_weight_conv_becomes_the_same_weighted_sum(tmp_path):
             outs.append(r.infer(feed)[0])
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
     assert rewrite_integer_weight_convs(dst) == []  # nothing left to rewrite
+
+
+def test_skip_quant_marks_load_under_onednn_int8_all(default_ptq, tmp_path):
+    """QAT marks its float convolutions with skip_quant; Paddle Inference's oneDNN INT8 passes read that attribute
+    as an int and refused the whole program when it was a bool (the op-set probe then never tried 'all')."""
+    from fastdet_cli.data.synth import sample_inputs
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.paddle_program import load_program, mark_skip_quant
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
+
+    model = tmp_path / "marked"
+    shutil.copytree(default_ptq, model)
+    (model / "compress_report.json").unlink(missing_ok=True)
+    assert mark_skip_quant(model / "model.pdmodel", model / "model.pdmodel", ["conv2d_1.w_0", "conv2d_3.w_0"]) == 2
+    marks = [a for op in load_program(model / "model.pdmodel").blocks[0].ops for a in op.attrs
+             if a.name == "skip_quant"]
+    assert marks and all(a.type == 0 and a.i == 1 for a in marks)  # INT, as Paddle's PTQ writes it
+    feed = sample_inputs(resolve_model(str(model)).deploy, 0)
+    with create_runner("paddle", model, RunnerOptions(threads=1, precision="int8", mkldnn_int8_ops="all")) as r:
+        boxes = r.infer({k: feed[k] for k in r.input_metadata()})[0]
+    assert boxes.ndim == 2 and boxes.shape[1] == 6
