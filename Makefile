@@ -13,6 +13,10 @@ install: $(STAMP)
 # requirements.lock is what truly co-installs (Python 3.11, Paddle 2.6.2 stack). paddledet's own pins clash
 # with paddleslim's, so it goes in with --no-deps; the packages it imports are in the lock.
 $(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { echo "make install: \
+	fastdet needs Python 3.11 (requirements.lock pins wheels that exist for 3.11 only: Paddle 2.6.2, numpy 1.23.5, \
+	onnxruntime 1.32.0); '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing). Install 3.11 and run: \
+	make PYTHON=python3.11 ..." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps paddledet==2.6.0
@@ -31,6 +35,10 @@ test-all: install
 # Train the embedded default model (about 1.5 h on 2 cores; resumable) and export it into the package.
 model: install
 	OMP_NUM_THREADS=2 $(PY) tools/train_default.py --work-dir build/train
+
+# ruff (pinned in requirements.lock and the dev extra), rules in pyproject.toml; CI runs it before the tests
+lint: install
+	$(VENV)/bin/ruff check fastdet_cli tests benchmarks tools
 
 clean:
 	rm -rf build .pytest_cache

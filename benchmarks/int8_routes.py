@@ -35,7 +35,7 @@ def main() -> None:
 
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.artifacts import onnx_for
-    from fastdet_cli.det.preprocess import sample_inputs
+    from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.machine import machine_info
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
@@ -71,7 +71,7 @@ def main() -> None:
     base = named[0][0]
     for name, _ in named:
         cells = []
-        for b, med in results.items():
+        for _b, med in results.items():
             cells += [f"{med[name]:.2f}", f"{med[base] / med[name]:.2f}x"]
         table.add_row(name, *cells)
     Console(width=200).print(table)

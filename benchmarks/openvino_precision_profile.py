@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def profile(model: str, precision: str, fp16: bool, runs: int) -> dict:
     from fastdet_cli.artifacts import for_backend
+    from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
@@ -66,7 +66,8 @@ def main() -> None:
     for name, r in result.items():
         other = {k: v for k, v in r["by_type_ms"].items() if "Convolution" not in k}
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(other.items())[:3])
-        t.add_row(name, f"{r['total_ms']:.1f}", f"{r['convolution_ms']:.1f}", f"{r['total_ms'] - r['convolution_ms']:.1f}",
+        t.add_row(name, f"{r['total_ms']:.1f}", f"{r['convolution_ms']:.1f}",
+                  f"{r['total_ms'] - r['convolution_ms']:.1f}",
                   f"{100 * r['convolution_ms'] / max(r['total_ms'], 1e-9):.0f}%", top, r["kernels"])
     console.print(t)
     if args.json:

@@ -128,8 +128,8 @@ def make_tame(model_dir: Path) -> None:
     import numpy as np
     import paddle
 
+    from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.paddle_program import static_program
 
     feed = sample_inputs(resolve_model(str(model_dir)).deploy)
@@ -184,7 +184,7 @@ def main() -> None:
             compress(cfg, "ptq", out, log=console.print)
         made.append(str(out))
     settings = BenchSettings(model=str(fp32), int8_models=tuple(made), backends=tuple(args.backends.split(",")),
-                             explicit_backends=True, repeat=args.repeat, warmup=args.warmup, threads=args.threads,
+                             repeat=args.repeat, warmup=args.warmup, threads=args.threads,
                              eval=False, end2end=False, fp16=True)  # BF16 rows where the CPU has bf16 (bench's default)
     report = run_bench(settings, log=console.print)
     report["settings"]["note"] = "PP-YOLOE-l architecture with random weights: latency only"

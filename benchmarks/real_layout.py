@@ -37,7 +37,11 @@ QAT = {"Distillation": {"alpha": 1.0, "loss": "soft_label"},
                        "optimizer_builder": {"optimizer": {"type": "SGD"}, "weight_decay": 4.0e-05}}}
 
 
-TARGETS = {"openvino": "openvino", "ort": "onnxruntime"}  # backend → Global.deploy_backend of its INT8 form
+def deploy_target(backend: str) -> str:
+    """Global.deploy_backend of the INT8 form made for `backend` (fastdet's ONNX target table)."""
+    from fastdet_cli.export.targets import ONNX_TARGETS
+
+    return next(t.name for t in ONNX_TARGETS.values() if t.backend == backend)
 
 
 def method_config(method: str, target: str, work: Path) -> Path:
@@ -80,7 +84,7 @@ def measure(method: str, work: Path, repeat: int, warmup: int, backends: list[st
     row: dict = {"method": method, "compress": {}}
     models = {}
     for backend in backends:  # one INT8 form per backend (QAT: one program for all)
-        target = TARGETS[backend]
+        target = deploy_target(backend)
         if method == "qat" and models:
             models[backend] = next(iter(models.values()))
             continue
@@ -160,7 +164,8 @@ def main() -> int:
             cells.append(f"{s['matched']}/{s['fp32']} ({100 * r[f'kept_{b}']:.0f}%), {s['missed']} missed, "
                          f"{s['extra']} extra")
         cells += [f"{r[f'agreement_{b}']:.3f}" for b in backends]
-        cells += [f"{r.get(f'{b}_fp32_ms') or 0:.1f}→{r.get(f'{b}_int8_ms') or 0:.1f} ({r.get(f'speedup_{b}') or 0:.2f}×)"
+        cells += [f"{r.get(f'{b}_fp32_ms') or 0:.1f}→{r.get(f'{b}_int8_ms') or 0:.1f} "
+                  f"({r.get(f'speedup_{b}') or 0:.2f}×)"
                   for b in backends]
         cells += [" + ".join(f"{c['seconds']:.0f}" for c in r["compress"].values()),
                   ", ".join(f"{t}: {c['met']}" for t, c in r["compress"].items())]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from fastdet_cli.data.dataset import CocoDataset, ImageFolder, resolve_eval_data
 from fastdet_cli.errors import FastdetError

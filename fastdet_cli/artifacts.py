@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from fastdet_cli.det.model import ModelSource, resolve_model
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.paths import cache_dir
-from fastdet_cli.runtime.registry import get_backend
+from fastdet_cli.runtime.registry import BackendSpec, get_backend
 
 if TYPE_CHECKING:
     from fastdet_cli.det.pipeline import Detector
@@ -62,25 +62,25 @@ def nms_free_onnx(source: ModelSource) -> ModelSource:
     return resolve_model(out)
 
 
-def for_backend(source: ModelSource, backend: str) -> ModelSource:
+def for_backend(source: ModelSource, backend: str | BackendSpec) -> ModelSource:
     """`source` in the format `backend` loads (BackendSpec.model_format, in its ONNX flavour)."""
     spec = get_backend(backend)
     if spec.model_format == "onnx":
         return onnx_for(source, spec.onnx_target)
     if source.format != spec.model_format:
-        raise FastdetError(f"backend '{backend}' runs Paddle models; {source.path} is ONNX")
+        raise FastdetError(f"backend '{spec.name}' runs Paddle models; {source.path} is ONNX")
     return source
 
 
 def static_input_shapes(source: ModelSource) -> dict[str, tuple]:
     """Fixed shapes of the model's inputs, from its deploy config's preprocessing of a real image (engines are
     built for them)."""
-    from fastdet_cli.det.preprocess import sample_inputs
+    from fastdet_cli.data.synth import sample_inputs
 
     return {k: tuple(v.shape) for k, v in sample_inputs(source.deploy).items()}
 
 
-def detector(model: str | Path | ModelSource | None, backend: str,
+def detector(model: str | Path | ModelSource | None, backend: str | BackendSpec,
              options: RunnerOptions | None = None) -> Detector:
     """A Detector for `model` on `backend` (use as a context manager): the model resolved (`default` = the
     embedded one) and turned into the artifact that backend runs."""
@@ -89,25 +89,13 @@ def detector(model: str | Path | ModelSource | None, backend: str,
 
     spec = get_backend(backend)  # an unknown backend is reported before any model work
     options = options or RunnerOptions()
-    check_can_run(backend, options)  # a missing library or GPU too: not after a full export
-    source = for_backend(model if isinstance(model, ModelSource) else resolve_model(model), backend)
+    spec.check_can_run()  # a missing library or GPU too: not after a full export
+    source = for_backend(model if isinstance(model, ModelSource) else resolve_model(model), spec)
     if spec.static_shapes and not options.input_shapes:
         import dataclasses
 
         options = dataclasses.replace(options, input_shapes=static_input_shapes(source))
-    return Detector(source, backend, options)
-
-
-def check_can_run(backend: str, options: RunnerOptions) -> None:
-    """The backend's library is installed and, for a GPU-only backend or device gpu, a GPU is visible."""
-    from fastdet_cli.errors import MissingDependency
-    from fastdet_cli.runtime.registry import require_gpu
-
-    spec = get_backend(backend)
-    if not spec.installed():  # found, not imported (Paddle must be imported after pycocotools: lazy.py)
-        raise MissingDependency(spec.module, spec.extra, f"backend '{backend}'")
-    if spec.gpu_only:
-        require_gpu(f"backend '{backend}'")
+    return Detector(source, spec, options)
 
 
 def is_quantized(source: ModelSource) -> bool:
@@ -183,8 +171,11 @@ def describe(spec: str | Path) -> Int8Artifact:
     return Int8Artifact(source.dir, kind, method, target, budget_warning(source.dir))
 
 
-def choose(backend: str, artifacts: list[Int8Artifact]) -> Int8Artifact | str:
-    """The artifact `backend` runs best among `artifacts`, or 'None: …' when it can run none of them."""
+def choose(backend: str | BackendSpec, artifacts: list[Int8Artifact]) -> Int8Artifact:
+    """The artifact `backend` runs best among `artifacts` (its preference order, BackendSpec.int8_kinds);
+    UnsupportedMode (a "None" cell) when it can run none of them."""
+    from fastdet_cli.errors import UnsupportedMode
+
     spec = get_backend(backend)
     prefs = spec.int8_kinds
     for kind in prefs:
@@ -193,4 +184,5 @@ def choose(backend: str, artifacts: list[Int8Artifact]) -> Int8Artifact | str:
                 return a
     have = ", ".join(sorted({KIND_LABELS[a.kind] for a in artifacts})) or "none"
     want = " or ".join(KIND_LABELS[k] for k in prefs)
-    return f"None: {backend} runs a {want}; given: {have}"
+    raise UnsupportedMode(f"{spec.name} runs a {want}; given: {have}")
+

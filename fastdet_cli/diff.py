@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import numpy as np
 
 from fastdet_cli.errors import FastdetError
+
+if TYPE_CHECKING:
+    from fastdet_cli.artifacts import Int8Artifact
 
 MATCHED, MISSED, EXTRA, TRUTH = (60, 200, 60), (40, 40, 230), (0, 165, 255), (255, 255, 255)  # BGR
 LEGEND = [("found by both", MATCHED), ("FP32 only (missed by INT8)", MISSED), ("INT8 only (extra)", EXTRA)]
@@ -56,7 +60,22 @@ def compare(fp32, int8, labels: list[str], iou_min: float = 0.5, image: str = ""
                      missed_boxes=[recs32[i] for i in m.missed], extra_boxes=[recs8[j] for j in m.extra]), m
 
 
-def summarize(diffs: list[ImageDiff]) -> dict:
+@dataclass
+class DiffSummary:
+    """Totals over all images; mean IoU and mean score change weighted by matches."""
+
+    images: int
+    fp32: int
+    int8: int
+    matched: int
+    missed: int
+    extra: int
+    mean_iou: float | None
+    mean_score_change: float | None
+    agreement: float
+
+
+def summarize(diffs: list[ImageDiff]) -> DiffSummary:
     """Totals over images; mean IoU and mean score change weighted by matches (equal to the per-image sums)."""
     matched = sum(d.matched for d in diffs)
     missed, extra = sum(d.missed for d in diffs), sum(d.extra for d in diffs)
@@ -66,10 +85,32 @@ def summarize(diffs: list[ImageDiff]) -> dict:
         return round(sum(v * n for v, n in pairs) / matched, 4) if matched else None
 
     total = matched + missed + extra
-    return {"images": len(diffs), "fp32": sum(d.fp32 for d in diffs), "int8": sum(d.int8 for d in diffs),
-            "matched": matched, "missed": missed, "extra": extra, "mean_iou": weighted("mean_iou"),
-            "mean_score_change": weighted("mean_score_change"),
-            "agreement": round(matched / total, 4) if total else 1.0}
+    return DiffSummary(len(diffs), sum(d.fp32 for d in diffs), sum(d.int8 for d in diffs), matched, missed, extra,
+                       weighted("mean_iou"), weighted("mean_score_change"),
+                       round(matched / total, 4) if total else 1.0)
+
+
+@dataclass
+class DiffResult:
+    """What `diff_models` compared and found; `as_dict()` is diff.json."""
+
+    fp32_model: str
+    int8_model: str
+    int8_artifact: Int8Artifact
+    backend: str
+    threshold: float
+    iou: float
+    dataset: str | None  # the annotation file when the images came from a dataset (ground truth drawn)
+    summary: DiffSummary
+    worst: list[str]  # the least-agreeing images, least first
+    skipped: list[dict]  # {"image", "error"} of images that could not be read
+    images: list[ImageDiff]
+
+    def as_dict(self) -> dict:
+        return {"fp32_model": self.fp32_model, "int8_model": self.int8_model,
+                "int8_artifact": self.int8_artifact.as_dict(), "backend": self.backend, "threshold": self.threshold,
+                "iou": self.iou, "dataset": self.dataset, "summary": asdict(self.summary), "worst": self.worst,
+                "skipped": self.skipped, "images": [asdict(d) for d in self.images]}
 
 
 def worst(diffs: list[ImageDiff], n: int) -> list[ImageDiff]:
@@ -150,21 +191,61 @@ def _ground_truth(dataset) -> dict[int, list]:
     return by_image
 
 
-def run_diff(fp32_model, int8_model, backend: str, images: list[Path], save_dir: Path, dataset=None,
-             limit: int | None = None, threshold: float | None = None, iou_min: float = 0.5, options=None,
-             keep_images: int | None = None, montage_size: int = 6,
-             progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] = print) -> dict:
+def check_inputs(images: list[Path] | None, dataset: str | None, threshold: float | None = None,
+                 iou_min: float = 0.5, save_dir: Path | None = None) -> tuple[list[Path], object]:
+    """Before any model work: the options are in range, `save_dir` can be written, and the images to compare are
+    either files (folders expanded) or a dataset's (one of the two). Returns (files, dataset or None)."""
+    from fastdet_cli.det.preprocess import expand_inputs
+    from fastdet_cli.infer import check_threshold
+    from fastdet_cli.io import check_output_dir
+
+    check_threshold(threshold)
+    if not 0.0 < iou_min <= 1.0:
+        raise FastdetError(f"--iou must be in (0, 1], got {iou_min:g}")
+    if bool(images) == bool(dataset):
+        raise FastdetError("give images or --dataset (one of the two)")
+    check_output_dir(save_dir, "--save-dir")
+    if dataset:
+        from fastdet_cli.data.dataset import resolve_dataset
+
+        return [], resolve_dataset(dataset)
+    files = expand_inputs([Path(p) for p in images])
+    if not files:
+        raise FastdetError("no images given (folders had no image files)")
+    return files, None
+
+
+def int8_artifact(fp32_model, int8_model, backend, log: Callable[[str], None] = print) -> Int8Artifact:
+    """The INT8 model to compare with: `int8_model` (an FP32 model is refused), or for the embedded model the
+    one `fastdet bench --int8` runs on `backend`."""
+    from fastdet_cli.artifacts import Int8Artifact, describe
+    from fastdet_cli.compress.defaults import int8_model_for
+
+    if isinstance(int8_model, Int8Artifact):
+        return int8_model
+    if int8_model is not None:
+        return describe(int8_model)
+    if fp32_model != "default":
+        raise FastdetError("--int8-model is needed for a model other than 'default'")
+    return int8_model_for(fp32_model, backend, log=log)
+
+
+def diff_models(fp32_model, int8_model, backend: str, images: list[Path], save_dir: Path, dataset=None,
+                limit: int | None = None, threshold: float | None = None, iou_min: float = 0.5, options=None,
+                keep_images: int | None = None, montage_size: int = 6,
+                progress: Callable[[int, int], None] | None = None,
+                log: Callable[[str], None] = print) -> DiffResult:
     """Run both models over `images` (or the dataset's, with its ground truth) and write the diff to `save_dir`
-    (see the module doc). `keep_images`: write only the side-by-side PNGs of that many worst images."""
+    (see the module doc). `int8_model`: a path, an Int8Artifact, or None for the embedded model's (see
+    `int8_artifact`). `keep_images`: write only the side-by-side PNGs of that many worst images."""
     import cv2
 
-    from fastdet_cli.artifacts import describe, detector, nms_free_onnx
+    from fastdet_cli.artifacts import detector, nms_free_onnx
     from fastdet_cli.det.model import ModelSource, resolve_model
     from fastdet_cli.runtime.registry import get_backend
-    from fastdet_cli.det.preprocess import read_image
     from fastdet_cli.io import atomic_dir, write_bytes_atomic, write_json_atomic
 
-    int8_art = describe(int8_model)  # an FP32 model given as INT8 is refused
+    int8_art = int8_artifact(fp32_model, int8_model, backend, log)
     if int8_art.warning:
         log(int8_art.warning)
     fp32 = resolve_model(fp32_model) if not isinstance(fp32_model, ModelSource) else fp32_model
@@ -177,33 +258,13 @@ def run_diff(fp32_model, int8_model, backend: str, images: list[Path], save_dir:
     entries = entries[:limit] if limit else entries
     if not entries:
         raise FastdetError("no images to compare")
-    diffs: list[ImageDiff] = []
-    skipped = []
     with detector(fp32, backend, options) as det32, detector(int8_art.path, backend, options) as det8, \
             atomic_dir(save_dir) as tmp:
         thr = det32.deploy.draw_threshold if threshold is None else threshold
-        labels = det32.deploy.label_list
         (tmp / "images").mkdir()
-        for n, (image_id, path) in enumerate(entries, 1):
-            try:
-                bgr = read_image(path)
-            except FastdetError as e:
-                skipped.append({"image": str(path), "error": str(e)})
-                log(f"skipped: {e}")
-                continue
-            a, b = det32(bgr).above(thr), det8(bgr).above(thr)
-            d, m = compare(a, b, labels, iou_min, str(path))
-            truth = truth_by_id.get(image_id, []) if dataset is not None else None
-            d.ground_truth = None if truth is None else len(truth)
-            png = tmp / "images" / f"{n:05d}_{path.stem}.png"
-            ok, buf = cv2.imencode(".png", side_by_side(bgr, a, b, m, labels, d, truth))
-            png.write_bytes(buf.tobytes())
-            d.png = str(save_dir.resolve() / "images" / png.name)
-            diffs.append(d)
-            if progress:
-                progress(n, len(entries))
-        if not diffs:
-            raise FastdetError("none of the images could be read")
+        diffs, skipped = _compare_images(det32, det8, entries, thr, iou_min,
+                                         truth_by_id if dataset is not None else None,
+                                         tmp / "images", Path(save_dir).resolve() / "images", progress, log)
         bad = worst(diffs, montage_size)
         if keep_images is not None:  # only the worst few, e.g. beside a bench report
             kept = {d.png for d in worst(diffs, keep_images)}
@@ -215,10 +276,43 @@ def run_diff(fp32_model, int8_model, backend: str, images: list[Path], save_dir:
         if tiles is not None:
             ok, buf = cv2.imencode(".png", tiles)
             write_bytes_atomic(tmp / "montage.png", buf.tobytes())
-        result = {"fp32_model": str(det32.source.path), "int8_model": str(det8.source.path),
-                  "int8_artifact": int8_art.as_dict(), "backend": backend, "threshold": thr, "iou": iou_min,
-                  "dataset": str(dataset.ann_file) if dataset is not None else None,
-                  "summary": summarize(diffs), "worst": [d.image for d in bad], "skipped": skipped,
-                  "images": [asdict(d) for d in diffs]}
-        write_json_atomic(tmp / "diff.json", result)
+        result = DiffResult(str(det32.source.path), str(det8.source.path), int8_art, det32.backend, thr, iou_min,
+                            str(dataset.ann_file) if dataset is not None else None, summarize(diffs),
+                            [d.image for d in bad], skipped, diffs)
+        write_json_atomic(tmp / "diff.json", result.as_dict())
     return result
+
+
+def _compare_images(det32, det8, entries: list[tuple], thr: float, iou_min: float, truth_by_id: dict | None,
+                    png_dir: Path, final_png_dir: Path, progress, log) -> tuple[list[ImageDiff], list[dict]]:
+    """Both detectors on every image: the ImageDiffs (side-by-side PNGs written to `png_dir`, named as they
+    will be found in `final_png_dir`) and the images that could not be read."""
+    import cv2
+
+    from fastdet_cli.det.preprocess import read_image
+
+    labels = det32.deploy.label_list
+    diffs: list[ImageDiff] = []
+    skipped = []
+    for n, (image_id, path) in enumerate(entries, 1):
+        try:
+            bgr = read_image(path)
+        except FastdetError as e:
+            skipped.append({"image": str(path), "error": str(e)})
+            log(f"skipped: {e}")
+            continue
+        a, b = det32(bgr).above(thr), det8(bgr).above(thr)
+        d, m = compare(a, b, labels, iou_min, str(path))
+        truth = truth_by_id.get(image_id, []) if truth_by_id is not None else None
+        d.ground_truth = None if truth is None else len(truth)
+        png = png_dir / f"{n:05d}_{path.stem}.png"
+        ok, buf = cv2.imencode(".png", side_by_side(bgr, a, b, m, labels, d, truth))
+        png.write_bytes(buf.tobytes())
+        d.png = str(final_png_dir / png.name)
+        diffs.append(d)
+        if progress:
+            progress(n, len(entries))
+    if not diffs:
+        raise FastdetError("none of the images could be read")
+    return diffs, skipped
+

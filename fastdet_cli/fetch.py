@@ -12,7 +12,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from collections.abc import Callable
 
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.io import atomic_dir

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.machine import VNNI_FLAGS
 from fastdet_cli.runtime.base import Kernels, OpTime
-from fastdet_cli.runtime.registry import get_backend
+from fastdet_cli.runtime.registry import BackendSpec, get_backend
 
 
 @dataclass
@@ -59,7 +59,8 @@ class Inspection:
             return [f"FP32 model: {len(self.ops)} ops, {self.total_ms:.2f} ms per run; most time in {top}."]
         if int8_convs == 0:
             lines.append(f"No convolution runs in INT8 on {self.backend}: the quantized graph runs in float with "
-                         "fake quantization, every quantize/dequantize pair is extra work, so INT8 is slower than FP32.")
+                         "fake quantization, every quantize/dequantize pair is extra work, so INT8 is slower than "
+                         "FP32.")
             if get_backend(self.backend).int8_kinds[0] == "ort-qdq":  # it runs ORT-quantized graphs best
                 lines.append("ONNX Runtime builds QLinearConv only from DequantizeLinear → Conv → QuantizeLinear; "
                              "this export quantizes convolution inputs only (as the Paddle program computes), so "
@@ -107,42 +108,29 @@ class Inspection:
                 "verdict": self.verdict()}
 
 
-def int8_model_for(model: str | None, backend: str, log=print) -> str:
-    """The INT8 model `fastdet bench --int8` runs on `backend` for `model` (the embedded model's cached PTQ
-    versions; another model is its own INT8 model)."""
-    from fastdet_cli.artifacts import choose, describe
-    from fastdet_cli.compress.defaults import default_artifacts
-    from fastdet_cli.paths import DEFAULT_MODEL_DIR
-
-    if model not in (None, "default"):
-        return str(describe(model).path)  # an FP32 model is an error here
-    chosen = choose(backend, default_artifacts(DEFAULT_MODEL_DIR, log))
-    if isinstance(chosen, str):
-        raise FastdetError(chosen.removeprefix("None: "))
-    return str(chosen.path)
-
-
-def inspect_model(model: str | None, backend: str, threads: int = 1, runs: int = 50, warmup: int = 5) -> Inspection:
+def inspect_model(model: str | None, backend: str | BackendSpec, threads: int = 1, runs: int = 50,
+                  warmup: int = 5) -> Inspection:
     from fastdet_cli.artifacts import for_backend, is_quantized
+    from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.machine import cpu_model_and_flags
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
-    if not get_backend(backend).profiles_ops:  # before any model work
+    spec = get_backend(backend)
+    if not spec.profiles_ops:  # before any model work
         from fastdet_cli.runtime.registry import BACKENDS
 
-        have = " and ".join(n for n, spec in BACKENDS.items() if spec.profiles_ops)
-        raise FastdetError(f"backend '{backend}' has no per-op profile in fastdet ({have} have)")
+        have = " and ".join(n for n, b in BACKENDS.items() if b.profiles_ops)
+        raise FastdetError(f"backend '{spec.name}' has no per-op profile in fastdet ({have} have)")
     source = resolve_model(model)
     quantized = is_quantized(source)
-    source = for_backend(source, backend)
+    source = for_backend(source, spec)
     feed = sample_inputs(source.deploy)
-    with create_runner(backend, source.runner_path, RunnerOptions(threads=threads, profile=True)) as runner:
+    with create_runner(spec, source.runner_path, RunnerOptions(threads=threads, profile=True)) as runner:
         feed = {k: feed[k] for k in runner.input_metadata()}
         for _ in range(warmup):
             runner.infer(feed)
         ops = runner.op_profile(feed, runs)
         kernels = runner.kernels(feed)
-    return Inspection(str(source.path), backend, quantized, runs, threads, ops, cpu_model_and_flags()[1], kernels)
+    return Inspection(str(source.path), spec.name, quantized, runs, threads, ops, cpu_model_and_flags()[1], kernels)

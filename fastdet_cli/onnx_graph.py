@@ -113,7 +113,8 @@ def fuse_hardswish(model) -> int:
             continue
         lo, hi = clip_bounds(clip)
         add = producer.get(clip.input[0])
-        if not (near(lo, 0.0) and near(hi, 6.0)) or add is None or add.op_type != "Add" or users.get(add.output[0]) != 1:
+        if (not (near(lo, 0.0) and near(hi, 6.0)) or add is None or add.op_type != "Add"
+                or users.get(add.output[0]) != 1):
             continue
         x = other(prod, clip.output[0])
         if x is None or other(add, x) is None or not near(scalar(other(add, x)), 3.0):

@@ -399,7 +399,8 @@ def fuse_hardswish_ops(model_dir: Path) -> int:
             if mul is None or mul.type != "elementwise_mul" or not only_reader(mul.output("Out")[0]):
                 continue
             pair = [mul.input("X")[0], mul.input("Y")[0]]
-            clip = next((made_by.get(n) for n in pair if made_by.get(n) is not None and made_by[n].type == "clip"), None)
+            clip = next((made_by.get(n) for n in pair if made_by.get(n) is not None and made_by[n].type == "clip"),
+                        None)
             if clip is None or not only_reader(clip.output("Out")[0]):
                 continue
             x = next(n for n in pair if n != clip.output("Out")[0])

@@ -179,4 +179,5 @@ def test_fetch_command_with_url(server, cache, capsys, monkeypatch):
     server.files["/m.tgz"] = make_tar({f"ppyoloe_crn_l_300e_coco/{k.split('/')[1]}": v for k, v in MODEL_FILES.items()})
     assert main(["fetch", "ppyoloe_crn_l_300e_coco", "--url", server.url + "/m.tgz"]) == 0
     out = capsys.readouterr().out
-    assert "--model" in out and (target_dir("ppyoloe_crn_l_300e_coco") / "ppyoloe_crn_l_300e_coco" / "infer_cfg.yml").exists()
+    assert "--model" in out and (
+        target_dir("ppyoloe_crn_l_300e_coco") / "ppyoloe_crn_l_300e_coco" / "infer_cfg.yml").exists()

@@ -9,15 +9,16 @@ PKG = Path(__file__).resolve().parents[1] / "fastdet_cli"
 
 # lowest first; a module may import its own layer or lower ones (docs/architecture.md draws this)
 LAYERS = [
-    ("errors", "paths", "io", "lazy", "machine", "ui", "onnx_graph", "distributed"),
+    ("errors", "paths", "io", "lazy", "machine", "ui", "onnx_graph", "distributed", "outcome"),
     ("runtime", "paddle_program"),
-    ("det.config", "det.preprocess", "det.postprocess", "det.model", "det.draw", "det.match", "data", "export.qdq",
-     "train"),
+    ("det.config", "det.preprocess", "det.postprocess", "det.model", "det.draw", "det.match", "export.qdq", "train"),
+    ("data",),  # generated scenes go through the model's preprocessing (data.synth.sample_inputs): above det/
     ("det.pipeline", "evaluate", "export", "fetch"),
     ("artifacts",),
     ("agreement",),
-    ("compress", "inspect", "diff"),
+    ("compress", "inspect", "diff", "infer"),
     ("bench",),
+    ("api",),  # the Python API: one function per command
     ("commands", "cli", "__main__"),
 ]
 
@@ -112,6 +113,15 @@ def test_nothing_below_commands_imports_them():
     assert offenders == []
 
 
+def test_det_does_not_import_data():
+    """det/ is the detection pipeline; datasets sit on top of it (data/dataset.py reads det/preprocess), never
+    the reverse — the layer table puts data/ above every det/ module the datasets use."""
+    offenders = [f"{m} -> {d}" for m, deps in _graph().items() if m.split(".")[0] == "det"
+                 for d in deps if d.split(".")[0] == "data"]
+    assert offenders == []
+    assert all(_layer("data") > _layer(m) for m in _graph() if m.split(".")[0] == "det" and m != "det.pipeline")
+
+
 def test_the_checker_sees_function_level_imports():
     mods = _modules()
     deps = _imports(PKG / "artifacts.py", mods)
@@ -148,5 +158,6 @@ def test_no_backend_name_comparisons_outside_runtime():
 
 
 def test_the_comparison_check_can_fail():
-    src = 'if backend in ("trt", "paddle-trt"):\n    pass\nif r["backend"] == "ort":\n    pass\nif fmt == "paddle":\n    pass\n'
+    src = ('if backend in ("trt", "paddle-trt"):\n    pass\nif r["backend"] == "ort":\n    pass\n'
+           'if fmt == "paddle":\n    pass\n')
     assert len(_backend_comparisons(src)) == 2  # the format comparison is not a backend comparison

@@ -19,12 +19,11 @@ def test_weight_bits_and_bf16_follow_the_flags(monkeypatch, cpu, bits, bf16):
 
 
 def test_ort_engine_reduce_range_follows_the_cpu(monkeypatch):
-    from pathlib import Path
-
     from fastdet_cli.compress.config import load_compress_config
     from fastdet_cli.compress.ort_engine import quant_settings
+    from fastdet_cli.paths import DEFAULT_PTQ_ORT_CONFIG
 
-    cfg = load_compress_config(Path(__file__).resolve().parents[1] / "configs" / "default_ptq_ort.yaml")
+    cfg = load_compress_config(DEFAULT_PTQ_ORT_CONFIG)
     for cpu, reduce_range in ((AVX2, True), (AMX, False)):
         monkeypatch.setattr(machine, "cpu_model_and_flags", lambda cpu=cpu: cpu)
         s = quant_settings(cfg)

@@ -2,7 +2,8 @@
 images (drawn images + JSON), COCO mAP, PTQ compression with PaddleSlim and with ONNX Runtime's quantizer, INT8
 ONNX export, what ORT executes of its INT8 model, then the latency/mAP tables on ONNX Runtime, OpenVINO and Paddle
 Inference (each backend on the INT8 model it runs best) and the recommendation. Outputs go to build/demo/.
-Each step is a real `fastdet` command, printed before it runs. The bench uses --repeat 100 --warmup 20 (the default is 1000/200) to stay
+Each step is a real `fastdet` command, printed before it runs.
+The bench uses --repeat 100 --warmup 20 (the default is 1000/200) to stay
 short; the numbers are means over those 100 runs, 1 thread."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "demo"
+CONFIGS = ROOT / "fastdet_cli" / "configs"  # the embedded model's (shipped with the package)
 
 
 def run(*args: str) -> None:
@@ -31,9 +33,9 @@ def main() -> None:
         "--save-dir", str(OUT / "images"))
     run("eval", "--model", "default", "--backend", "ort", "--json", str(OUT / "eval_ort.json"))
     ptq = OUT / "default_ptq"
-    run("compress", str(ROOT / "configs" / "default_ptq.yaml"), "--save-dir", str(ptq))
+    run("compress", str(CONFIGS / "default_ptq.yaml"), "--save-dir", str(ptq))
     ptq_ort = OUT / "default_ptq_ort"
-    run("compress", str(ROOT / "configs" / "default_ptq_ort.yaml"), "--save-dir", str(ptq_ort))
+    run("compress", str(CONFIGS / "default_ptq_ort.yaml"), "--save-dir", str(ptq_ort))
     run("export", "--model", str(ptq), "--int8", "--output", str(OUT / "default_int8_onnx"))
     run("inspect", "--model", str(ptq_ort), "--backend", "ort", "--runs", "20", "--top", "5")
     run("bench", "--model", "default", "--int8-model", str(ptq), "--int8-model", str(ptq_ort),

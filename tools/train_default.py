@@ -38,7 +38,8 @@ def newest_checkpoint(ckpt_dir: Path) -> Path | None:
     final = ckpt_dir / "model_final.pdparams"
     if final.exists():
         return final.with_suffix("")
-    epochs = [(int(m.group(1)), p) for p in ckpt_dir.glob("*.pdparams") if (m := re.fullmatch(r"(\d+)\.pdparams", p.name))]
+    epochs = [(int(m.group(1)), p) for p in ckpt_dir.glob("*.pdparams")
+              if (m := re.fullmatch(r"(\d+)\.pdparams", p.name))]
     return max(epochs)[1].with_suffix("") if epochs else None
 
 

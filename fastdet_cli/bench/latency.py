@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from collections.abc import Callable
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,13 @@ class Stats:
 
 def time_calls(fn: Callable[[], object], warmup: int, repeat: int,
                progress: Callable[[int], None] | None = None) -> list[float]:
-    """Run `fn` warmup times untimed, then `repeat` times timed; return the durations in seconds."""
+    """Run `fn` warmup times untimed, then `repeat` times timed; return the durations in seconds. `progress(n)`
+    hears of every call, warm-up included (n at a time, outside the timed region), so a bar whose total is
+    warmup + repeat fills."""
     for _ in range(warmup):
         fn()
+    if progress and warmup:
+        progress(warmup)
     out = []
     for i in range(repeat):
         t0 = time.perf_counter()
@@ -46,4 +50,6 @@ def time_calls(fn: Callable[[], object], warmup: int, repeat: int,
         out.append(time.perf_counter() - t0)
         if progress and (i + 1) % 10 == 0:
             progress(10)
+    if progress and repeat % 10:
+        progress(repeat % 10)
     return out

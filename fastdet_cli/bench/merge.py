@@ -14,7 +14,8 @@ from pathlib import Path
 
 from fastdet_cli.errors import FastdetError
 
-SCHEMA = "fastdet-bench/1"
+# 2: rows carry status (ok, None, skipped, failed) and why as two fields, and their speedup over FP32
+SCHEMA = "fastdet-bench/2"
 # settings that change what a figure means; a difference between inputs is shown next to the figures
 COMPARED_SETTINGS = {"threads": "threads", "repeat": "repeat", "warmup": "warm-up", "dataset_used": "dataset",
                      "eval_limit": "mAP images", "end2end": "end-to-end", "model": "model"}
@@ -33,7 +34,8 @@ def load_report(spec: str | Path) -> tuple[Path, dict]:
         raise FastdetError(f"{path} is not a readable JSON report: {e}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise FastdetError(f"{path}: schema {got!r} is not {SCHEMA!r} (a report of `fastdet bench --report`)")
+        raise FastdetError(f"{path}: schema {got!r} is not {SCHEMA!r} (a report of this version's `fastdet bench "
+                           "--report`; run bench again for an older one)")
     for key in ("rows", "settings", "machine"):
         if key not in data:
             raise FastdetError(f"{path}: the report has no '{key}'")

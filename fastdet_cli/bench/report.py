@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from fastdet_cli.bench.verdicts import FLAG_POINTS
+from fastdet_cli.outcome import RAN, SKIPPED
 from fastdet_cli.runtime.registry import MAP_MODES, MODES
 
 COLUMNS = ("FP32", "BF16", "INT8", "INT8+FP16/BF16", "INT8+FP16+PM")  # MODES, in order
@@ -16,8 +17,8 @@ COLUMNS = ("FP32", "BF16", "INT8", "INT8+FP16/BF16", "INT8+FP16+PM")  # MODES, i
 def _cell(row: dict | None, key: str) -> str:
     if row is None:
         return "-"
-    if row["status"] != "ok":
-        return "None" if row["status"].startswith("None") else row["status"].split(":")[0]
+    if row["status"] != RAN:  # None, skipped or failed: the reason is in the notes under the table
+        return row["status"]
     return f"{row[key]['mean']:.2f}" if row[key] else "not run"
 
 
@@ -38,14 +39,13 @@ def table_rows(report: dict, key: str) -> list[list[str]]:
     for g in dict.fromkeys(_group(r) for r in report["rows"]):
         cells = [_cell(by.get((g, m)), key) if (g, m) in by else "-" for m in MODES]
         fp32 = by.get((g, "fp32"))
-        int8s = [by[(g, m)][key]["mean"] for m in MODES[1:]
-                 if (g, m) in by and by[(g, m)]["status"] == "ok" and by[(g, m)][key]]
-        ok = fp32 and fp32["status"] == "ok" and fp32[key] and int8s
-        speed = f"{fp32[key]['mean'] / min(int8s):.2f}x" if ok else "-"
+        ratios = [(by[(g, m)].get("speedup") or {}).get(key.removesuffix("_ms")) for m in MODES[1:] if (g, m) in by]
+        ratios = [x for x in ratios if x]
+        speed = f"{max(ratios):.2f}x" if ratios else "-"
         maps = [f"{by[(g, m)]['map']:.3f}" if (g, m) in by and by[(g, m)].get("map") is not None else "-"
                 for m in MAP_MODES]
-        status = fp32["status"] if fp32 and fp32["status"].startswith("skipped") else ""
-        row = [g[2], *cells, speed, *maps, status or int8_label(by.get((g, "int8")))]
+        skipped = f"{SKIPPED}: {fp32['why']}" if fp32 and fp32["status"] == SKIPPED else ""
+        row = [g[2], *cells, speed, *maps, skipped or int8_label(by.get((g, "int8")))]
         if is_merged(report):
             first = next(r for (gg, _), r in by.items() if gg == g)
             row = [g[0], *row, first.get("versions", "-"), g[1] or "-"]
@@ -79,7 +79,7 @@ def header(report: dict) -> list[str]:
 def stage_rows(report: dict) -> list[list[str]]:
     out = []
     for r in report["rows"]:
-        if r["status"] != "ok" or not r["stages_ms"]:
+        if r["status"] != RAN or not r["stages_ms"]:
             continue
         s = r["stages_ms"]
         out.append(([r["hardware"]] if is_merged(report) else []) + [r["backend"], r["precision"]] + [
@@ -115,7 +115,7 @@ def kernel_rows(report: dict) -> list[list[str]]:
     out = []
     for r in report["rows"]:
         k = r.get("kernels")
-        if r["status"] == "ok" and k:
+        if r["status"] == RAN and k:
             isa = " · ".join(f"{name} {n}" if n else name for name, n in k["conv_isa"].items()) or "?"
             out.append(([r["hardware"]] if is_merged(report) else []) + [
                 r["backend"], r["precision"], isa, k.get("inference_precision") or "-", k["source"]])
@@ -129,7 +129,7 @@ def kernel_header(report: dict) -> list[str]:
 
 def status_notes(report: dict) -> list[str]:
     """Why a cell says None or skipped: one line per backend × mode (the tables have room for the word only)."""
-    return [f"{_who(r)}: {r['status']}" for r in report["rows"] if r["status"] != "ok"]
+    return [f"{_who(r)}: {r['status']}: {r['why']}" for r in report["rows"] if r["status"] != RAN]
 
 
 def caption(report: dict) -> str:
@@ -241,13 +241,16 @@ def markdown(report: dict) -> str:
 def csv_text(report: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["backend", "precision", "status", "runtime_mean_ms", "runtime_p50_ms", "runtime_p90_ms",
-                "runtime_p99_ms", "runtime_stdev_ms", "end2end_mean_ms", "end2end_p50_ms", "map", "ap50",
-                "int8_kind", "int8_model", "kernels", "hardware", "versions", "settings"])
+    w.writerow(["backend", "precision", "status", "why", "runtime_mean_ms", "runtime_p50_ms", "runtime_p90_ms",
+                "runtime_p99_ms", "runtime_stdev_ms", "end2end_mean_ms", "end2end_p50_ms", "speedup_runtime",
+                "speedup_end2end", "map", "ap50", "int8_kind", "int8_model", "kernels", "hardware", "versions",
+                "settings"])
     for r in report["rows"]:
         rt, e2e, art = r["runtime_ms"] or {}, r["end2end_ms"] or {}, r.get("int8_artifact") or {}
-        w.writerow([r["backend"], r["precision"], r["status"], rt.get("mean"), rt.get("p50"), rt.get("p90"),
-                    rt.get("p99"), rt.get("stdev"), e2e.get("mean"), e2e.get("p50"), r["map"], r["ap50"],
+        speed = r.get("speedup") or {}
+        w.writerow([r["backend"], r["precision"], r["status"], r["why"], rt.get("mean"), rt.get("p50"), rt.get("p90"),
+                    rt.get("p99"), rt.get("stdev"), e2e.get("mean"), e2e.get("p50"), speed.get("runtime"),
+                    speed.get("end2end"), r["map"], r["ap50"],
                     art.get("kind"), art.get("path"),
                     " · ".join(f"{k} {n}" for k, n in (r.get("kernels") or {}).get("conv_isa", {}).items()),
                     r.get("hardware", ""), r.get("versions", ""),
@@ -266,7 +269,7 @@ def plot_png(report: dict) -> bytes | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for r in report["rows"]:
-        if r["status"] == "ok" and r["map"] is not None:
+        if r["status"] == RAN and r["map"] is not None:
             x, y = r["runtime_ms"]["mean"], r["map"]
             # a legend, not labels beside the points: points of equal mAP sit on top of each other
             ax.scatter([x], [y], marker="o" if r["precision"] == "fp32" else "s", s=40, alpha=0.8,

@@ -3,73 +3,93 @@
 `max_map_drop` points of FP32 on the same backend."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from fastdet_cli.runtime.registry import FP32_MODEL_MODES
+
+if TYPE_CHECKING:
+    from fastdet_cli.bench.rows import Row
 
 FLAG_POINTS = 5.0  # a class losing more than this many AP points under INT8 is flagged
 AS_FAST = 1.05  # a BF16 row within 5% of the fastest INT8 row is preferred to it (no calibration, FP32 accuracy)
 
 
-def per_class_deltas(rows: list[dict]) -> dict:
+def per_class_deltas(rows: list[Row]) -> dict:
     """Per backend: INT8 − FP32 AP per class (points), and the classes that lost more than FLAG_POINTS."""
     out = {}
-    by = {(r["backend"], r["precision"]): r for r in rows}
+    by = {(r.backend, r.precision): r for r in rows}
     for (backend, prec), r in by.items():
         base = by.get((backend, "fp32"))
-        if prec != "int8" or not base or not r["per_class_ap"] or not base["per_class_ap"]:
+        if prec != "int8" or not base or not r.per_class_ap or not base.per_class_ap:
             continue
-        delta = {c: round(100 * (r["per_class_ap"][c] - base["per_class_ap"][c]), 2) for c in base["per_class_ap"]}
+        delta = {c: round(100 * (r.per_class_ap[c] - base.per_class_ap[c]), 2) for c in base.per_class_ap}
         out[backend] = {"delta_points": delta, "flagged": [c for c, d in delta.items() if d < -FLAG_POINTS]}
     return out
 
 
-def recommend(rows: list[dict], max_map_drop: float) -> dict:
+def set_speedups(rows: list[Row]) -> None:
+    """Each row that ran a mode other than FP32 gets its speedup over the same backend's FP32 row, runtime and
+    end-to-end (FP32 mean ÷ its mean; None where either was not measured): computed here only, saved in
+    report.json, read by the tables and the recommendation."""
+    fp32 = {r.backend: r for r in rows if r.precision == "fp32" and r.ok}
+    for r in rows:
+        base = fp32.get(r.backend)
+        if r.precision == "fp32" or not r.ok or base is None:
+            continue
+        r.speedup = {k: round(getattr(base, f"{k}_ms")["mean"] / getattr(r, f"{k}_ms")["mean"], 4)
+                     if getattr(base, f"{k}_ms") and getattr(r, f"{k}_ms") else None
+                     for k in ("runtime", "end2end")}
+
+
+def recommend(rows: list[Row], max_map_drop: float) -> dict:
     """The fastest backend × precision whose mAP is within `max_map_drop` points of FP32 on the same backend
     (end-to-end mean when measured, else runtime mean); BF16 is weighed like INT8, and preferred to an INT8 row
     that is not more than 5% faster. INT8/BF16 rows without mAP cannot qualify unless no row has mAP at all
-    (then speed alone decides, and the text says so)."""
-    key = "end2end_ms" if any(r.get("end2end_ms") for r in rows) else "runtime_ms"
-    ok = [r for r in rows if r["status"] == "ok" and r.get(key)]
+    (then speed alone decides, and the text says so). Needs the rows' speedups (set_speedups)."""
+    key = "end2end_ms" if any(r.end2end_ms for r in rows) else "runtime_ms"
+    ok = [r for r in rows if r.ok and getattr(r, key)]
     if not ok:
         return {"text": "no backend ran", "backend": None, "precision": None}
-    fp32 = {r["backend"]: r for r in ok if r["precision"] == "fp32"}
-    with_map = any(r.get("map") is not None for r in ok)
+    fp32 = {r.backend: r for r in ok if r.precision == "fp32"}
+    with_map = any(r.map is not None for r in ok)
 
-    def qualifies(r: dict) -> bool:
-        if r["precision"] == "fp32":
+    def mean(r: Row) -> float:
+        return getattr(r, key)["mean"]
+
+    def qualifies(r: Row) -> bool:
+        if r.precision == "fp32" or not with_map:
             return True
-        base = fp32.get(r["backend"])
-        if not with_map:
-            return True
-        return (r.get("map") is not None and base is not None and base.get("map") is not None
-                and 100 * (base["map"] - r["map"]) <= max_map_drop)
+        base = fp32.get(r.backend)
+        return r.map is not None and base is not None and base.map is not None and \
+            100 * (base.map - r.map) <= max_map_drop
 
     candidates = [r for r in ok if qualifies(r)]
-    best = min(candidates, key=lambda r: r[key]["mean"])
+    best = min(candidates, key=mean)
     # BF16 needs no calibration and keeps FP32's accuracy but for rounding: where it is as fast as the best
     # INT8 row (within AS_FAST), it is the better deployment
-    bf16 = [r for r in candidates if r["precision"] == "bf16" and r[key]["mean"] <= AS_FAST * best[key]["mean"]]
+    bf16 = [r for r in candidates if r.precision == "bf16" and mean(r) <= AS_FAST * mean(best)]
     preferred = ""
-    if best["precision"] not in FP32_MODEL_MODES and bf16:
+    if best.precision not in FP32_MODEL_MODES and bf16:
         quickest_int8 = best
-        best = min(bf16, key=lambda r: r[key]["mean"])
-        preferred = (f"; preferred to {quickest_int8['precision'].upper()} on {quickest_int8['backend']} "
-                     f"({quickest_int8[key]['mean']:.2f} ms), which is not more than {100 * (AS_FAST - 1):.0f}% "
+        best = min(bf16, key=mean)
+        preferred = (f"; preferred to {quickest_int8.precision.upper()} on {quickest_int8.backend} "
+                     f"({mean(quickest_int8):.2f} ms), which is not more than {100 * (AS_FAST - 1):.0f}% "
                      "faster: BF16 needs no calibration")
     what = "end-to-end" if key == "end2end_ms" else "runtime"
-    base = fp32.get(best["backend"])
-    if best["precision"] == "fp32":
-        text = (f"FP32 on {best['backend']} ({best[key]['mean']:.2f} ms {what}): INT8 does not pay here"
+    base = fp32.get(best.backend)
+    if best.precision == "fp32":
+        text = (f"FP32 on {best.backend} ({mean(best):.2f} ms {what}): INT8 does not pay here"
                 + (f" (no INT8 or BF16 row both faster and within {max_map_drop:g} mAP point)" if with_map else ""))
     else:
-        speed = f", {base[key]['mean'] / best[key]['mean']:.2f}x its FP32" if base else ""
-        acc = (f", mAP {best['map']:.3f} vs FP32 {base['map']:.3f}" if with_map and base and base.get("map") is not None
+        ratio = (best.speedup or {}).get("end2end" if key == "end2end_ms" else "runtime")
+        speed = f", {ratio:.2f}x its FP32" if ratio else ""
+        acc = (f", mAP {best.map:.3f} vs FP32 {base.map:.3f}" if with_map and base and base.map is not None
                else " (mAP not measured: speed only)")
-        made = ("the FP32 model with bf16 arithmetic" if best["precision"] == "bf16" else
-                f"{best['int8_artifact']['method']}, {best['int8_artifact']['path']}")
-        text = f"{best['precision'].upper()} on {best['backend']} ({best[key]['mean']:.2f} ms {what}{speed}{acc}; {made}){preferred}"
-    return {"text": text, "backend": best["backend"], "precision": best["precision"], "latency": what,
+        made = ("the FP32 model with bf16 arithmetic" if best.precision == "bf16" else
+                f"{best.int8_artifact['method']}, {best.int8_artifact['path']}")
+        text = f"{best.precision.upper()} on {best.backend} ({mean(best):.2f} ms {what}{speed}{acc}; {made}){preferred}"
+    return {"text": text, "backend": best.backend, "precision": best.precision, "latency": what,
             "max_map_drop_points": max_map_drop}
 
 
@@ -79,7 +99,7 @@ def int8_verdicts(rows: list, threads: int, log: Callable[[str], None]) -> dict[
     from fastdet_cli.inspect import inspect_model
     from fastdet_cli.runtime.registry import get_backend
 
-    mean = {(r.backend, r.precision): r.runtime_ms["mean"] for r in rows if r.status == "ok" and r.runtime_ms}
+    mean = {(r.backend, r.precision): r.runtime_ms["mean"] for r in rows if r.ok and r.runtime_ms}
     paths = {r.backend: r.int8_artifact["path"] for r in rows if r.int8_artifact}
     out = {}
     for (backend, precision), ms in mean.items():
@@ -93,13 +113,12 @@ def int8_verdicts(rows: list, threads: int, log: Callable[[str], None]) -> dict[
     return out
 
 
-def diff_target(report: dict) -> tuple[str, str] | None:
-    """(backend, INT8 model) whose FP32 and INT8 rows were both evaluated, for the report's FP32-vs-INT8 images:
+def diff_target(rows: list[Row], recommendation: dict) -> dict | None:
+    """{backend, int8_model} whose FP32 and INT8 rows were both evaluated, for the report's FP32-vs-INT8 images:
     the recommended backend when it is one, else the first such backend; None when no backend has both."""
-    rows = {(r["backend"], r["precision"]): r for r in report["rows"] if r.get("map") is not None}
-    both = [b for (b, p) in rows if p == "int8" and (b, "fp32") in rows and rows[(b, p)].get("int8_artifact")]
+    evaluated = {(r.backend, r.precision): r for r in rows if r.map is not None}
+    both = [b for (b, p) in evaluated if p == "int8" and (b, "fp32") in evaluated and evaluated[(b, p)].int8_artifact]
     if not both:
         return None
-    rec = (report.get("recommendation") or {}).get("backend")
-    backend = rec if rec in both else both[0]
-    return backend, rows[(backend, "int8")]["int8_artifact"]["path"]
+    backend = recommendation.get("backend") if recommendation.get("backend") in both else both[0]
+    return {"backend": backend, "int8_model": evaluated[(backend, "int8")].int8_artifact["path"]}

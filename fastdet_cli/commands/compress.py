@@ -17,38 +17,44 @@ def compress(
                                                       "else paddleslim)."),
 ) -> int:
     """Quantize: quantized model + the FP32 deploy config copied + compress_report.json; optional mAP table."""
-    from fastdet_cli.ui import Table, make_console
-
-    from fastdet_cli.compress import compress as run
+    from fastdet_cli.api import compress as run
     from fastdet_cli.io import check_output_dir, library_output_to
     from fastdet_cli.paths import library_log_path
+    from fastdet_cli.ui import make_console
 
     console = make_console(own_fd=True)
-    check_output_dir(save_dir, "--save-dir")
+    check_output_dir(save_dir, "--save-dir")  # before the log line below (the call checks it again)
     chatter = library_log_path("compress")
     console.print(f"PaddleSlim / Paddle / ONNX Runtime output goes to {chatter}", highlight=False, markup=False)
     with library_output_to(chatter):
-        result = run(config, method, save_dir, devices, eval_dataset,
-                     log=lambda m: console.print(m, highlight=False, markup=False), engine=engine, evaluate=True)
-    r = result.report
-    if r is None:  # a rank > 0 of a distributed run
+        result = run(config, method=method, save_dir=save_dir, devices=devices, eval_dataset=eval_dataset,
+                     engine=engine, log=lambda m: console.print(m, highlight=False, markup=False))
+    if result.report is None:  # a rank > 0 of a distributed run
         console.print("this rank's part is done; rank 0 writes the output", highlight=False, markup=False)
         return 0
-    table = Table(title=f"{r['method_label']} → {result.output_dir}", title_justify="left", show_header=False)
+    console.print(_report_table(result.report, result.output_dir))
+    if result.report["map"]:
+        console.print(map_table(result.report["map"]))
+    return 0
+
+
+def _report_table(r: dict, output_dir: Path):
+    """compress_report.json's main facts."""
+    from fastdet_cli.ui import Table
+
+    table = Table(title=f"{r['method_label']} → {output_dir}", title_justify="left", show_header=False)
     table.add_row("images", f"{r['images']['count']} from {r['images']['source']}")
     table.add_row("preprocess", r["preprocess"])
     table.add_row("kept in float", ", ".join(r["kept_float"]) or "-")
-    table.add_row("size FP32 → INT8 program", f"{r['size_bytes']['fp32'] / 1e6:.2f} MB → {r['size_bytes']['int8'] / 1e6:.2f} MB")
+    table.add_row("size FP32 → INT8 program",
+                  f"{r['size_bytes']['fp32'] / 1e6:.2f} MB → {r['size_bytes']['int8'] / 1e6:.2f} MB")
     table.add_row("time", f"{r['seconds']:.1f} s")
     table.add_row("deploy config", f"{r['deploy_config']} (copied unchanged)")
     if r.get("distributed"):
         d = r["distributed"]
         table.add_row("distributed", f"{d['world_size']} processes, images per rank {d['images_per_rank']}; "
                                      f"weights identical across ranks: {d.get('weights_identical_across_ranks', '-')}")
-    console.print(table)
-    if r["map"]:
-        console.print(map_table(r["map"]))
-    return 0
+    return table
 
 
 def map_table(m: dict):

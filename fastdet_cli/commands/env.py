@@ -4,16 +4,23 @@ from __future__ import annotations
 
 def env() -> int:
     """Backends, devices, CPU and threads of this machine."""
-    from rich.text import Text
-
-    from fastdet_cli.ui import Table, make_console
-
-    from fastdet_cli.machine import BF16_FLAGS, cpu_has, int8_weight_bits, machine_info
-    from fastdet_cli.runtime.registry import BACKENDS, cuda_device_count
+    from fastdet_cli.runtime.registry import cuda_device_count
+    from fastdet_cli.ui import make_console
 
     console = make_console()
-    info = machine_info()
     gpus = cuda_device_count()
+    console.print(_backends_table(gpus))
+    console.print(_machine_table(gpus))
+    return 0
+
+
+def _backends_table(gpus: int):
+    """Every backend: its library, version, pip extra, devices, precisions and whether it runs here."""
+    from rich.text import Text
+
+    from fastdet_cli.runtime.registry import BACKENDS
+    from fastdet_cli.ui import Table
+
     table = Table(title="Backends", title_justify="left")
     for col in ("backend", "library", "version", "pip extra", "devices", "precisions", "status"):
         table.add_column(col)
@@ -27,9 +34,16 @@ def env() -> int:
             status = Text("ready", style="green")
         table.add_row(spec.name, spec.module, version or "-", spec.extra, ",".join(spec.devices),
                       ",".join(spec.precisions), status)
-    console.print(table)
+    return table
+
+
+def _machine_table(gpus: int):
+    """Python, CPU and its flags, GPUs, GPU libraries and the thread and INT8 defaults that follow."""
+    from fastdet_cli.machine import BF16_FLAGS, cpu_has, int8_weight_bits, machine_info
+    from fastdet_cli.ui import Table
+
     m = Table(title="Machine", title_justify="left", show_header=False)
-    for k, v in info.items():
+    for k, v in machine_info().items():
         m.add_row(k, str(v))
     m.add_row("NVIDIA GPUs", str(gpus))
     for label, dists in (("TensorRT", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")),
@@ -40,8 +54,7 @@ def env() -> int:
     m.add_row("INT8 weight bits here", int8_weight_bits("cpu")[1])
     m.add_row("BF16 rows in bench", "on: this CPU has bf16 in hardware" if cpu_has(BF16_FLAGS) else
               "off: this CPU has no bf16 (AVX512-BF16 or AMX-BF16)")
-    console.print(m)
-    return 0
+    return m
 
 
 def _first_version(dists: tuple[str, ...]) -> str:

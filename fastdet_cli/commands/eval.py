@@ -22,53 +22,49 @@ def evaluate(
                                   "needed); a folder of images is then enough as --dataset."),
 ) -> int:
     """COCO mAP@[.5:.95], AP50, AP75, AP small/medium/large and per-class AP (or agreement mAP with --reference)."""
-    from fastdet_cli.ui import make_console
     from rich.progress import Progress
+
+    from fastdet_cli.api import evaluate as run
+    from fastdet_cli.ui import make_console
+
+    with Progress(transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        ev = run(model, dataset, backend, threads=threads, device=device, limit=limit, reference=reference,
+                 json_out=json_out, progress=progress)
+    console = make_console()
+    for note in ev.notes:
+        make_console(stderr=True).print(f"note: {note}", highlight=False, markup=False)
+    console.print(_summary_table(ev))
+    console.print(_per_class_table(ev))
+    return 0
+
+
+def _summary_table(ev):
     from fastdet_cli.ui import Table
 
-    from fastdet_cli.data.dataset import resolve_dataset
-    from fastdet_cli.artifacts import detector
-    from fastdet_cli.evaluate.coco import coco_evaluate
-    from fastdet_cli.io import check_output_file, write_json_atomic
-
-    check_output_file(json_out, "--json")
-    opts = options.runner_options(threads, device)
-    if reference is None:
-        ds = resolve_dataset(dataset)
-    else:
-        from fastdet_cli.agreement import fp32_of, with_reference
-        from fastdet_cli.data.dataset import resolve_eval_data
-
-        ref = fp32_of(model) if reference == "fp32" else reference
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"reference detections ({ref}) on {backend}", total=None)
-            ds = with_reference(resolve_eval_data(dataset), ref, backend, opts, limit,
-                                lambda n, total: bar.update(task, completed=n, total=total))
-    with detector(model, backend, opts) as det:
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"evaluating on {backend}", total=None)
-            result = coco_evaluate(det, ds, limit, lambda n, total: bar.update(task, completed=n, total=total))
-        source = "default (the embedded model)" if model == "default" else str(det.source.path)
-    console = make_console()
-    for note in det.notes:
-        make_console(stderr=True).print(f"note: {note}", highlight=False, markup=False)
-    what = (f"agreement mAP with {ds.reference} (its detections as ground truth)" if ds.reference else
-            f"COCO bbox mAP ({ds.ann_file.name})")
-    table = Table(title=f"{what} — {source} on {backend}, {result.images} images", title_justify="left")
-    for col in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"):
+    what = (f"agreement mAP with {ev.reference} (its detections as ground truth)" if ev.reference else
+            f"COCO bbox mAP ({ev.dataset.name})")
+    table = Table(title=f"{what} — {ev.model} on {ev.backend}, {ev.metrics.images} images", title_justify="left")
+    columns = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+    for col in columns:
         table.add_column(col, justify="right")
-    # COCO reports -1 for an area range with no ground truth
-    table.add_row(*(f"{result.stats[c]:.3f}" if result.stats[c] >= 0 else "n/a (none)"
-                    for c in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")))
-    console.print(table)
-    per = Table(title="Per-class " + ("agreement " if ds.reference else "") + "AP@[.5:.95]", title_justify="left")
+    stats = ev.metrics.stats  # COCO reports -1 for an area range with no ground truth
+    table.add_row(*(f"{stats[c]:.3f}" if stats[c] >= 0 else "n/a (none)" for c in columns))
+    return table
+
+
+def _per_class_table(ev):
+    from fastdet_cli.ui import Table
+
+    per = Table(title="Per-class " + ("agreement " if ev.reference else "") + "AP@[.5:.95]", title_justify="left")
     per.add_column("class")
     per.add_column("AP", justify="right")
-    for name, ap in result.per_class.items():
+    for name, ap in ev.metrics.per_class.items():
         per.add_row(name, f"{ap:.3f}")
-    console.print(per)
-    if json_out is not None:
-        write_json_atomic(json_out, {"model": source, "backend": backend, "dataset": str(ds.ann_file),
-                                     "metric": "agreement" if ds.reference else "coco", "reference": ds.reference,
-                                     **result.as_dict()})
-    return 0
+    return per

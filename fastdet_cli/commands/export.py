@@ -13,7 +13,8 @@ def export(
     model: str = options.Model,
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or trt."),
     remove_nms: bool = options.Flag(True, "--remove-nms/--keep-nms",
-                                    help="Cut multiclass NMS out of the graph; post-processing applies it with the model's parameters."),
+                                    help="Cut multiclass NMS out of the graph; post-processing applies it with the "
+                                         "model's parameters."),
     fp16: bool = options.Flag(False, "--fp16", help="TensorRT engine with FP16 kernels allowed (--format trt)."),
     int8: bool = options.Flag(False, "--int8", help="INT8: the model must be quantized (fastdet compress)."),
     ort_u8: bool = options.Flag(True, "--ort-u8/--no-ort-u8",
@@ -30,37 +31,26 @@ def export(
                                "weights, float biases, checked against TensorRT's parser rules."),
 ) -> int:
     """Export a Paddle inference model; every export is checked against Paddle Inference on the same input."""
-    from fastdet_cli.ui import Table, make_console
+    from fastdet_cli.api import export as run
+    from fastdet_cli.ui import make_console
 
-    from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.errors import FastdetError
-    from fastdet_cli.export.onnx import export_onnx
-    from fastdet_cli.io import check_output_dir
-
-    if fmt not in ("onnx", "trt"):
-        raise FastdetError(f"unknown export format '{fmt}' (choose onnx or trt)")
-    if fp16 and fmt != "trt":
-        raise FastdetError("--fp16 applies to TensorRT engines (--format trt); ONNX exports stay FP32 or INT8")
-    target = target or ("tensorrt" if fmt == "trt" else "onnxruntime")
-    if fmt == "trt" and target != "tensorrt":
-        raise FastdetError("--format trt builds from the TensorRT flavour: drop --for or use --for tensorrt")
-    ranges = {}
-    if shape_range:
-        if fmt != "trt":
-            raise FastdetError("--shape-range applies to TensorRT engines (--format trt)")
-        from fastdet_cli.export.trt import parse_shape_range
-
-        ranges = parse_shape_range(shape_range)
-    check_output_dir(output, "--output")
-    if fmt == "trt":  # before any model work: TensorRT and a GPU are there, or one line says which is not
-        from fastdet_cli.export.trt import check_trt_available
-
-        check_trt_available()
-    source = resolve_model(model)
-    result = export_onnx(source, output, remove_nms=remove_nms, int8=int8, ort_u8=ort_u8, weight_bits=weight_bits,
-                         target=target)
+    exported = run(output, model, fmt, remove_nms=remove_nms, fp16=fp16, int8=int8, ort_u8=ort_u8,
+                   weight_bits=weight_bits, shape_range=shape_range, target=target)
     console = make_console()
-    table = Table(title=f"Export {source.dir} → {result.onnx_path}", title_justify="left")
+    console.print(_table(exported))
+    for note in exported.onnx.notes:
+        console.print(f"• {note}", highlight=False, markup=False)
+    if exported.engine is not None:
+        console.print(f"TensorRT engine: {exported.engine}", highlight=False, markup=False)
+    return 0
+
+
+def _table(exported):
+    """The export's validation: ONNX vs Paddle Inference per output, or the INT8 check's figures."""
+    from fastdet_cli.ui import Table
+
+    result = exported.onnx
+    table = Table(title=f"Export {exported.source} → {result.onnx_path}", title_justify="left")
     if result.quantized and result.max_diff:
         table.add_column("INT8 ONNX vs the quantized program (outputs before NMS)")
         table.add_column("measured", justify="right")
@@ -75,18 +65,7 @@ def export(
         table.add_column("ONNX vs Paddle Inference", justify="right")
         for name, diff in result.max_diff.items():
             table.add_row(name, _diff_text(name, diff))
-    console.print(table)
-    for note in result.notes:
-        console.print(f"• {note}", highlight=False, markup=False)
-    if fmt == "trt":
-        from fastdet_cli.artifacts import static_input_shapes
-        from fastdet_cli.export.trt import build_engine
-
-        shapes = static_input_shapes(resolve_model(result.output_dir))  # the deploy config's image size
-        engine = build_engine(result.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32", fp16=int8 and fp16,
-                              input_shapes=shapes, shape_ranges=ranges)
-        console.print(f"TensorRT engine: {engine}", highlight=False, markup=False)
-    return 0
+    return table
 
 
 def _diff_text(name: str, value: float) -> str:

@@ -20,22 +20,34 @@ def inspect(
                                                     "backend (for the embedded model: its cached PTQ version)."),
 ) -> int:
     """Per-op profile on ort or openvino: ops by precision, the slowest ops, and a verdict for INT8 models."""
-    from rich.markup import escape
-
-    from fastdet_cli.ui import Table, make_console
-
-    from fastdet_cli.inspect import inspect_model, int8_model_for
+    from fastdet_cli.compress.defaults import int8_model_for
+    from fastdet_cli.inspect import inspect_model
     from fastdet_cli.io import check_output_file, write_json_atomic
+    from fastdet_cli.runtime.registry import get_backend
+    from fastdet_cli.ui import make_console
 
     console = make_console()
+    spec = get_backend(backend)
     check_output_file(json_out, "--json")
     if int8:
-        model = int8_model_for(model, backend, log=lambda m: console.print(m, highlight=False, markup=False))
-    result = inspect_model(model, backend, threads, runs)
+        model = str(int8_model_for(model, spec, log=lambda m: console.print(m, highlight=False, markup=False)).path)
+    result = inspect_model(model, spec, threads, runs)
+    render(result, console, top)
+    if json_out is not None:
+        write_json_atomic(json_out, result.as_dict())
+    return 0
+
+
+def render(result, console, top: int) -> None:
+    """The op-type table, the summary lines, the slowest ops and the verdict."""
+    from rich.markup import escape
+
+    from fastdet_cli.ui import Table
+
     total = result.total_ms or 1e-9
-    head = Table(title=f"{result.model} on {backend} — {'INT8' if result.quantized else 'FP32'} model, "
-                       f"{threads} thread(s), mean of {runs} profiled runs: {result.total_ms:.2f} ms in ops",
-                 title_justify="left")
+    head = Table(title=f"{result.model} on {result.backend} — {'INT8' if result.quantized else 'FP32'} model, "
+                       f"{result.threads} thread(s), mean of {result.runs} profiled runs: {result.total_ms:.2f} ms "
+                       "in ops", title_justify="left")
     for col in ("op type", "precision", "ops", "ms", "share"):
         head.add_column(col, justify="left" if col in ("op type", "precision") else "right")
     for op_type, precision, n, ms in result.by_type():
@@ -55,6 +67,3 @@ def inspect(
     console.print(slow)
     for line in result.verdict():
         console.print(f"[bold]verdict:[/bold] {escape(line)}", highlight=False)
-    if json_out is not None:
-        write_json_atomic(json_out, result.as_dict())
-    return 0

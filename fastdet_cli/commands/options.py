@@ -7,12 +7,14 @@ from fastdet_cli.runtime.registry import BACKENDS
 
 BACKEND_NAMES = tuple(BACKENDS)
 
-Model = typer.Option("default", "--model", "-m", help="Paddle model dir, ONNX file/dir, or 'default' (the embedded model).")
+Model = typer.Option("default", "--model", "-m",
+                     help="Paddle model dir, ONNX file/dir, or 'default' (the embedded model).")
 Backend = typer.Option("ort", "--backend", "-b", help=f"Runtime backend: {', '.join(BACKEND_NAMES)}.")
 Threads = typer.Option(1, "--threads", min=1, help="CPU threads (intra-op) for the backend.")
 Device = typer.Option("cpu", "--device", help="cpu or gpu (OpenVINO also takes its device names, e.g. GPU.0).")
 Dataset = typer.Option("default", "--dataset", "-d",
-                       help="COCO dataset dir (annotations/instances_*.json + images) or 'default' (generated val split).")
+                       help="COCO dataset dir (annotations/instances_*.json + images) or 'default' "
+                            "(generated val split).")
 
 
 def Flag(default: bool, *decls: str, help: str):  # noqa: N802 (reads like typer.Option)
@@ -21,7 +23,7 @@ def Flag(default: bool, *decls: str, help: str):  # noqa: N802 (reads like typer
 
 
 def runner_options(threads: int, device: str, precision: str = "fp32"):
-    from fastdet_cli.runtime.base import RunnerOptions
+    """--threads and --device as the backend's settings (api.runner_options)."""
+    from fastdet_cli.api import runner_options
 
-    return RunnerOptions(device=device.lower() if device.lower() in ("cpu", "gpu") else device, threads=threads,
-                         precision=precision)
+    return runner_options(threads, device, precision)

@@ -80,7 +80,8 @@ def carry_paddle_notes(source: ModelSource, dest_dir: Path) -> list[str]:
 
 
 def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.suffix in (".pdmodel", ".pdiparams", ".onnx"))
+    return sum(p.stat().st_size for p in path.iterdir()
+               if p.is_file() and p.suffix in (".pdmodel", ".pdiparams", ".onnx"))
 
 
 def versions() -> dict[str, str | None]:

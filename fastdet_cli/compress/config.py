@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.export.targets import ONNX_TARGETS
 
 NUM = (int, float)
 # section -> key -> accepted types. Keys fastdet adds to FastDeploy's format are marked (+).
@@ -19,7 +20,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "input_list": (list, dict), "qat_batch_size": (int,),
         "eval_dataset": (str,),  # (+) COCO dir or 'default': FP32 and INT8 mAP
         "image_limit": (int,),  # (+) use at most this many calibration/training images
-        "deploy_backend": (str,),  # (+) onnxruntime | openvino | tensorrt (what the INT8 graph is made for)
+        "deploy_backend": (str,),  # (+) an ONNX flavour of export/targets.py (what the INT8 graph is made for)
         "engine": (str,),  # (+) paddleslim | onnxruntime (the quantizer; see docs/compress.md)
     },
     "Distillation": {"alpha": NUM, "loss": (str,), "node": (list,)},
@@ -44,19 +45,8 @@ CALIBRATION_METHODS = ("avg", "abs_max", "hist", "KL", "mse", "emd")
 ENGINES = ("paddleslim", "onnxruntime")
 
 
-@dataclass(frozen=True)
-class DeployTarget:
-    """What the onnxruntime engine's graph is made for (Global.deploy_backend)."""
-
-    backend: str | None  # the fastdet backend its runtime is measured on (None: not on a CPU)
-    conv_outputs: bool  # Q/DQ on convolution outputs too (ONNX Runtime fuses only that form into integer kernels)
-    symmetric: bool  # int8 activations at zero point 0, float biases (TensorRT)
-
-
-# ORT: outputs quantized too; OpenVINO: Q/DQ on convolution inputs only (its own form, half the roundings);
-# TensorRT: symmetric int8
-DEPLOY_TARGETS = {"onnxruntime": DeployTarget("ort", True, False), "openvino": DeployTarget("openvino", False, False),
-                  "tensorrt": DeployTarget(None, True, True)}
+# what the onnxruntime engine's graph is made for (Global.deploy_backend): the ONNX flavours' one table
+DEPLOY_TARGETS = ONNX_TARGETS
 DEPLOY_BACKENDS = tuple(DEPLOY_TARGETS)
 FORMATS = ("paddle", "onnx")
 
@@ -167,8 +157,8 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
         raise FastdetError(f"{path}: PTQ.max_float_layers must be ≥ 1, got {ptq['max_float_layers']}")
     if ptq.get("search_dataset"):
         ptq["search_dataset"] = _resolve(ptq["search_dataset"], path.resolve().parent)
-    backend = g.get("deploy_backend", "onnxruntime")
-    if backend not in DEPLOY_BACKENDS:
+    target = g.get("deploy_backend", "onnxruntime")
+    if target not in DEPLOY_BACKENDS:
         raise FastdetError(f"{path}: Global.deploy_backend must be one of {', '.join(DEPLOY_BACKENDS)}")
     base = path.resolve().parent
     images = g.get("ptq_image_path") or g.get("qat_image_path") or g.get("image_path") or "default"
@@ -179,7 +169,7 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
         path=path, raw=raw, model_dir=_resolve(g["model_dir"], base), calib_images=_resolve(images, base),
         eval_dataset=_resolve(g["eval_dataset"], base) if g.get("eval_dataset") else None, method_hint=hint,
         ptq=ptq, quant=quant, distill=dict(raw.get("Distillation", {})), train=dict(raw.get("TrainConfig", {})),
-        image_limit=g.get("image_limit"), deploy_backend=backend, engine=engine, format=fmt,
+        image_limit=g.get("image_limit"), deploy_backend=target, engine=engine, format=fmt,
         model_filename=g.get("model_filename"))
 
 

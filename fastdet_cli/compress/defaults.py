@@ -1,14 +1,16 @@
-"""The embedded model's INT8 versions, made once with the shipped configs and cached by content: what `bench`
-and `inspect --int8` use when no INT8 model is given."""
+"""The embedded model's INT8 versions, made once with the shipped configs and cached by content, and the one
+answer to "which INT8 model does `bench --int8` run on this backend": what `bench`, `inspect --int8` and `diff`
+use when no INT8 model is given."""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
-from fastdet_cli.artifacts import Int8Artifact, describe
+from fastdet_cli.artifacts import Int8Artifact, choose, describe
 from fastdet_cli.det.model import resolve_model
-from fastdet_cli.paths import DEFAULT_PTQ_CONFIG, DEFAULT_PTQ_ORT_CONFIG, cache_dir
+from fastdet_cli.paths import DEFAULT_MODEL_DIR, DEFAULT_PTQ_CONFIG, DEFAULT_PTQ_ORT_CONFIG, cache_dir
+from fastdet_cli.runtime.registry import BackendSpec
 
 
 def default_artifacts(model_dir: Path, log: Callable[[str], None],
@@ -30,3 +32,12 @@ def default_artifacts(model_dir: Path, log: Callable[[str], None],
             compress(config, "ptq", path, log=log)
         out.append(describe(path))
     return out
+
+
+def int8_model_for(model: str | None, backend: str | BackendSpec, log: Callable[[str], None] = print) -> Int8Artifact:
+    """The INT8 artifact `fastdet bench --int8` runs on `backend` for `model`: of the embedded model's cached PTQ
+    versions, the one this backend runs best (artifacts.choose); another model is its own INT8 model (an FP32
+    one is an error)."""
+    if model not in (None, "default"):
+        return describe(model)
+    return choose(backend, default_artifacts(DEFAULT_MODEL_DIR, log))

@@ -105,7 +105,8 @@ def quant_settings(cfg: CompressConfig) -> dict:
     settings = {
         "engine": "onnxruntime", "calibrate_method": method, "quant_format": "QDQ",
         # OpenVINO: convolution inputs only (its own INT8 form); ORT needs the outputs quantized too to fuse
-        "op_types_to_quantize": ort_op_types(ptq.get("quantize_op_types") or (None if target.conv_outputs else ["Conv"])),
+        "op_types_to_quantize": ort_op_types(ptq.get("quantize_op_types")
+                                             or (None if target.conv_outputs else ["Conv"])),
         "quantize_conv_outputs": target.conv_outputs, "runtime_backend": target.backend,
         "per_channel": bool(ptq.get("per_channel", True)),
         "reduce_range": (bits == 7) if reduce_range is None else bool(reduce_range),
@@ -125,7 +126,8 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
     form the sensitivity search rewires: float weights behind Q/DQ pairs, and Relu/Clip kept (ORT drops them
     when a uint8 output makes them redundant, but a convolution wired back to float needs them)."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
 
     class _Reader(FeedReader, CalibrationDataReader):
         pass
@@ -144,7 +146,8 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
     with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress with print()
         quantize_static(str(fp32_onnx), str(out_onnx), _Reader(samples, inputs), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=settings["op_types_to_quantize"], per_channel=settings["per_channel"],
-                        reduce_range=settings["reduce_range"], activation_type=getattr(QuantType, settings["activation_type"]),
+                        reduce_range=settings["reduce_range"],
+                        activation_type=getattr(QuantType, settings["activation_type"]),
                         weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) or None,
                         calibrate_method=getattr(CalibrationMethod, settings["calibrate_method"]),
                         extra_options=extra)

@@ -24,8 +24,8 @@ def choose_int8_ops(model_dir: Path, runs: int = 5, log=print) -> dict:
     to the INT8 export check's tolerances (export/int8_check.py: output_agreement) against the program run with
     fake quantization, on the same generated scenes (tolerances widened for a program that is itself sensitive to
     rounding, as the check does); the fastest set within them is chosen."""
+    from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.errors import FastdetError
     from fastdet_cli.export.int8_check import SEEDS, output_agreement, program_before_nms, rounding_spread, runs_on
     from fastdet_cli.runtime.base import RunnerOptions

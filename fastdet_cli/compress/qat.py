@@ -3,7 +3,7 @@ eval callback is passed when an eval dataset is given, so `TrainConfig.target_me
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -149,7 +149,8 @@ def program_eval_callback(source: ModelSource, dataset, limit: int | None = None
                 feed, info = pre(bgr)
                 outs = exe.run(program, feed={n: feed[n] for n in feed_names}, fetch_list=fetch_list,
                                return_numpy=False)  # NMS outputs carry LoD, which return_numpy refuses
-                return decode_outputs([np.array(o) for o in outs], info, source.deploy, source.deploy.nms or NmsParams(),
+                return decode_outputs([np.array(o) for o in outs], info, source.deploy,
+                                      source.deploy.nms or NmsParams(),
                                       "scale_factor" in feed_names)
 
         return coco_evaluate(ProgramDetector(), dataset, limit).map

@@ -51,7 +51,8 @@ class CocoDataset:
 
 
 def resolve_dataset(spec: str | Path | None) -> CocoDataset:
-    """`default`/None → the generated val split (`default:calib`, `default:train`: another generated split); a folder → its annotations/instances_*.json and image folder
+    """`default`/None → the generated val split (`default:calib`, `default:train`: another generated split);
+    a folder → its annotations/instances_*.json and image folder
     (COCO layout: `annotations/instances_val2017.json` + `val2017/`); a json file → images beside it."""
     if spec is None or str(spec) == "default":
         root = default_dataset_dir(("val",))

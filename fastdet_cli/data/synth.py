@@ -136,6 +136,16 @@ def render_image(rng: np.random.Generator, size: int = IMAGE_SIZE) -> tuple[np.n
     return img, instances
 
 
+def sample_inputs(deploy, seed: int = 0) -> dict[str, np.ndarray]:
+    """A real, deterministic input for validation: one generated scene through the model's own preprocessing
+    (`deploy`: its det.config.DeployConfig)."""
+    from fastdet_cli.det.preprocess import Preprocessor
+
+    img, _ = render_image(np.random.default_rng([seed, 7]))
+    feed, _ = Preprocessor.of(deploy)(img)
+    return feed
+
+
 def generate_split(out_dir: Path, split: str, count: int | None = None, seed: int | None = None) -> Path:
     """Write `out_dir/<split>/*.jpg` and `out_dir/annotations/instances_<split>.json`; return the json path."""
     import cv2

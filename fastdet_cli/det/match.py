@@ -51,7 +51,8 @@ def match(ref: Detections, other: Detections, iou_min: float = 0.5) -> Matching:
     return out
 
 
-def match_detections(det: Detections, ref: Detections, iou_min: float = 0.5, min_score: float = 0.3) -> dict[str, float]:
+def match_detections(det: Detections, ref: Detections, iou_min: float = 0.5,
+                     min_score: float = 0.3) -> dict[str, float]:
     """How well two detection lists agree: the share of `ref` boxes (score ≥ min_score) that `det` finds with the
     same class at IoU ≥ iou_min (each `ref` box on its own: not one-to-one), and the largest score / coordinate
     difference among those matches."""

@@ -62,11 +62,12 @@ class Detector:
     """`with detector(model, backend) as det: det(bgr_image)` → Detections."""
 
     source: ModelSource
-    backend: str
+    backend: str  # its name (a BackendSpec given here is replaced by its name; the spec is `self.spec`)
     options: RunnerOptions = field(default_factory=RunnerOptions)
 
     def __post_init__(self) -> None:
-        spec = get_backend(self.backend)
+        self.spec = spec = get_backend(self.backend)
+        self.backend = spec.name
         if self.source.format != spec.model_format:  # artifacts.detector() hands over the right form
             raise FastdetError(f"backend '{self.backend}' loads {spec.model_format} models; {self.source.path} is "
                                f"{self.source.format}")
@@ -79,7 +80,7 @@ class Detector:
             self.nms = self.deploy.nms or NmsParams()
         if self.options.min_subgraph_size is None:  # the deploy config's value (Paddle-TensorRT reads it)
             self.options = dataclasses.replace(self.options, min_subgraph_size=self.deploy.min_subgraph_size)
-        self.runner = create_runner(self.backend, self.source.runner_path, self.options)
+        self.runner = create_runner(spec, self.source.runner_path, self.options)
         self.notes: list[str] = []  # things the user should read once (e.g. derived settings)
         self.times = StageTimes()
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -224,12 +225,3 @@ def read_image(path: Path) -> np.ndarray:
         # libjpeg decodes what is there and fills the rest with grey: the boxes would be made up
         raise FastdetError(f"truncated JPEG (no end-of-image marker): {path}")
     return im
-
-
-def sample_inputs(deploy, seed: int = 0) -> dict[str, np.ndarray]:
-    """A real, deterministic input for validation: one generated scene through the model's own preprocessing."""
-    from fastdet_cli.data.synth import render_image
-
-    img, _ = render_image(np.random.default_rng([seed, 7]))
-    feed, _ = Preprocessor.of(deploy)(img)
-    return feed

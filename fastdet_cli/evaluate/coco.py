@@ -3,7 +3,7 @@ import-order trap)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 
 from fastdet_cli.data.dataset import CocoDataset

@@ -81,7 +81,8 @@ def onnx_conv_quantization(graph) -> dict[str, tuple[_Pair | None, _Pair | None]
         q = made_by.get(dq.input[0])
         if q is None or q.op_type != "QuantizeLinear":
             return dq.input[0], None  # a stored integer tensor: not what paddle2onnx writes
-        zero = (lambda n: vals.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None)
+        def zero(n):
+            return vals.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
         return q.input[0], _Pair(np.asarray(vals.get(q.input[1], np.nan), np.float64).reshape(-1),
                                  np.asarray(vals.get(dq.input[1], np.nan), np.float64).reshape(-1), zero(q), zero(dq))
 
@@ -279,7 +280,7 @@ def raw_outputs(model_dir: Path, onnx_path: Path, deploy, seeds=SEEDS, perturbed
     holds one."""
     import tempfile
 
-    from fastdet_cli.det.preprocess import sample_inputs
+    from fastdet_cli.data.synth import sample_inputs
 
     feeds = [sample_inputs(deploy, seed) for seed in seeds]
     with program_before_nms(model_dir) as program, tempfile.TemporaryDirectory(prefix="fastdet-onnx-") as tmp:

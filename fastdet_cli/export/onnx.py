@@ -14,6 +14,7 @@ import numpy as np
 
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.export.targets import EXPORT_TARGETS
 from fastdet_cli.io import atomic_dir
 from fastdet_cli.onnx_graph import cut_nms
 from fastdet_cli.paddle_program import QUANT_OPS
@@ -39,7 +40,8 @@ class ExportResult:
     target: str = "onnxruntime"
 
 
-def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None, deploy_backend: str = "onnxruntime") -> dict:
+def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None,
+                    deploy_backend: str = "onnxruntime") -> dict:
     """Run the worker process; a crash or a missing output file becomes one clear FastdetError."""
     cmd = [sys.executable, "-m", "fastdet_cli.export.p2o_worker", str(pdmodel), str(pdiparams),
            str(save_file) if save_file else "-", str(OPSET), deploy_backend]
@@ -58,7 +60,7 @@ def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None, depl
     return json.loads(lines[-1])
 
 
-TARGETS = ("onnxruntime", "tensorrt")
+TARGETS = EXPORT_TARGETS  # the flavours a Paddle program is exported in (export/targets.py)
 # FP32 exports: no value off by more than 1e-3 of the output's range (scores: 0.001; boxes of a 640-px model:
 # ~0.5 px). Trained models agree to ~1e-6; a random-weight PP-YOLOE-l, whose activations reach ±5000, moves
 # 0.5% of its box coordinates by more than 1e-4 relative (up to 0.13 px) by float rounding alone; a wrong
@@ -174,7 +176,8 @@ def _write_sidecar(path: Path, source: ModelSource, result: ExportResult) -> Non
 
     data = {"source": str(source.dir), "source_sha256": source.content_hash(), "opset": OPSET,
             "nms_removed": result.nms_removed, "quantized": result.quantized,
-            "activation_uint8": result.activation_uint8, "weight_bits": result.weight_bits, "weight_bits_reason": result.weight_bits_reason,
+            "activation_uint8": result.activation_uint8, "weight_bits": result.weight_bits,
+            "weight_bits_reason": result.weight_bits_reason,
             "target": result.target,
             "validation_max_abs_diff": {k: float(v) for k, v in result.max_diff.items()}}
     if result.nms_removed:
@@ -209,7 +212,7 @@ def validate_export(source: ModelSource, onnx_path: Path, host_nms: dict | None)
             raise FastdetError(f"export validation failed: ONNX outputs {[o.shape for o in out_runs[0]]}, Paddle's "
                                f"before NMS {[r.shape for r in ref_runs[0]]}")
     else:
-        from fastdet_cli.det.preprocess import sample_inputs
+        from fastdet_cli.data.synth import sample_inputs
 
         feed = sample_inputs(source.deploy)
         with create_runner("paddle", source.dir, RunnerOptions(threads=1, mkldnn=False)) as ref:
@@ -246,10 +249,10 @@ def cut_onnx_nms(source: ModelSource, output_dir: Path) -> dict:
     Returns the NMS parameters."""
     import yaml
 
+    from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.det.config import NmsParams
     from fastdet_cli.det.match import match_detections
     from fastdet_cli.det.postprocess import from_nms_output, multiclass_nms
-    from fastdet_cli.det.preprocess import sample_inputs
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 

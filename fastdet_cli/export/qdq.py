@@ -149,54 +149,6 @@ def reduce_weight_range(src: Path, dst: Path, bits: int = 7) -> int:
     return done
 
 
-def quantize_conv_outputs(src: Path, dst: Path, ranges: dict[str, tuple[float, float]]) -> int:
-    """Route (a) of INT8 for ONNX Runtime: after every convolution that reads a Q/DQ-quantized input, add a
-    uint8 QuantizeLinear → DequantizeLinear pair on its output with the asymmetric range `ranges[output]`
-    (calibrated min, max), so that ORT sees DequantizeLinear → Conv → QuantizeLinear and fuses a QLinearConv.
-    Returns the number of pairs added. (Measured against the onnxruntime engine in docs/performance.md.)"""
-    import onnx
-    from onnx import TensorProto, helper
-
-    model = onnx.load(str(src))
-    graph = model.graph
-    vals = constant_values(graph)
-    producer = {o: n for n in graph.node for o in n.output}
-    graph_outputs = {o.name for o in graph.output}
-    new_nodes, added = [], 0
-    for node in graph.node:
-        new_nodes.append(node)
-        if node.op_type != "Conv" or node.output[0] not in ranges or node.output[0] in graph_outputs:
-            continue
-        src_dq = producer.get(node.input[0])
-        if src_dq is None or src_dq.op_type != "DequantizeLinear":
-            continue
-        bias = _float_bias(node, vals, producer)
-        if bias is not None:  # ORT fuses only an int32 bias with scale = input scale × weight scale
-            bias_dq = _int32_bias(graph, node, bias, vals, producer)
-            if bias_dq is not None:
-                new_nodes.insert(len(new_nodes) - 1, bias_dq)
-        lo, hi = ranges[node.output[0]]
-        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)  # the range must hold zero exactly
-        scale = max((hi - lo) / 255.0, 1e-8)
-        zero = int(round(-lo / scale))
-        out = node.output[0]
-        raw = f"{out}_fastdet_raw"
-        node.output[0] = raw
-        s_name, z_name = f"{out}_fastdet_scale", f"{out}_fastdet_zp"
-        graph.initializer.extend([helper.make_tensor(s_name, TensorProto.FLOAT, [], [scale]),
-                                  helper.make_tensor(z_name, TensorProto.UINT8, [], [min(max(zero, 0), 255)])])
-        new_nodes.append(helper.make_node("QuantizeLinear", [raw, s_name, z_name], [f"{out}_fastdet_q"],
-                                          name=f"{node.name}_fastdet_out_q"))
-        new_nodes.append(helper.make_node("DequantizeLinear", [f"{out}_fastdet_q", s_name, z_name], [out],
-                                          name=f"{node.name}_fastdet_out_dq"))
-        added += 1
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    fold_weight_quantize(model)
-    onnx.save(model, str(dst))
-    return added
-
-
 def fold_weight_quantize(model) -> int:
     """Replace every QuantizeLinear of a constant weight by its int8 result as an initializer (ORT's QDQ fusion
     needs the weight's DequantizeLinear to read an initializer; its constant folding leaves Q nodes alone)."""
@@ -231,21 +183,6 @@ def fold_weight_quantize(model) -> int:
     del graph.node[:]
     graph.node.extend(keep)
     return folded
-
-
-def _float_bias(conv, vals, producer):
-    """The float bias of `conv`: a constant, or a constant behind a DequantizeLinear (paddle2onnx writes its
-    int32 bias with the 8-bit weight scale, which the 7-bit rewrite no longer matches)."""
-    if len(conv.input) < 3 or not conv.input[2]:
-        return None
-    name = conv.input[2]
-    if name in vals:
-        return vals[name].astype(np.float64)
-    dq = producer.get(name)
-    if dq is not None and dq.op_type == "DequantizeLinear" and all(i in vals for i in dq.input[:3]):
-        q, scale, zp = (np.asarray(vals[i], np.float64) for i in dq.input[:3])
-        return (q - zp) * scale
-    return None
 
 
 def float_biases(src: Path, dst: Path) -> int:
@@ -290,48 +227,3 @@ def prune_dead_nodes(model) -> int:
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
     return removed
-
-
-def _int32_bias(graph, conv, bias, vals, producer):
-    """Replace the float bias of `conv` by int32 values behind a DequantizeLinear with scale = input scale ×
-    weight scale (per output channel), as ONNX Runtime's QLinearConv takes it."""
-    from onnx import helper, numpy_helper
-
-    dq_in, dq_w = producer.get(conv.input[0]), producer.get(conv.input[1])
-    if dq_w is None or dq_w.op_type != "DequantizeLinear":
-        return None
-    s_in = vals.get(dq_in.input[1])
-    s_w = vals.get(dq_w.input[1])
-    if s_in is None or s_w is None:
-        return None
-    scale = (float(np.asarray(s_in).reshape(-1)[0]) * np.broadcast_to(np.asarray(s_w, np.float64).reshape(-1),
-                                                                       bias.shape)).astype(np.float32)
-    q = np.clip(np.round(bias / np.maximum(scale, 1e-12)), -2 ** 31, 2 ** 31 - 1).astype(np.int32)
-    name = f"{conv.input[2]}_fastdet_int32"
-    graph.initializer.extend([numpy_helper.from_array(q, name), numpy_helper.from_array(scale, name + "_scale"),
-                              numpy_helper.from_array(np.zeros_like(q), name + "_zp")])
-    dq = helper.make_node("DequantizeLinear", [name, name + "_scale", name + "_zp"], [name + "_dq"],
-                          name=f"{conv.name}_fastdet_bias_dq", axis=0)
-    conv.input[2] = name + "_dq"
-    return dq
-
-
-def calibrate_conv_outputs(model_path: Path, feeds: list[dict]) -> dict[str, tuple[float, float]]:
-    """Min and max of every convolution output of `model_path` over `feeds` (ONNX Runtime, the graph with
-    those outputs added as graph outputs)."""
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(model_path))
-    names = [n.output[0] for n in model.graph.node if n.op_type == "Conv"]
-    have = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    lo = {n: np.inf for n in names}
-    hi = {n: -np.inf for n in names}
-    for feed in feeds:
-        for n, v in zip(names, sess.run(names, feed)):
-            lo[n], hi[n] = min(lo[n], float(v.min())), max(hi[n], float(v.max()))
-    return {n: (lo[n], hi[n]) for n in names}

@@ -47,7 +47,7 @@ class OrtRunner(Runner):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise NoDevice("backend 'ort' on gpu needs onnxruntime-gpu with the CUDA execution provider; "
                                f"this onnxruntime has only {ort.get_available_providers()}")
-            providers = ["CUDAExecutionProvider"]
+            providers = [("CUDAExecutionProvider", {"device_id": o.gpu_id})]
         else:
             providers = ["CPUExecutionProvider"]
         try:
@@ -55,11 +55,15 @@ class OrtRunner(Runner):
             self.session = ort.InferenceSession(model, so, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable/invalid models
             raise FastdetError(f"ONNX Runtime cannot load {self.model_path}: {str(e).splitlines()[0]}") from e
+        if o.device == "gpu" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # ORT falls back to the CPU when CUDA or cuDNN cannot be loaded, and says so only in its log
+            raise NoDevice("ONNX Runtime could not start its CUDA execution provider (CUDA/cuDNN libraries not "
+                           f"loadable?); the session has only {self.session.get_providers()}")
         self._outputs = [x.name for x in self.session.get_outputs()]
 
     def _kernels(self, feed: dict[str, np.ndarray]) -> Kernels | None:
         if self.options.device == "gpu":
-            return None
+            return Kernels({}, "execution providers: " + ", ".join(self.session.get_providers()))
         from fastdet_cli.machine import cpu_model_and_flags
 
         flags = cpu_model_and_flags()[1]

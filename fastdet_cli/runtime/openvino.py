@@ -18,7 +18,8 @@ class OpenVinoRunner(Runner):
         d = self.options.device
         device = "CPU" if d.lower() == "cpu" else ("GPU" if d.lower() == "gpu" else d)
         if device.split(".")[0] not in {x.split(".")[0] for x in core.available_devices}:
-            raise NoDevice(f"OpenVINO device '{device}' is not available (available: {', '.join(core.available_devices)})")
+            raise NoDevice(f"OpenVINO device '{device}' is not available "
+                           f"(available: {', '.join(core.available_devices)})")
         return device
 
     def precision_hint(self, device: str) -> str | None:
@@ -54,7 +55,8 @@ class OpenVinoRunner(Runner):
             model = core.read_model(str(self.model_path))
             self.compiled = core.compile_model(model, device, config)
         except RuntimeError as e:
-            raise FastdetError(f"OpenVINO cannot compile {self.model_path} on {device}: {str(e).splitlines()[0]}") from e
+            raise FastdetError(f"OpenVINO cannot compile {self.model_path} on {device}: "
+                               f"{str(e).splitlines()[0]}") from e
         self.request = self.compiled.create_infer_request()
         self.device_name = device
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()

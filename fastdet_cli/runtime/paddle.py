@@ -109,7 +109,8 @@ class PaddleRunner(Runner):
                     f"Paddle Inference's oneDNN INT8 passes cannot take {self.model_path.name}: {found.group(1)} is a "
                     "float convolution whose weights are all small integers, which Paddle 2.6.2 mistakes for an int8 "
                     "weight without scales") from e
-            raise FastdetError(f"Paddle Inference cannot load {self.model_path}: {str(e).strip().splitlines()[-1]}") from e
+            raise FastdetError(f"Paddle Inference cannot load {self.model_path}: "
+                               f"{str(e).strip().splitlines()[-1]}") from e
         self._in_names = self.predictor.get_input_names()
         self._out_names = self.predictor.get_output_names()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -69,15 +70,29 @@ class BackendSpec:
         mod, cls = self.target.split(":")
         return getattr(importlib.import_module(mod), cls)
 
-    def mode_options(self, mode: str, threads: int) -> RunnerOptions | str:
-        """RunnerOptions for a bench mode, or 'None: <why>' when this backend has no such mode."""
+    def mode_options(self, mode: str, threads: int) -> RunnerOptions:
+        """RunnerOptions for a bench mode; UnsupportedMode (a "None" cell, with the reason) when this backend
+        has no such mode."""
+        from fastdet_cli.errors import UnsupportedMode
         from fastdet_cli.runtime.base import RunnerOptions
 
         if mode not in self.modes:
             why = dict(self.no_mode_reasons).get(mode)
-            return f"None: {why}" if why else (
-                f"None: {self.name} has no {MODE_LABELS[mode]} mode" + (" on CPU" if not self.gpu_only else ""))
+            raise UnsupportedMode(why or f"{self.name} has no {MODE_LABELS[mode]} mode"
+                                  + (" on CPU" if not self.gpu_only else ""))
         return RunnerOptions(device="gpu" if self.gpu_only else "cpu", threads=threads, **_MODE_OPTIONS[mode])
+
+    def check_can_run(self) -> None:
+        """The one check that this backend can run here: its library is installed (found, not imported: Paddle
+        must be imported after pycocotools, lazy.py) and, for a GPU-only backend, an NVIDIA GPU is visible (a
+        runner asked for a GPU checks its device itself). Raises MissingDependency or NoDevice: a bench row's
+        "skipped", a command's error line."""
+        from fastdet_cli.errors import MissingDependency
+
+        if not self.installed():
+            raise MissingDependency(self.module, self.extra, f"backend '{self.name}'")
+        if self.gpu_only:
+            require_gpu(f"backend '{self.name}'")
 
 
 BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
@@ -106,8 +121,11 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
 )}
 
 
-def get_backend(name: str) -> BackendSpec:
-    """The backend called `name`, or an error with a "did you mean"."""
+def get_backend(name: str | BackendSpec) -> BackendSpec:
+    """The backend called `name` (a spec is returned as it is: commands resolve --backend once, and the library
+    passes the spec on), or an error with a "did you mean"."""
+    if isinstance(name, BackendSpec):
+        return name
     if name in BACKENDS:
         return BACKENDS[name]
     close = difflib.get_close_matches(name, BACKENDS, n=1, cutoff=0.5)
@@ -115,9 +133,10 @@ def get_backend(name: str) -> BackendSpec:
     raise FastdetError(f"unknown backend '{name}'{hint}; choose from {', '.join(BACKENDS)}")
 
 
-def create_runner(name: str, model_path: Path | bytes, options: RunnerOptions) -> Runner:
+def create_runner(backend: str | BackendSpec, model_path: Path | bytes, options: RunnerOptions) -> Runner:
     """Validate the backend/device/precision combination and build (not activate) its runner."""
-    spec = get_backend(name)
+    spec = get_backend(backend)
+    name = spec.name
     device = options.device.lower().split(".")[0].split(":")[0]
     if device == "cpu" and "cpu" not in spec.devices:  # a GPU-only backend picks its device itself
         import dataclasses
@@ -135,14 +154,44 @@ def create_runner(name: str, model_path: Path | bytes, options: RunnerOptions) -
     return spec.runner_class()(model_path, options)
 
 
+@functools.lru_cache(maxsize=1)
 def cuda_device_count() -> int:
-    """NVIDIA GPUs the driver exposes (0 without a driver): the check every GPU backend makes first."""
+    """NVIDIA GPUs visible to this process (0 without a driver): the check every GPU backend makes first. Asked
+    of CUDA's runtime (cudaGetDeviceCount, which honours CUDA_VISIBLE_DEVICES) when cuda-python is installed;
+    else the driver's /proc/driver/nvidia/gpus; else `nvidia-smi -L` (containers often hide /proc's entry)."""
+    import importlib
+
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            cudart = importlib.import_module(name)
+        except ImportError:
+            continue
+        try:
+            err, count = cudart.cudaGetDeviceCount()
+            if int(err) == 0:
+                return int(count)
+        except Exception:  # a broken CUDA install: fall back to the driver's own word
+            pass
+        break
     gpus = Path("/proc/driver/nvidia/gpus")
-    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+    if gpus.is_dir():
+        return len(list(gpus.iterdir()))
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
 def require_gpu(what: str) -> None:
     from fastdet_cli.errors import NoDevice
 
     if cuda_device_count() == 0:
-        raise NoDevice(f"{what} needs an NVIDIA GPU, and none is visible on this machine (no /proc/driver/nvidia/gpus)")
+        raise NoDevice(f"{what} needs an NVIDIA GPU, and none is visible on this machine (CUDA runtime, "
+                       "/proc/driver/nvidia and nvidia-smi -L see none)")

@@ -4,7 +4,8 @@ host<->device copies inside `infer()` (as the reference's runtime latency counts
 
 Written against TensorRT 10's documented Python API (named I/O tensors, `execute_async_v3`; the `trt` extra pins
 tensorrt>=10,<11, and TensorRT 11's strongly typed networks are handled: precision_setup) and cuda-python's
-runtime API (`cuda.bindings.runtime`, or `cuda.cudart` before cuda-bindings 12.6). It has never run on the machines this project is built on: TensorRT cannot be
+runtime API (`cuda.bindings.runtime`, or `cuda.cudart` before cuda-bindings 12.6).
+It has never run on the machines this project is built on: TensorRT cannot be
 installed there and there is no GPU. It fails with a clear message instead.
 """
 from __future__ import annotations
@@ -89,6 +90,7 @@ class TrtRunner(Runner):
         trt = require("tensorrt", "trt", "backend 'trt'")
         require_gpu("backend 'trt'")
         self.cudart = cuda_runtime()
+        self._cu(self.cudart.cudaSetDevice(self.options.gpu_id))  # before any stream, buffer or engine
         self.trt = trt
         logger = trt.Logger(trt.Logger.WARNING)
         shapes = self._static_input_shapes()
@@ -121,10 +123,16 @@ class TrtRunner(Runner):
         self._in = [n for n in self._names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._out = [n for n in self._names if n not in self._in]
         for name, shape in shapes.items():
-            self.context.set_input_shape(name, shape)
+            if not self.context.set_input_shape(name, shape):
+                raise FastdetError(f"TensorRT refused input shape {shape} for {name!r} (outside the engine's "
+                                   "optimization profile)")
         self._buffers, self._pinned = {}, []
         for name in self._names:
             shape = tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):  # e.g. NMS in the graph: its output size depends on the data
+                raise FastdetError(f"TensorRT tensor {name!r} has a data-dependent shape {shape}: fastdet's TensorRT "
+                                   "runner needs fixed output sizes (export the model with NMS removed: fastdet "
+                                   "export does, and runs NMS on the host)")
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
             nbytes = int(np.prod(shape)) * dtype.itemsize
             host = self._host_buffer(shape, dtype, nbytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 
 def export_ppdet(cfg_path: Path, out_dir: Path, weights: Path | None = None, seed: int = 0,

@@ -44,7 +44,7 @@ def test_merge_has_both_machines_and_flags_differing_settings(two_reports, tmp_p
     csv_lines = (tmp_path / "m" / "report.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(merged["rows"]) and "Tesla T4" in "\n".join(csv_lines)
     # the merged report is itself a bench report: it can be merged again with a third machine's
-    assert json.loads((tmp_path / "m" / "report.json").read_text())["schema"] == "fastdet-bench/1"
+    assert json.loads((tmp_path / "m" / "report.json").read_text())["schema"] == "fastdet-bench/2"
 
 
 def test_merge_cli_prints_and_writes(two_reports, tmp_path):
@@ -66,7 +66,7 @@ def test_merge_errors(two_reports, tmp_path, capsys):
     bad.write_text(json.dumps({"schema": "something-else/2", "rows": []}))
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    for spec, words in ((bad, "is not 'fastdet-bench/1'"), (broken, "not a readable JSON"),
+    for spec, words in ((bad, "is not 'fastdet-bench/2'"), (broken, "not a readable JSON"),
                         (tmp_path / "none", "no bench report")):
         assert main(["report", "merge", str(a), str(spec), "--out", str(tmp_path / "o")]) == 2
         assert words in capsys.readouterr().err

@@ -173,15 +173,16 @@ def test_boxes_are_clipped_and_a_lower_threshold_is_honoured(capsys, val_dataset
 def test_bad_output_paths_fail_before_any_work(capsys, tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
+    ptq = str(ROOT / "fastdet_cli" / "configs" / "default_ptq.yaml")
     cases = [
         (["eval", "--json", str(tmp_path)], "is a folder; give a file name"),
         (["inspect", "--json", str(tmp_path)], "is a folder; give a file name"),
         (["infer", "--save-dir", str(a_file), "x.jpg"], "is a file, not a folder"),
         (["export", "-o", str(a_file / "sub")], "is a file, not a folder"),
         (["bench", "--report", str(a_file)], "is a file, not a folder"),
-        (["compress", str(ROOT / "configs" / "default_ptq.yaml"), "--save-dir", str(a_file)], "is a file, not a folder"),
+        (["compress", ptq, "--save-dir", str(a_file)], "is a file, not a folder"),
         # a wrong eval dataset is found before minutes of PTQ, and nothing is left behind
-        (["compress", str(ROOT / "configs" / "default_ptq.yaml"), "--eval", str(tmp_path / "nope"),
+        (["compress", ptq, "--eval", str(tmp_path / "nope"),
           "--save-dir", str(tmp_path / "out")], "dataset not found"),
     ]
     for args, match in cases:
@@ -203,7 +204,8 @@ def test_broken_paddle_models_are_one_line_errors(tmp_path, val_dataset, backend
     img = str(val_dataset.image_paths(limit=1)[0][1])
     rng = np.random.default_rng(0)
     for kind, (model, params) in {"empty": (b"", b""), "random": (rng.bytes(50000), rng.bytes(50000)),
-                                  "truncated": ((DEFAULT_MODEL_DIR / "model.pdmodel").read_bytes(), b"\0" * 1000)}.items():
+                                  "truncated": ((DEFAULT_MODEL_DIR / "model.pdmodel").read_bytes(),
+                                                b"\0" * 1000)}.items():
         d = tmp_path / f"{kind}-{backend}"
         d.mkdir()
         shutil.copy(DEFAULT_MODEL_DIR / "infer_cfg.yml", d)

@@ -6,8 +6,10 @@ import pytest
 from fastdet_cli.compress.config import load_compress_config
 from fastdet_cli.compress.qat import act_config
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.paths import PACKAGE_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # other models' configs (examples)
+PACKAGE_CONFIGS = PACKAGE_DIR / "configs"  # the embedded model's, shipped with the package
 
 
 def write(tmp_path, text):
@@ -16,13 +18,22 @@ def write(tmp_path, text):
     return p
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
-def test_shipped_configs_load(name):
-    cfg = load_compress_config(CONFIGS / name)
+@pytest.mark.parametrize("path", sorted([*CONFIGS.glob("*.yaml"), *PACKAGE_CONFIGS.glob("*.yaml")]),
+                         ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.name}")
+def test_shipped_configs_load(path):
+    name = path.name
+    cfg = load_compress_config(path)
     onnx = "onnx" in name or name == "real_layout.yaml"
     assert cfg.method_hint == ("ptq" if "ptq" in name or name == "real_layout.yaml" else "qat")
     assert cfg.format == ("onnx" if onnx else "paddle")
     assert cfg.engine == ("onnxruntime" if onnx or "ort" in name else "paddleslim")
+
+
+def test_each_config_has_one_copy():
+    """The embedded model's configs are in the package only (the code reads them there); configs/ has the rest."""
+    package = {p.name for p in PACKAGE_CONFIGS.glob("*.yaml")}
+    assert {"default_ptq.yaml", "default_ptq_ort.yaml", "default_qat.yaml"} <= package
+    assert package.isdisjoint(p.name for p in CONFIGS.glob("*.yaml"))
 
 
 def test_paths_resolve_relative_to_the_config_file(tmp_path):
@@ -52,6 +63,7 @@ def test_older_quantization_form_is_accepted(tmp_path):
     ("Global: {model_dir: m}\nPTQ: {max_map_drop: -1}\n", "max_map_drop must be ≥ 0"),
     ("Global: {model_dir: m}\nPTQ: {max_float_layers: 0}\n", "max_float_layers must be ≥ 1"),
     ("Global: {model_dir: m}\nPTQ: {max_map_drop: half}\n", "'PTQ.max_map_drop' must be int/float"),
+    ("Global: {model_dir: m, deploy_backend: ort}\n", "deploy_backend must be one of onnxruntime, openvino, tensorrt"),
     ("Global: [1]\n", "must be a mapping"),
     ("Global: {model_dir: [m\n", "not valid YAML"),
 ])
@@ -83,3 +95,14 @@ def test_search_dataset_choice(tmp_path):
                                                "PTQ: {max_map_drop: 0.5}\n"))
     spec, why = search_dataset_spec(cfg)  # no annotations anywhere: agreement with FP32 on the calibration images
     assert spec == str(tmp_path / "imgs") and "agreement" in why
+
+
+def test_default_output_stays_out_of_the_package_and_config_folders(tmp_path, monkeypatch):
+    from fastdet_cli.compress import default_save_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert default_save_dir(PACKAGE_CONFIGS / "default_ptq.yaml", "default", "ptq") == tmp_path / "default_ptq"
+    assert default_save_dir(CONFIGS / "real_layout.yaml", "layout_cdla", "ptq") == tmp_path / "real_layout"
+    work = tmp_path / "work"
+    work.mkdir()
+    assert default_save_dir(work / "my.yaml", "my_model", "qat") == work / "my_model_qat"  # beside the config

@@ -1,7 +1,6 @@
 """PTQ of the embedded default model end to end: compress → INT8 ONNX export → infer, close to FP32.
 QAT (ACT) with a few iterations is marked slow."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +9,10 @@ from fastdet_cli.compress import compress
 from fastdet_cli.det.model import resolve_model
 from fastdet_cli.artifacts import detector
 from fastdet_cli.det.match import match_detections
-from fastdet_cli.paths import DEFAULT_MODEL_DIR
+from fastdet_cli.paths import DEFAULT_MODEL_DIR, PACKAGE_DIR
 
 pytestmark = pytest.mark.paddle
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = PACKAGE_DIR / "configs"
 
 
 def test_ptq_output_folder(default_ptq):
@@ -107,7 +106,7 @@ def test_unknown_skip_tensor_is_an_error(tmp_path, section):
 def test_bn_folded_copy_for_qat_computes_the_same(tmp_path):
     """QAT trains a conv+BN-folded copy (paddle2onnx mis-exports conv → quantize → batch_norm)."""
     from fastdet_cli.compress.qat import fuse_conv_bn
-    from fastdet_cli.det.preprocess import sample_inputs
+    from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.paddle_program import load_program, op_counts
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
@@ -135,7 +134,8 @@ def test_bn_folded_copy_for_qat_computes_the_same(tmp_path):
 def test_empty_image_folder_fails_before_ptq(tmp_path):
     from fastdet_cli.errors import FastdetError
 
-    (tmp_path / "imgs").mkdir()  # (without annotations the search measures agreement: tests/compress/test_onnx_models.py)
+    # (without annotations the search measures agreement: tests/compress/test_onnx_models.py)
+    (tmp_path / "imgs").mkdir()
     cfg = tmp_path / "c.yaml"
     cfg.write_text("Global: {model_dir: default, ptq_image_path: imgs}\nPTQ: {max_map_drop: 0.5, batch_size: 1, "
                    "batch_nums: 2}\n")

@@ -7,8 +7,7 @@ import pytest
 
 from fastdet_cli.compress.config import load_compress_config
 from fastdet_cli.errors import FastdetError
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from fastdet_cli.paths import DEFAULT_PTQ_ORT_CONFIG
 
 
 def write(tmp_path, text):
@@ -39,7 +38,7 @@ def test_engine_from_option_overrides_config_and_names_map(tmp_path):
     assert ort_op_types(["conv2d", "depthwise_conv2d"]) == ["Conv"]
     s = quant_settings(cfg)
     assert s["per_channel"] and s["activation_type"] == "QUInt8" and isinstance(s["reduce_range"], bool)
-    assert load_compress_config(CONFIGS / "default_ptq_ort.yaml").engine == "onnxruntime"
+    assert load_compress_config(DEFAULT_PTQ_ORT_CONFIG).engine == "onnxruntime"
 
 
 def test_qat_with_the_onnxruntime_engine_is_refused(tmp_path):

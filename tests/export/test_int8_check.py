@@ -115,7 +115,8 @@ def _scene(rng, anchors=800, classes=5):
 
 
 def test_rounding_noise_of_the_measured_size_passes():
-    """Scores moved by up to ±0.07 (Laplace noise: 0.01 median over an anchor's classes) and boxes by ~1 px, as between ORT and Paddle on
+    """Scores moved by up to ±0.07 (Laplace noise: 0.01 median over an anchor's classes) and boxes by ~1 px,
+    as between ORT and Paddle on
     the same program: the check passes. The old check failed such an export (a greedy NMS match)."""
     rng = np.random.default_rng(0)
     refs = [_scene(rng) for _ in range(3)]

@@ -1,0 +1,232 @@
+"""fastdet from Python: one function per command, returning typed results (docs/api.md shows a session).
+
+    from fastdet_cli import api
+    results = api.detect(["scene.jpg"], model="default", backend="ort")
+
+Models are given as `fastdet --model` takes them ('default' = the embedded model, a Paddle model folder, an ONNX
+file or folder), datasets as `--dataset` does ('default' = the generated val split, or a COCO folder), backends
+by name (`fastdet env` lists them). Bad input raises `fastdet_cli.errors.FastdetError` with a one-line message.
+`log` arguments receive the lines the command would print (default: print). Importing this module imports
+nothing heavy; each function imports what it needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+
+from fastdet_cli.errors import FastdetError
+
+if TYPE_CHECKING:
+    from fastdet_cli.compress import CompressResult
+    from fastdet_cli.diff import DiffResult
+    from fastdet_cli.evaluate.coco import EvalResult
+    from fastdet_cli.export.onnx import ExportResult
+    from fastdet_cli.infer import ImageResult
+    from fastdet_cli.runtime.base import RunnerOptions
+
+
+def runner_options(threads: int = 1, device: str = "cpu", precision: str = "fp32") -> RunnerOptions:
+    """The backend settings: CPU threads (intra-op), device (cpu, gpu, or an OpenVINO device name such as GPU.0)
+    and precision."""
+    from fastdet_cli.runtime.base import RunnerOptions
+
+    return RunnerOptions(device=device.lower() if device.lower() in ("cpu", "gpu") else device, threads=threads,
+                         precision=precision)
+
+
+def _paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
+    return [Path(images)] if isinstance(images, (str, Path)) else [Path(p) for p in images]
+
+
+def detect(images: str | Path | Iterable[str | Path], model: str | Path = "default", backend: str = "ort",
+           threshold: float | None = None, *, threads: int = 1, device: str = "cpu", save_dir: Path | None = None,
+           json_out: Path | None = None, log: Callable[[str], None] = print,
+           on_image: Callable[[ImageResult], None] | None = None) -> list[ImageResult]:
+    """Detect objects in image files (folders: their images), like `fastdet infer`.
+
+    Returns one `ImageResult` per image, in order: its `boxes` (`Box`: class_id, label, score, bbox x1, y1, x2,
+    y2 in pixels) scoring at least `threshold` (default: the deploy config's draw_threshold), its size and the
+    backend's runtime; an unreadable image has `error` set instead of raising. `save_dir`: images with boxes
+    drawn; `json_out`: the JSON record; `on_image`: called with each result as soon as it is known."""
+    from fastdet_cli.infer import detect_images
+
+    return detect_images(_paths(images), model, backend, runner_options(threads, device), threshold, save_dir,
+                         json_out, log, on_image)
+
+
+@dataclass
+class Evaluation:
+    """`evaluate`'s result; `as_dict()` is `fastdet eval --json`'s record."""
+
+    model: str  # "default (the embedded model)" or the model file the backend ran
+    backend: str
+    dataset: Path  # the annotation file (with a reference: its detections as ground truth)
+    reference: str | None  # the model whose detections were the ground truth (agreement mAP), or None (COCO)
+    metrics: EvalResult  # stats (AP, AP50, AP75, AP_small…), per_class AP, images, detections; .map
+    notes: list[str] = field(default_factory=list)  # what the detector noted (e.g. derived settings)
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "backend": self.backend, "dataset": str(self.dataset),
+                "metric": "agreement" if self.reference else "coco", "reference": self.reference,
+                **self.metrics.as_dict()}
+
+
+def evaluate(model: str | Path = "default", dataset: str | Path = "default", backend: str = "ort", *,
+             threads: int = 1, device: str = "cpu", limit: int | None = None, reference: str | None = None,
+             json_out: Path | None = None,
+             progress: Callable[[str, int, int | None], None] | None = None) -> Evaluation:
+    """COCO bbox mAP of `model` on `dataset` (the first `limit` images), like `fastdet eval`.
+
+    `reference`: 'fp32' (the FP32 model this INT8 model was made from) or a model whose detections serve as the
+    ground truth (agreement mAP; a folder of images is then enough as `dataset`). `progress(stage, done,
+    total)` follows the work (`done` 0 and `total` None when a stage starts)."""
+    from fastdet_cli.artifacts import detector
+    from fastdet_cli.data.dataset import resolve_dataset
+    from fastdet_cli.evaluate.coco import coco_evaluate
+    from fastdet_cli.io import check_output_file, write_json_atomic
+
+    check_output_file(json_out, "--json")
+    opts = runner_options(threads, device)
+    step = progress or (lambda stage, done, total: None)
+    if reference is None:
+        ds = resolve_dataset(dataset)
+    else:
+        from fastdet_cli.agreement import fp32_of, with_reference
+        from fastdet_cli.data.dataset import resolve_eval_data
+
+        ref = fp32_of(model) if reference == "fp32" else reference
+        stage = f"reference detections ({ref}) on {backend}"
+        step(stage, 0, None)
+        ds = with_reference(resolve_eval_data(dataset), ref, backend, opts, limit,
+                            lambda n, total: step(stage, n, total))
+    with detector(model, backend, opts) as det:
+        stage = f"evaluating on {backend}"
+        step(stage, 0, None)
+        metrics = coco_evaluate(det, ds, limit, lambda n, total: step(stage, n, total))
+    source = "default (the embedded model)" if model == "default" else str(det.source.path)
+    result = Evaluation(source, det.backend, ds.ann_file, ds.reference, metrics, list(det.notes))
+    if json_out is not None:
+        write_json_atomic(json_out, result.as_dict())
+    return result
+
+
+@dataclass
+class ExportRun:
+    """`export`'s result."""
+
+    source: Path  # the folder of the model that was exported
+    onnx: ExportResult  # onnx_path, nms_removed, quantized, max_diff (the validation's figures), notes…
+    engine: Path | None = None  # the TensorRT engine (format "trt")
+
+
+def export(output: str | Path, model: str | Path = "default", fmt: str = "onnx", *, remove_nms: bool = True,
+           fp16: bool = False, int8: bool = False, ort_u8: bool = True, weight_bits: int | None = None,
+           shape_range: str | None = None, target: str | None = None) -> ExportRun:
+    """Export a Paddle inference model to ONNX in `output` (validated against Paddle Inference on the same
+    input), and with `fmt="trt"` build a TensorRT engine from it, like `fastdet export` (same options)."""
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.export.onnx import export_onnx
+    from fastdet_cli.io import check_output_dir
+
+    if fmt not in ("onnx", "trt"):
+        raise FastdetError(f"unknown export format '{fmt}' (choose onnx or trt)")
+    if fp16 and fmt != "trt":
+        raise FastdetError("--fp16 applies to TensorRT engines (--format trt); ONNX exports stay FP32 or INT8")
+    target = target or ("tensorrt" if fmt == "trt" else "onnxruntime")
+    if fmt == "trt" and target != "tensorrt":
+        raise FastdetError("--format trt builds from the TensorRT flavour: drop --for or use --for tensorrt")
+    ranges = {}
+    if shape_range:
+        if fmt != "trt":
+            raise FastdetError("--shape-range applies to TensorRT engines (--format trt)")
+        from fastdet_cli.export.trt import parse_shape_range
+
+        ranges = parse_shape_range(shape_range)
+    check_output_dir(output, "--output")
+    if fmt == "trt":  # before any model work: TensorRT and a GPU are there, or one line says which is not
+        from fastdet_cli.export.trt import check_trt_available
+
+        check_trt_available()
+    source = resolve_model(model)
+    result = ExportRun(source.dir, export_onnx(source, Path(output), remove_nms=remove_nms, int8=int8,
+                                               ort_u8=ort_u8, weight_bits=weight_bits, target=target))
+    if fmt == "trt":
+        from fastdet_cli.artifacts import static_input_shapes
+        from fastdet_cli.export.trt import build_engine
+
+        shapes = static_input_shapes(resolve_model(result.onnx.output_dir))  # the deploy config's image size
+        result.engine = build_engine(result.onnx.onnx_path, "int8" if int8 else "fp16" if fp16 else "fp32",
+                                     fp16=int8 and fp16, input_shapes=shapes, shape_ranges=ranges)
+    return result
+
+
+def compress(config: str | Path, *, method: str | None = None, save_dir: str | Path | None = None,
+             devices: str = "cpu", eval_dataset: str | None = None, engine: str | None = None,
+             log: Callable[[str], None] = print) -> CompressResult:
+    """Quantize the model a compression YAML names, like `fastdet compress` (minutes, not seconds).
+
+    Returns a `CompressResult`: `output_dir` (the quantized model, the FP32 deploy config copied,
+    compress_report.json) and `report` (that report as a dict; its "map" holds FP32 vs INT8 mAP when
+    `eval_dataset` or the config's Global.eval_dataset is given)."""
+    from fastdet_cli.compress import compress as run
+    from fastdet_cli.io import check_output_dir
+
+    check_output_dir(save_dir, "--save-dir")
+    return run(Path(config), method, Path(save_dir) if save_dir else None, devices, eval_dataset, log=log,
+               engine=engine, evaluate=True)
+
+
+def bench(settings=None, *, log: Callable[[str], None] = print, progress=None, **kwargs) -> dict:
+    """Latency (runtime and end-to-end) and mAP per backend × precision, like `fastdet bench` (minutes).
+
+    `settings`: a `fastdet_cli.bench.run.BenchSettings`, or its fields as keyword arguments (e.g.
+    `backends=("ort",), repeat=100, warmup=10`; keyword arguments given with `settings` replace its fields).
+    Returns the report dict that `fastdet bench --report` writes as report.json (see docs/bench.md)."""
+    import dataclasses
+
+    from fastdet_cli.bench.run import BenchSettings, run_bench
+
+    settings = dataclasses.replace(settings, **kwargs) if settings is not None else BenchSettings(**kwargs)
+    return run_bench(settings, log, progress)
+
+
+def diff(images: str | Path | Iterable[str | Path] | None = None, model: str | Path = "default",
+         int8_model: str | Path | None = None, backend: str = "ort", *, save_dir: str | Path,
+         dataset: str | None = None, limit: int | None = None, threshold: float | None = None, iou: float = 0.5,
+         worst: int = 6, threads: int = 1, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+         log: Callable[[str], None] = print) -> DiffResult:
+    """FP32 vs INT8 on the same images (or `dataset`'s, ground truth drawn) and backend, like `fastdet diff`.
+
+    `int8_model`: the quantized model (default: for the embedded model, the one `fastdet bench --int8` runs on
+    `backend`, made on first use). Writes diff.json, one side-by-side PNG per image and montage.png (the
+    `worst` least-agreeing images) to `save_dir`. Returns a `DiffResult`: `summary` (boxes matched, missed by
+    INT8, extra in INT8, mean IoU, agreement), `images` (one `ImageDiff` each), `worst`, `skipped`."""
+    from fastdet_cli.diff import check_inputs, diff_models
+
+    files, ds = check_inputs(_paths(images) if images is not None else None, dataset, threshold, iou, save_dir)
+    return diff_models(model, int8_model, backend, files, Path(save_dir), dataset=ds, limit=limit,
+                       threshold=threshold, iou_min=iou, options=runner_options(threads, device),
+                       montage_size=worst, progress=progress, log=log)
+
+
+def fetch(name: str, *, url: str | None = None, force: bool = False,
+          progress: Callable[[str, int, int | None], None] | None = None) -> Path:
+    """Download and unpack a listed model or dataset into the cache (`fastdet fetch --list`), like `fastdet
+    fetch`; returns the folder to pass as a model or dataset. `url`: a mirror of a single-archive entry;
+    `progress(file, bytes, total)`."""
+    import dataclasses
+    import difflib
+
+    from fastdet_cli.fetch import ENTRIES, Part, fetch as download
+
+    if name not in ENTRIES:
+        close = difflib.get_close_matches(name, ENTRIES, n=1)
+        raise FastdetError(f"unknown fetch name '{name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+                           + "; see fastdet fetch --list")
+    entry = ENTRIES[name]
+    if url:
+        if len(entry.parts) != 1:
+            raise FastdetError(f"--url replaces a single archive; '{name}' has {len(entry.parts)} parts")
+        entry = dataclasses.replace(entry, parts=(Part(url),))
+    return download(entry, progress, force=force)

@@ -1,0 +1,27 @@
+"""The ONNX flavours fastdet writes, one row each, read by everything that names one: `export_onnx(target=…)`
+(`fastdet export --for`), compress's `Global.deploy_backend` (the form engine onnxruntime quantizes into) and
+`BackendSpec.onnx_target` (runtime/registry.py: the flavour a backend gets from a Paddle model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OnnxTarget:
+    """One ONNX flavour and the INT8 graph made for it."""
+
+    name: str
+    backend: str | None  # the fastdet backend its runtime is measured on (None: not on a CPU)
+    conv_outputs: bool  # Q/DQ on convolution outputs too (ONNX Runtime fuses only that form into integer kernels)
+    symmetric: bool  # int8 activations at zero point 0, float biases (TensorRT)
+    from_paddle: bool  # export_onnx writes it from a Paddle program (OpenVINO loads the onnxruntime flavour)
+
+
+# ORT: outputs quantized too; OpenVINO: Q/DQ on convolution inputs only (its own form, half the roundings);
+# TensorRT: symmetric int8
+ONNX_TARGETS: dict[str, OnnxTarget] = {t.name: t for t in (
+    OnnxTarget("onnxruntime", "ort", conv_outputs=True, symmetric=False, from_paddle=True),
+    OnnxTarget("openvino", "openvino", conv_outputs=False, symmetric=False, from_paddle=False),
+    OnnxTarget("tensorrt", None, conv_outputs=True, symmetric=True, from_paddle=True),
+)}
+EXPORT_TARGETS = tuple(name for name, t in ONNX_TARGETS.items() if t.from_paddle)  # export_onnx's `target`
