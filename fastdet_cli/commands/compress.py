@@ -10,7 +10,8 @@ import typer
 def compress(
     config: Path = typer.Argument(..., help="Auto-compression YAML (FastDeploy's format; see configs/)."),
     method: str = typer.Option(None, "--method", help="ptq or qat (default: what the config describes)."),
-    save_dir: Path = typer.Option(None, "--save-dir", help="Output folder (default: beside the config)."),
+    save_dir: Path = typer.Option(None, "--save-dir", help="Output folder (default: ./<config name>, "
+                                  "with _<method> added when the name does not say it)."),
     devices: str = typer.Option("cpu", "--devices", help="cpu or gpu."),
     eval_dataset: str = typer.Option(None, "--eval", help="COCO dataset dir or 'default': mAP FP32 vs INT8."),
     engine: str = typer.Option(None, "--engine", help="paddleslim or onnxruntime (default: Global.engine, "

@@ -71,16 +71,12 @@ class Quantized:
     seconds: float = 0.0
 
 
-def default_save_dir(config_path: Path, model_name: str, method: str) -> Path:
-    """Where compress writes without --save-dir: `<model>_<method>` beside the config, unless that folder is
-    inside the installed package (its shipped configs) or inside a folder named configs — then
-    `./<config file name without .yaml>` in the current folder."""
-    from fastdet_cli.paths import PACKAGE_DIR
-
-    config_dir = Path(config_path).resolve().parent
-    if config_dir == PACKAGE_DIR or PACKAGE_DIR in config_dir.parents or "configs" in config_dir.parts:
-        return Path.cwd() / Path(config_path).stem
-    return Path(config_path).parent / f"{model_name}_{method}"
+def default_save_dir(config_path: Path, method: str) -> Path:
+    """Where compress writes without --save-dir: a folder named after the config file in the current directory
+    (`./<config name>`, with `_<method>` added when the name does not say it), never beside the config: the
+    shipped configs live inside the package and configs/, and two configs must not overwrite one output."""
+    stem = Path(config_path).stem
+    return Path.cwd() / (stem if method in stem.lower().split("_") else f"{stem}_{method}")
 
 
 def prepare(config_path: Path, method: str | None = None, save_dir: Path | None = None, devices: str = "cpu",
@@ -111,7 +107,7 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
         from fastdet_cli.data.dataset import resolve_eval_data
 
         resolve_eval_data(eval_spec)
-    save_dir = Path(save_dir or default_save_dir(config_path, source.dir.name, method))
+    save_dir = Path(save_dir or default_save_dir(config_path, method))
     if source.format == "onnx" and cfg.engine == "paddleslim":  # the reference's route: a validated conversion
         source = _converted(source, cfg, log)
     if source.format == "onnx":

@@ -97,12 +97,13 @@ def test_search_dataset_choice(tmp_path):
     assert spec == str(tmp_path / "imgs") and "agreement" in why
 
 
-def test_default_output_stays_out_of_the_package_and_config_folders(tmp_path, monkeypatch):
+def test_default_output_is_named_after_the_config_in_the_current_folder(tmp_path, monkeypatch):
+    """Never inside the package or configs/, and two shipped configs never write one folder."""
     from fastdet_cli.compress import default_save_dir
 
     monkeypatch.chdir(tmp_path)
-    assert default_save_dir(PACKAGE_CONFIGS / "default_ptq.yaml", "default", "ptq") == tmp_path / "default_ptq"
-    assert default_save_dir(CONFIGS / "real_layout.yaml", "layout_cdla", "ptq") == tmp_path / "real_layout"
-    work = tmp_path / "work"
-    work.mkdir()
-    assert default_save_dir(work / "my.yaml", "my_model", "qat") == work / "my_model_qat"  # beside the config
+    assert default_save_dir(PACKAGE_CONFIGS / "default_ptq.yaml", "ptq") == tmp_path / "default_ptq"
+    assert default_save_dir(PACKAGE_CONFIGS / "default_ptq_ort.yaml", "ptq") == tmp_path / "default_ptq_ort"
+    assert default_save_dir(PACKAGE_CONFIGS / "default_qat.yaml", "ptq") == tmp_path / "default_qat_ptq"
+    assert default_save_dir(CONFIGS / "real_layout.yaml", "ptq") == tmp_path / "real_layout_ptq"
+    assert default_save_dir(tmp_path / "elsewhere" / "my.yaml", "qat") == tmp_path / "my_qat"
