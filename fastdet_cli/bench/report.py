@@ -287,13 +287,18 @@ def plot_png(report: dict) -> bytes | None:
     return buf.getvalue()
 
 
+PLOT_MISSING = "latency_vs_map.png not written: pip install 'fastdet-cli[plot]'"
+
+
 def write_report(report: dict, out_dir: Path) -> list[Path]:
-    """report.json, report.csv, report.md and latency_vs_map.png, each written atomically."""
+    """report.json, report.csv, report.md and latency_vs_map.png, each written atomically. Without matplotlib
+    (the `plot` extra) there is no PNG, and report.md ends with a line that says so."""
     from fastdet_cli.io import write_bytes_atomic
 
-    files = {"report.json": (json.dumps(report, indent=2, default=str) + "\n").encode(),
-             "report.csv": csv_text(report).encode(), "report.md": markdown(report).encode()}
     png = plot_png(report)
+    md = markdown(report) + ("" if png else f"\n{PLOT_MISSING}\n")
+    files = {"report.json": (json.dumps(report, indent=2, default=str) + "\n").encode(),
+             "report.csv": csv_text(report).encode(), "report.md": md.encode()}
     if png:
         files["latency_vs_map.png"] = png
     written = []

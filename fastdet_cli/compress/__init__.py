@@ -264,10 +264,10 @@ def map_fp32_vs_int8(job: Job, int8_dir: Path, log=print) -> dict:
 
     backend = job.engine.backend
     ds = labelled(job.eval_spec, job.source, backend)
-    out = {"dataset": str(ds.ann_file), "backend": backend, "runtime": job.engine.runtime_label,
+    out = {"dataset": ds.label, "backend": backend, "runtime": job.engine.runtime_label,
            "metric": metric_name(ds), "reference": ds.reference}
     for name, model in (("fp32", job.source), ("int8", int8_dir)):
-        log(f"{metric_name(ds)} of the {name.upper()} model on {ds.ann_file.name} ({job.engine.runtime_label})")
+        log(f"{metric_name(ds)} of the {name.upper()} model on {Path(ds.label).name} ({job.engine.runtime_label})")
         with detector(model, backend) as det:
             res = coco_evaluate(det, ds)
         out[name] = {k: res.stats[k] for k in ("AP", "AP50", "AP75")}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -262,7 +263,7 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
     int8_path = resolve_model(int8_dir).path
     int8_model = onnx.load(str(int8_path))
     fp32_map, int8_map = evaluate_map(fp32, dataset), evaluate_map(int8_dir, dataset)
-    result = SearchResult(str(dataset.ann_file), fp32_map, int8_map, max_drop)
+    result = SearchResult(dataset.label, fp32_map, int8_map, max_drop)
     feed = feeds[0]
 
     def timed(path, int8: bool = True) -> float | None:
@@ -270,7 +271,7 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
 
     result.fp32_ms = timed(fp32.path, int8=False)
     result.steps.append(Step(0, int8_map, timed(int8_path)))
-    log(f"search on {dataset.ann_file.name}: mAP FP32 {fp32_map:.4f}, INT8 {int8_map:.4f} "
+    log(f"search on {Path(dataset.label).name}: mAP FP32 {fp32_map:.4f}, INT8 {int8_map:.4f} "
         f"(drop {100 * (fp32_map - int8_map):.2f} points, budget {100 * max_drop:.2f})"
         + (f"; runtime on {runtime_backend} FP32 {result.fp32_ms:.1f} ms, INT8 {result.steps[0].runtime_ms:.1f} ms"
            if measure_runtime else ""))

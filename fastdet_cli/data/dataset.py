@@ -42,6 +42,12 @@ class CocoDataset:
     image_dir: Path
     reference: str | None = None  # set when the "ground truth" is a reference model's detections (agreement)
 
+    @property
+    def label(self) -> str:
+        """What to call it in messages and reports: the annotation file, or for a set labelled by a reference
+        model (its annotations a cache file named by a hash) the image folder."""
+        return str(self.image_dir if self.reference else self.ann_file)
+
     def load(self) -> dict:
         return json.loads(self.ann_file.read_text())
 

@@ -1,0 +1,157 @@
+"""The docs' commands cannot rot: every `fastdet …` command in README.md and docs/*.md (fenced code blocks and
+inline code) names a subcommand that exists and only options its --help lists; `--version` and every --help
+run; every shipped compression config loads. Cheap (help texts and YAML only): a few seconds."""
+from __future__ import annotations
+
+import re
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fastdet_cli.cli import app
+from fastdet_cli.compress.config import load_compress_config
+from fastdet_cli.paths import PACKAGE_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+CONFIGS = sorted([*(PACKAGE_DIR / "configs").glob("*.yaml"), *(ROOT / "configs").glob("*.yaml")])
+GLOBAL_OPTIONS = {"--debug", "--version", "--help", "-h"}
+
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+INLINE = re.compile(r"`([^`]+)`")  # may span a line break, as Markdown allows
+OPTION = re.compile(r"^--?[A-Za-z][\w-]*$")
+
+
+def _group() -> typer.core.TyperGroup:
+    return typer.main.get_command(app)
+
+
+def _subcommands() -> dict[str, list[str]]:
+    """Command path (e.g. 'bench', 'report merge') → argv prefix."""
+    out = {}
+    for name, cmd in _group().commands.items():
+        if getattr(cmd, "commands", None):  # a group: `fastdet report merge`
+            for sub in cmd.commands:
+                out[f"{name} {sub}"] = [name, sub]
+        else:
+            out[name] = [name]
+    return out
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+
+
+@cache
+def _help(path: str) -> str:
+    result = _invoke([*path.split(), "--help"])
+    assert result.exit_code == 0, (path, result.output)
+    return result.output
+
+
+def _commands_in(text: str) -> list[str]:
+    """The text after `fastdet` of every command in fenced code and inline code (a `fastdet` word, then a space),
+    and inline code that starts with a subcommand and uses an option (`bench --report DIR`)."""
+    found = []
+    for block in FENCE.findall(text):
+        for line in block.splitlines():
+            line = re.sub(r"\s#.*$", "", line)  # a shell comment
+            m = re.search(r"(?:^|[\s/])fastdet\s+(\S.*)$", line)
+            if m:
+                found.append(m.group(1))
+    prose = FENCE.sub("", text)
+    names = {path.split()[0] for path in _subcommands()}
+    for span in INLINE.findall(prose):
+        span = span.replace("\n", " ").strip()
+        m = re.match(r"(?:\S*/)?fastdet\s+(\S.*)$", span)
+        if m:
+            found.append(m.group(1))
+        elif span and span.split()[0] in names and any(OPTION.match(w) for w in _tokens(span)):  # `bench --report`
+            found.append(span)
+    return found
+
+
+def _tokens(command: str) -> list[str]:
+    """Words of a command as written in Markdown: table escapes (`\\|`), alternatives (`a|b`, `--x/--no-x`) and
+    brackets split apart; `--opt=value` keeps the option."""
+    words = re.split(r"[\s\[\]()|/,]+", command.replace("\\|", " "))
+    return [w.split("=", 1)[0].rstrip(".:;…") for w in words if w]
+
+
+def _resolve(command: str) -> tuple[str | None, list[str]]:
+    """(subcommand path or None for `fastdet --version`-style lines, the option words used)."""
+    words = _tokens(command)
+    while words and words[0] in GLOBAL_OPTIONS:
+        words = words[1:]
+    if not words:
+        return None, []
+    subs = _subcommands()
+    path = " ".join(words[:2]) if " ".join(words[:2]) in subs else words[0]
+    if path not in subs:
+        raise AssertionError(f"`fastdet {command}`: no subcommand '{words[0]}' (fastdet has {', '.join(subs)})")
+    return path, [w for w in words[len(path.split()):] if OPTION.match(w)]
+
+
+DOC_COMMANDS = [(doc, cmd) for doc in DOCS for cmd in _commands_in(doc.read_text(encoding="utf-8"))]
+
+
+def test_the_docs_hold_commands():
+    """The collector finds them (a broken pattern would make every other test here vacuous)."""
+    by_doc = {d.name: sum(1 for dd, _ in DOC_COMMANDS if dd == d) for d in DOCS}
+    assert by_doc["README.md"] >= 8 and by_doc["bench.md"] >= 4 and by_doc["compress.md"] >= 5, by_doc
+    assert _resolve("compress CONFIG.yaml [--method ptq\\|qat] [--save-dir DIR]") == ("compress",
+                                                                                    ["--method", "--save-dir"])
+    assert _resolve("report merge a/ b/report.json --out merged/") == ("report merge", ["--out"])
+    assert _resolve("export --remove-nms/--keep-nms --weight-bits 7|8")[1] == ["--remove-nms", "--keep-nms",
+                                                                                 "--weight-bits"]
+
+
+@pytest.mark.parametrize("doc,command", DOC_COMMANDS,
+                         ids=[f"{d.name}:{c[:60]}" for d, c in DOC_COMMANDS])
+def test_doc_command_options_exist(doc, command):
+    path, options = _resolve(command)
+    if path is None:
+        return
+    text = _help(path)
+    missing = [o for o in options if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text)]
+    assert not missing, f"{doc.name}: `fastdet {command}` uses {missing}, not in `fastdet {path} --help`"
+
+
+def test_version():
+    result = _invoke(["--version"])
+    assert result.exit_code == 0 and re.match(r"fastdet \S+", result.output)
+
+
+@pytest.mark.parametrize("path", sorted(_subcommands()))
+def test_every_help_runs(path):
+    text = _help(path)
+    assert f"fastdet {path}" in text  # the usage line
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_config_loads(config):
+    """Loading checks keys and types only: configs/real_layout.yaml's ../shared paths need not exist here."""
+    cfg = load_compress_config(config)
+    assert cfg.model_dir and cfg.method_hint in ("ptq", "qat")
+    if cfg.format == "onnx":
+        assert cfg.engine in ("onnxruntime", "paddleslim")
+
+
+def test_the_plot_extra_is_documented_and_its_absence_reported(tmp_path, monkeypatch):
+    """Without matplotlib (the `plot` extra) report.md says the PNG was not written, in the words docs/bench.md
+    quotes; the README's extras list names the extra."""
+    from fastdet_cli.bench import report as rep
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    assert rep.plot_png({"rows": []}) is None
+    monkeypatch.setattr(rep, "markdown", lambda report: "# fastdet bench\n")
+    monkeypatch.setattr(rep, "csv_text", lambda report: "backend\n")
+    files = rep.write_report({"rows": []}, tmp_path)
+    assert sorted(p.name for p in files) == ["report.csv", "report.json", "report.md"]
+    assert (tmp_path / "report.md").read_text().splitlines()[-1] == rep.PLOT_MISSING
+    assert rep.PLOT_MISSING in " ".join((ROOT / "docs" / "bench.md").read_text(encoding="utf-8").split())
+    assert "`[plot]`" in (ROOT / "README.md").read_text(encoding="utf-8")
