@@ -117,9 +117,13 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.det.preprocess import read_image
     from fastdet_cli.machine import BF16_FLAGS, cpu_has, machine_info
-    from fastdet_cli.runtime.registry import get_backend
+    from fastdet_cli.runtime.registry import cuda_device_count, get_backend
 
     specs = [get_backend(b) for b in settings.backends]  # resolved once: the rest takes specs
+    on_cpu = [s.name for s in specs if not s.gpu_only]
+    if on_cpu and any(s.gpu_only for s in specs) and cuda_device_count():  # say it: a GPU is there, unused by these
+        log(f"{', '.join(on_cpu)}: measured on the CPU (bench runs CPU-capable backends on the CPU; the GPU rows "
+            "are the GPU-only backends)")
     fp32 = resolve_model(settings.model)
     data = resolve_eval_data(settings.dataset)  # an image folder: agreement mAP with FP32 on each backend
     timing_image = data.image_files(1)[0] if isinstance(data, ImageFolder) else data.image_paths(limit=1)[0][1]

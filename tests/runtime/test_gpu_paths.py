@@ -148,3 +148,16 @@ def test_trt_runner_refuses_a_shape_the_engine_rejects(monkeypatch, tmp_path):
 def test_trt_runner_refuses_data_dependent_output_sizes(monkeypatch, tmp_path):
     with pytest.raises(FastdetError, match="data-dependent shape .*NMS removed"):
         _activate_with(monkeypatch, tmp_path, _FakeTrt(out_shape=(-1, 6)))
+
+
+def test_bench_says_cpu_rows_ran_on_the_cpu_when_a_gpu_is_there(monkeypatch):
+    from fastdet_cli.bench.run import BenchSettings, run_bench
+    from fastdet_cli.runtime import registry
+
+    monkeypatch.setattr(registry, "cuda_device_count", lambda: 1)
+    said = []
+    report = run_bench(BenchSettings(backends=("ort", "trt"), int8=False, bf16=False, repeat=1, warmup=0,
+                                     eval=False, end2end=False), log=said.append)
+    assert any(line.startswith("ort: measured on the CPU") for line in said)
+    rows = {r["backend"]: r for r in report["rows"]}
+    assert rows["ort"]["status"] == "ok" and rows["trt"]["status"] in ("skipped", "failed")
