@@ -27,8 +27,9 @@ MIN_PANEL_WIDTH = 480  # small images are enlarged so the titles and labels stay
 
 
 @dataclass
-class ImageDiff:
-    image: str
+class Counts:
+    """Boxes FP32 and INT8 found, matched (same class, IoU ≥ iou_min), missed by INT8 and added by it."""
+
     fp32: int
     int8: int
     matched: int
@@ -37,6 +38,11 @@ class ImageDiff:
     mean_iou: float | None
     mean_score_change: float | None  # INT8 − FP32 over the matches
     agreement: float  # matched / (matched + missed + extra); 1.0 when neither model found anything
+
+
+@dataclass
+class ImageDiff(Counts):
+    image: str = ""
     ground_truth: int | None = None
     missed_boxes: list[dict] = field(default_factory=list)
     extra_boxes: list[dict] = field(default_factory=list)
@@ -53,26 +59,18 @@ def compare(fp32, int8, labels: list[str], iou_min: float = 0.5, image: str = ""
     changes = [float(int8.scores[j] - fp32.scores[i]) for i, j, _ in m.pairs]
     total = len(m.pairs) + len(m.missed) + len(m.extra)
     recs32, recs8 = records(fp32, labels), records(int8, labels)
-    return ImageDiff(image, len(fp32), len(int8), len(m.pairs), len(m.missed), len(m.extra),
+    return ImageDiff(len(fp32), len(int8), len(m.pairs), len(m.missed), len(m.extra),
                      round(float(np.mean(ious)), 4) if ious else None,
                      round(float(np.mean(changes)), 4) if changes else None,
-                     round(len(m.pairs) / total, 4) if total else 1.0,
+                     round(len(m.pairs) / total, 4) if total else 1.0, image=image,
                      missed_boxes=[recs32[i] for i in m.missed], extra_boxes=[recs8[j] for j in m.extra]), m
 
 
 @dataclass
-class DiffSummary:
+class DiffSummary(Counts):
     """Totals over all images; mean IoU and mean score change weighted by matches."""
 
-    images: int
-    fp32: int
-    int8: int
-    matched: int
-    missed: int
-    extra: int
-    mean_iou: float | None
-    mean_score_change: float | None
-    agreement: float
+    images: int = 0
 
 
 def summarize(diffs: list[ImageDiff]) -> DiffSummary:
@@ -85,9 +83,9 @@ def summarize(diffs: list[ImageDiff]) -> DiffSummary:
         return round(sum(v * n for v, n in pairs) / matched, 4) if matched else None
 
     total = matched + missed + extra
-    return DiffSummary(len(diffs), sum(d.fp32 for d in diffs), sum(d.int8 for d in diffs), matched, missed, extra,
+    return DiffSummary(sum(d.fp32 for d in diffs), sum(d.int8 for d in diffs), matched, missed, extra,
                        weighted("mean_iou"), weighted("mean_score_change"),
-                       round(matched / total, 4) if total else 1.0)
+                       round(matched / total, 4) if total else 1.0, images=len(diffs))
 
 
 @dataclass
@@ -109,8 +107,9 @@ class DiffResult:
     def as_dict(self) -> dict:
         return {"fp32_model": self.fp32_model, "int8_model": self.int8_model,
                 "int8_artifact": self.int8_artifact.as_dict(), "backend": self.backend, "threshold": self.threshold,
-                "iou": self.iou, "dataset": self.dataset, "summary": asdict(self.summary), "worst": self.worst,
-                "skipped": self.skipped, "images": [asdict(d) for d in self.images]}
+                "iou": self.iou, "dataset": self.dataset,
+                "summary": {"images": self.summary.images, **asdict(self.summary)}, "worst": self.worst,
+                "skipped": self.skipped, "images": [{"image": d.image, **asdict(d)} for d in self.images]}
 
 
 def worst(diffs: list[ImageDiff], n: int) -> list[ImageDiff]:
