@@ -20,6 +20,7 @@ from fastdet_cli.errors import FastdetError
 
 if TYPE_CHECKING:
     from fastdet_cli.artifacts import Int8Artifact
+    from fastdet_cli.runtime.registry import BackendSpec
 
 MATCHED, MISSED, EXTRA, TRUTH = (60, 200, 60), (40, 40, 230), (0, 165, 255), (255, 255, 255)  # BGR
 LEGEND = [("found by both", MATCHED), ("FP32 only (missed by INT8)", MISSED), ("INT8 only (extra)", EXTRA)]
@@ -229,7 +230,7 @@ def int8_artifact(fp32_model, int8_model, backend, log: Callable[[str], None] = 
     return int8_model_for(fp32_model, backend, log=log)
 
 
-def diff_models(fp32_model, int8_model, backend: str, images: list[Path], save_dir: Path, dataset=None,
+def diff_models(fp32_model, int8_model, backend: str | BackendSpec, images: list[Path], save_dir: Path, dataset=None,
                 limit: int | None = None, threshold: float | None = None, iou_min: float = 0.5, options=None,
                 keep_images: int | None = None, montage_size: int = 6,
                 progress: Callable[[int, int], None] | None = None,
@@ -244,11 +245,12 @@ def diff_models(fp32_model, int8_model, backend: str, images: list[Path], save_d
     from fastdet_cli.runtime.registry import get_backend
     from fastdet_cli.io import atomic_dir, write_bytes_atomic, write_json_atomic
 
-    int8_art = int8_artifact(fp32_model, int8_model, backend, log)
+    spec = get_backend(backend)  # resolved once: the artifact choice and both detectors take the spec
+    int8_art = int8_artifact(fp32_model, int8_model, spec, log)
     if int8_art.warning:
         log(int8_art.warning)
     fp32 = resolve_model(fp32_model) if not isinstance(fp32_model, ModelSource) else fp32_model
-    if get_backend(backend).model_format == "onnx":
+    if spec.model_format == "onnx":
         fp32 = nms_free_onnx(fp32)  # as the INT8 model runs: NMS on the host
     truth_by_id, entries = {}, [(None, Path(p)) for p in images]
     if dataset is not None:
@@ -257,7 +259,7 @@ def diff_models(fp32_model, int8_model, backend: str, images: list[Path], save_d
     entries = entries[:limit] if limit else entries
     if not entries:
         raise FastdetError("no images to compare")
-    with detector(fp32, backend, options) as det32, detector(int8_art.path, backend, options) as det8, \
+    with detector(fp32, spec, options) as det32, detector(int8_art.path, spec, options) as det8, \
             atomic_dir(save_dir) as tmp:
         thr = det32.deploy.draw_threshold if threshold is None else threshold
         (tmp / "images").mkdir()
