@@ -93,23 +93,21 @@ def recommend(rows: list[Row], max_map_drop: float) -> dict:
             "max_map_drop_points": max_map_drop}
 
 
-def int8_verdicts(rows: list, threads: int, log: Callable[[str], None]) -> dict[str, list[str]]:
-    """For each backend where INT8 ran no faster than FP32: `fastdet inspect`'s verdict (a short profile of 10
-    runs) on why, when the backend has a per-op profile."""
+def int8_verdicts(rows: list[Row], threads: int, log: Callable[[str], None]) -> dict[str, list[str]]:
+    """For each backend where INT8 ran no faster than FP32 (its saved runtime speedup ≤ 1, set_speedups):
+    `fastdet inspect`'s verdict (a short profile of 10 runs) on why, when the backend has a per-op profile."""
     from fastdet_cli.inspect import inspect_model
     from fastdet_cli.runtime.registry import get_backend
 
-    mean = {(r.backend, r.precision): r.runtime_ms["mean"] for r in rows if r.ok and r.runtime_ms}
-    paths = {r.backend: r.int8_artifact["path"] for r in rows if r.int8_artifact}
     out = {}
-    for (backend, precision), ms in mean.items():
-        if precision != "int8" or ms < mean.get((backend, "fp32"), 0.0):
+    for r in rows:
+        if r.precision != "int8" or not r.ok or not r.runtime_ms or (r.speedup or {}).get("runtime", 0.0) > 1.0:
             continue
-        if not get_backend(backend).profiles_ops:
-            out[backend] = [f"no per-op profile: backend '{backend}' has none in fastdet"]
+        if not get_backend(r.backend).profiles_ops:
+            out[r.backend] = [f"no per-op profile: backend '{r.backend}' has none in fastdet"]
             continue
-        log(f"INT8 is not faster than FP32 on {backend}: profiling it (fastdet inspect) to say why")
-        out[backend] = inspect_model(paths[backend], backend, threads, runs=10).verdict()
+        log(f"INT8 is not faster than FP32 on {r.backend}: profiling it (fastdet inspect) to say why")
+        out[r.backend] = inspect_model(r.int8_artifact["path"], r.backend, threads, runs=10).verdict()
     return out
 
 

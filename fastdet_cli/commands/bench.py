@@ -41,6 +41,7 @@ def bench(
     from fastdet_cli.bench.report import print_tables, write_report
     from fastdet_cli.bench.run import BenchSettings
     from fastdet_cli.io import check_output_dir
+    from fastdet_cli.outcome import RAN
     from fastdet_cli.paths import library_log_path
     from fastdet_cli.ui import make_console
 
@@ -57,7 +58,7 @@ def bench(
             console.print(f"wrote {path}", highlight=False, markup=False)
         if diff_images and result["diff_target"]:
             _diff_images(result["diff_target"], settings, report / "diff", console, chatter)
-    return 0 if any(r["status"] == "ok" for r in result["rows"]) else 1
+    return 0 if any(r["status"] == RAN for r in result["rows"]) else 1
 
 
 def _backend_names(backend: str) -> tuple[str, ...]:

@@ -166,3 +166,16 @@ def test_named_backends_that_cannot_run_are_skipped_rows(tmp_path):
     assert rows["trt"]["status"] == rows["paddle-trt"]["status"] == "skipped" and rows["ort"]["status"] == "ok"
     assert "GPU" in rows["paddle-trt"]["why"] or "not installed" in rows["paddle-trt"]["why"]
     assert main(args + ["--backend", "trt", "--no-end2end"]) == 1
+
+
+def test_int8_verdicts_follow_the_saved_speedup():
+    """Only a backend whose INT8 row is not faster than its FP32 row gets a verdict (Paddle: no per-op profile,
+    so the verdict says that without profiling)."""
+    from fastdet_cli.bench.verdicts import int8_verdicts, set_speedups
+
+    rows = [_row("paddle", "fp32", 10, 0.58), _row("paddle", "int8", 12, 0.58),
+            _row("ort", "fp32", 10, 0.58), _row("ort", "int8", 5, 0.58)]
+    set_speedups(rows)
+    said = []
+    verdicts = int8_verdicts(rows, 1, said.append)
+    assert list(verdicts) == ["paddle"] and "no per-op profile" in verdicts["paddle"][0] and not said
