@@ -58,24 +58,28 @@ app.command("env", help=env_cmd.__doc__)(env_cmd.env)
 app.add_typer(report_cmd.app, name="report", help=report_cmd.__doc__)
 
 
-def _sigterm_as_interrupt() -> None:
-    """A terminated run cleans up like Ctrl-C does (temporary outputs are removed, nothing half-written)."""
-    import signal
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. inside a test runner's worker)
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
-    from fastdet_cli.errors import FastdetError
+    from fastdet_cli import interrupt
 
     _state["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
-    _sigterm_as_interrupt()
+    with interrupt.handled():  # Ctrl-C and SIGTERM: exit 130 within seconds, nothing half-written
+        try:
+            rv = _run(argv)
+        except SystemExit:  # a library's own signal handler (Paddle's DataLoader: sys.exit(signum))
+            if not interrupt.requested():
+                raise
+            rv = None
+        # 130: typer turns a KeyboardInterrupt into exit code 130; requested(): library code swallowed the
+        # interrupt and the command went on
+        if rv == 130 or interrupt.requested():
+            print("interrupted", file=sys.stderr)
+            return 130
+        return rv
+
+
+def _run(argv: list[str] | None) -> int:
+    from fastdet_cli.errors import FastdetError
+
     try:
         rv = app(args=argv, standalone_mode=False)
     except FastdetError as e:
@@ -88,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                     markup=True)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:
         # usage errors from typer's (vendored) click: show them the way click does

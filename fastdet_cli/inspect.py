@@ -82,10 +82,9 @@ class Inspection:
         if group / total >= 0.25:
             lines.append(f"{100 * group / total:.0f}% of the time is in depthwise (group) convolutions: they are "
                          "memory-bound and gain little from INT8.")
-        if int8_convs and self.kernels and self.kernels.source == "executed graph" and any(
-                f in self.cpu_flags for f in VNNI_FLAGS) and not any(
-                "amx" in k or "vnni" in k for k in self.kernels.conv_isa if k.endswith("int8")):
-            lines.append("This CPU has VNNI/AMX but no INT8 convolution kernel uses it "
+        dot = self.kernels.int8_dot if self.kernels else None
+        if int8_convs and dot and dot.endswith(" unused"):  # measured: the runtime names that unit when it uses it
+            lines.append(f"This CPU has {dot.split()[0]} but no INT8 convolution kernel uses it "
                          f"({self.kernels.summary()}).")
         if int8_convs and not any(f in self.cpu_flags for f in VNNI_FLAGS):
             lines.append("This CPU has no VNNI (AVX512-VNNI, AVX-VNNI or AMX): 8-bit dot products take several "

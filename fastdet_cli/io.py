@@ -14,11 +14,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file; a filesystem error is one clear FastdetError."""
     from fastdet_cli.errors import FastdetError
 
+    from fastdet_cli import interrupt
+
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        with interrupt.temporary(tmp):
+            tmp.write_bytes(data)
+            interrupt.check()  # an interrupt that library code swallowed: nothing is put in place
+            tmp.replace(path)
     except OSError as e:
         raise FastdetError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
@@ -44,14 +48,18 @@ def atomic_dir(final: Path, commit=None):
     place (default `replace_dir`: renamed to `final`, an existing `final` replaced at that moment); when the
     block raises (Ctrl-C included) the temporary folder is removed and `final` is untouched. The one way fastdet
     writes an output folder."""
+    from fastdet_cli import interrupt
+
     final = Path(final).resolve()
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        yield tmp
-        final.parent.mkdir(parents=True, exist_ok=True)
-        (commit or replace_dir)(tmp, final)
+        with interrupt.temporary(tmp):
+            yield tmp
+            interrupt.check()  # an interrupt that library code swallowed: nothing is put in place
+            final.parent.mkdir(parents=True, exist_ok=True)
+            (commit or replace_dir)(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -58,15 +58,21 @@ def test_cli_int8_inspects_the_model_bench_runs_on_that_backend(default_artifact
 
 @pytest.mark.openvino
 def test_kernels_name_the_instruction_set_this_cpu_has(default_artifacts, tmp_path, monkeypatch):
-    """OpenVINO's executed graph names each convolution's kernel; on a VNNI/AMX CPU the INT8 ones use it, on an
-    AVX2 CPU they cannot (the expectation follows the CPU's flags on purpose)."""
-    from fastdet_cli.machine import VNNI_FLAGS, cpu_has
+    """OpenVINO's executed graph names each convolution's kernel: AMX where it uses AMX, never VNNI. The expectation
+    follows this CPU's flags on purpose (tests/test_kernels.py covers every kind from recorded names)."""
+    from fastdet_cli.machine import cpu_model_and_flags
 
+    flags = cpu_model_and_flags()[1]
     monkeypatch.setenv("COLUMNS", "200")
     out = tmp_path / "inspect.json"
     assert main(["inspect", "--int8", "-b", "openvino", "--runs", "2", "--json", str(out)]) == 0
-    k = json.loads(out.read_text())["kernels"]
+    data = json.loads(out.read_text())
+    k = data["kernels"]
     assert k["source"] == "executed graph" and k["inference_precision"] == "f32"
     int8 = [isa for isa in k["conv_isa"] if isa.endswith(" int8")]
     assert int8, k
-    assert any("amx" in isa or "vnni" in isa for isa in int8) == cpu_has(VNNI_FLAGS), (k, cpu_has(VNNI_FLAGS))
+    assert any("avx512" in isa for isa in int8) == ("avx512f" in flags), (k, flags)
+    expected = ("AMX" if "amx_int8" in flags else "VNNI by CPUID" if {"avx512_vnni", "avx_vnni"} & set(flags)
+                else "no VNNI on this CPU")
+    assert k["int8_dot"] == expected, (k, flags)
+    assert not any("uses it" in line for line in data["verdict"]), data["verdict"]

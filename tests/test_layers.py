@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parents[1] / "fastdet_cli"
 
 # lowest first; a module may import its own layer or lower ones (docs/architecture.md draws this)
 LAYERS = [
-    ("errors", "paths", "io", "lazy", "machine", "ui", "onnx_graph", "distributed", "outcome"),
+    ("errors", "paths", "interrupt", "io", "lazy", "machine", "ui", "onnx_graph", "distributed", "outcome"),
     ("runtime", "paddle_program"),
     ("det.config", "det.preprocess", "det.postprocess", "det.model", "det.draw", "det.match", "export.qdq", "train"),
     ("data",),  # generated scenes go through the model's preprocessing (data.synth.sample_inputs): above det/

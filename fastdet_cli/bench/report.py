@@ -118,12 +118,14 @@ def kernel_rows(report: dict) -> list[list[str]]:
         if r["status"] == RAN and k:
             isa = " · ".join(f"{name} {n}" if n else name for name, n in k["conv_isa"].items()) or "?"
             out.append(([r["hardware"]] if is_merged(report) else []) + [
-                r["backend"], r["precision"], isa, k.get("inference_precision") or "-", k["source"]])
+                r["backend"], r["precision"], isa, k.get("int8_dot") or "-", k.get("inference_precision") or "-",
+                k["source"]])
     return out
 
 
 def kernel_header(report: dict) -> list[str]:
-    cols = ["backend", "precision", "convolution kernels (ISA, data type: count)", "float ops in", "read from"]
+    cols = ["backend", "precision", "convolution kernels (ISA, data type: count)", "INT8 dot products",
+            "float ops in", "read from"]
     return ["hardware", *cols] if is_merged(report) else cols
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
 
-from fastdet_cli import distributed
+from fastdet_cli import distributed, interrupt
 from fastdet_cli.errors import FastdetError
 
 
@@ -289,6 +289,7 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
         return CompressResult(None, None)
     with atomic_dir(job.save_dir) as tmp:
         q = quantize(job, tmp, log)
+        interrupt.check()  # the quantization passes swallow KeyboardInterrupt (bare except clauses)
         distributed.barrier()  # every rank has finished training before rank 0 writes
         report = finalize(job, q, tmp, log, evaluate)
     return CompressResult(job.save_dir.resolve(), report)

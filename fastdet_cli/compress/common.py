@@ -49,8 +49,10 @@ class FeedSamples:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        from fastdet_cli import interrupt
         from fastdet_cli.det.preprocess import read_image
 
+        interrupt.check()  # the calibration and training loops pull every batch through here
         feed, _ = self.pre(read_image(self.files[i]))
         missing = [n for n in self.feed_names if n not in feed]
         if missing:

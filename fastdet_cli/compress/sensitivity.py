@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdet_cli import interrupt
+
 
 @dataclass(frozen=True)
 class Site:
@@ -140,6 +142,7 @@ def rank_sites(int8_model, probe: OutputProbe, progress: Callable[[int, int], No
     sites = conv_sites(int8_model)
     ranked = []
     for i, site in enumerate(sites):
+        interrupt.check()
         others = [s for s in sites if s is not site]
         ranked.append((site, probe.error(with_float(int8_model, others))))
         if progress:
@@ -298,6 +301,7 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
 
     def measure(sites: list[Site], record: bool = True, known_map: float | None = None) -> Step:
         """The INT8 model with `sites` in float: its mAP (unless known) and, when recorded, its runtime."""
+        interrupt.check()
         onnx.save(with_float(int8_model, sites), str(variant_path))
         step = Step(len(sites), evaluate_map(work_dir, dataset) if known_map is None else known_map,
                     timed(variant_path) if record else None)

@@ -61,11 +61,39 @@ class Kernels:
     conv_isa: dict[str, int] = field(default_factory=dict)
     source: str = ""
     inference_precision: str | None = None
+    int8_dot: str | None = None  # which unit the INT8 convolutions' dot products use (int8_dot_product)
 
     def summary(self) -> str:
         isa = " · ".join(f"{k} {v}" if v else k for k, v in self.conv_isa.items()) or "?"
         prec = f", float ops in {self.inference_precision}" if self.inference_precision else ""
-        return f"{isa} ({self.source}{prec})"
+        dot = f", INT8 dot products: {self.int8_dot}" if self.int8_dot else ""
+        return f"{isa} ({self.source}{prec}{dot})"
+
+
+# The dot-product units a runtime's kernel names mark when its kernels use them, by how the names were read
+# (Kernels.source). OpenVINO's executed graph names AMX (brgconv_avx512_amx_1x1_I8) but never VNNI: on a VNNI CPU
+# without AMX its INT8 kernels are `avx512 int8` whether oneDNN dispatched VNNI instructions or not. oneDNN's
+# verbose (Paddle Inference) names both (avx512_core_vnni, avx512_core_amx). ONNX Runtime's MLAS names none: it
+# picks its kernels by CPUID.
+NAMED_UNITS = {"executed graph": ("amx",), "oneDNN verbose": ("amx", "vnni")}
+
+
+def int8_dot_product(conv_isa: dict[str, int], source: str, cpu_flags: list[str]) -> str | None:
+    """What is known of the unit the INT8 convolutions multiply with, from their kernel names and the CPU's
+    flags: "AMX" / "VNNI" (the runtime's names say so), "AMX unused" / "VNNI unused" (the runtime names that unit
+    when it uses it, and no INT8 kernel is named so: measured), "AMX by CPUID" / "VNNI by CPUID" (the CPU has it,
+    the names cannot tell), "no VNNI on this CPU" (int16 pairs); None without INT8 convolution kernels."""
+    int8 = [k for k in conv_isa if "int8" in k.split()]
+    if not int8:
+        return None
+    marks = NAMED_UNITS.get(source, ())
+    named = [u for u in marks if any(u in k for k in int8)]
+    if named:
+        return named[0].upper()
+    unit = "AMX" if "amx_int8" in cpu_flags else "VNNI" if {"avx512_vnni", "avx_vnni"} & set(cpu_flags) else None
+    if unit is None:
+        return "no VNNI on this CPU"
+    return f"{unit} unused" if unit.lower() in marks else f"{unit} by CPUID"
 
 
 @dataclass(frozen=True)
@@ -155,8 +183,13 @@ class Runner:
 
     def kernels(self, feed: dict[str, np.ndarray]) -> Kernels | None:
         """The kernels this runtime chose for the model (None where it cannot be read)."""
+        from fastdet_cli.machine import cpu_model_and_flags
+
         self._require_active()
-        return self._kernels({k: feed[k] for k in self._inputs})
+        k = self._kernels({k: feed[k] for k in self._inputs})
+        if k is not None and str(self.options.device).lower() == "cpu":
+            k.int8_dot = int8_dot_product(k.conv_isa, k.source, cpu_model_and_flags()[1])
+        return k
 
     def op_profile(self, feed: dict[str, np.ndarray], runs: int = 20) -> list[OpTime]:
         """Run `runs` times with the runtime's profiler on; per-op mean times, slowest first. The runner must
