@@ -170,14 +170,15 @@ def main() -> None:
     from fastdet_cli.bench.report import print_tables, write_report
     from fastdet_cli.bench.run import BenchSettings, run_bench
     from fastdet_cli.compress import compress
-
+    from fastdet_cli.machine import cpu_kind
     from fastdet_cli.ui import make_console
 
     console = make_console()  # wide when piped: no cut numbers in a log
     fp32 = export_fp32(work)
     made = []
     for name, text, marker in (("ptq", PTQ, "model.pdmodel"), ("ptq_ort", PTQ_ORT, "model.onnx")):
-        out = work / f"ppyoloe_crn_l_random_{name}"
+        # per CPU kind: the weight bits and Paddle's INT8 op set are chosen for the CPU a model is made on
+        out = work / f"ppyoloe_crn_l_random_{name}_{cpu_kind()}"
         if not (out / marker).exists():
             cfg = work / f"{name}.yaml"
             cfg.write_text(text.format(model=fp32))

@@ -113,7 +113,6 @@ def inspect_model(model: str | None, backend: str | BackendSpec, threads: int = 
     from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.machine import cpu_model_and_flags
-    from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
     spec = get_backend(backend)
@@ -126,7 +125,9 @@ def inspect_model(model: str | None, backend: str | BackendSpec, threads: int = 
     quantized = is_quantized(source)
     source = for_backend(source, spec)
     feed = sample_inputs(source.deploy)
-    with create_runner(spec, source.runner_path, RunnerOptions(threads=threads, profile=True)) as runner:
+    # the options bench runs this model with (ORT's kernels line, OpenVINO's precision hint), profiler on
+    options = dataclasses.replace(spec.mode_options("int8" if quantized else "fp32", threads), profile=True)
+    with create_runner(spec, source.runner_path, options) as runner:
         feed = {k: feed[k] for k in runner.input_metadata()}
         for _ in range(warmup):
             runner.infer(feed)

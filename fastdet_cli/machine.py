@@ -69,6 +69,19 @@ def cpu_has(flags: tuple[str, ...]) -> bool:
     return bool(set(flags) & set(cpu_model_and_flags()[1]))
 
 
+def cpu_kind() -> str:
+    """The CPU kind, as far as INT8 and BF16 choices go: "amx" (Intel Xeon with AMX), "vnni" (AVX512-VNNI or
+    AVX-VNNI without AMX, e.g. AMD Zen 4), "avx2" (no VNNI), or "other". Models whose making depends on the CPU
+    (7- or 8-bit weights, Paddle's measured oneDNN INT8 op set) are cached per kind: one made on a kind is not
+    reused on another."""
+    flags = set(cpu_model_and_flags()[1])
+    if "amx_int8" in flags:
+        return "amx"
+    if {"avx512_vnni", "avx_vnni"} & flags:
+        return "vnni"
+    return "avx2" if "avx2" in flags else "other"
+
+
 def int8_weight_bits(target: str = "cpu") -> tuple[int, str]:
     """(weight bits, why) for INT8 weights deployed on `target` ("cpu": this CPU; "tensorrt": a GPU).
     Without VNNI, x86 multiplies u8 activations by s8 weights with vpmaddubsw, which adds pairs of products

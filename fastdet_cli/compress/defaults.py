@@ -12,14 +12,19 @@ from fastdet_cli.det.model import resolve_model
 from fastdet_cli.paths import DEFAULT_MODEL_DIR, DEFAULT_PTQ_CONFIG, DEFAULT_PTQ_ORT_CONFIG, cache_dir
 from fastdet_cli.runtime.registry import BackendSpec
 
+ARTIFACT_VERSION = 2  # bumped when an engine writes a different model for the same config (2: integer hard-sigmoid)
+
 
 def default_artifacts(model_dir: Path, log: Callable[[str], None],
                       only: tuple[str, ...] | None = None) -> list[Int8Artifact]:
-    """The embedded model's INT8 versions, made with the shipped configs and cached by the model's content:
-    PaddleSlim PTQ (default_ptq.yaml) and ONNX Runtime PTQ (default_ptq_ort.yaml); `only`: these names."""
+    """The embedded model's INT8 versions, made with the shipped configs and cached by the model's content, the
+    config and the CPU kind: PaddleSlim PTQ (default_ptq.yaml) and ONNX Runtime PTQ (default_ptq_ort.yaml);
+    `only`: these names."""
     from fastdet_cli.compress import compress
+    from fastdet_cli.machine import cpu_kind
 
-    key = resolve_model(model_dir).content_hash()[:16]
+    # by content, config and CPU kind: the weight bits and Paddle's INT8 op set are chosen for the CPU they are made on
+    key = f"{resolve_model(model_dir).content_hash()[:16]}_{cpu_kind()}_v{ARTIFACT_VERSION}"
     out = []
     for config, name, marker in ((DEFAULT_PTQ_CONFIG, "default_ptq", "model.pdmodel"),
                                  (DEFAULT_PTQ_ORT_CONFIG, "default_ptq_ort", "model.onnx")):
