@@ -257,8 +257,7 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
     left unused removed."""
     import onnx
 
-    from fastdet_cli.compress.sensitivity import ranking_feeds, search_float_layers, with_float
-    from fastdet_cli.export.qdq import fold_weight_quantize, prune_dead_nodes
+    from fastdet_cli.compress.sensitivity import deployable, ranking_feeds, search_float_layers
     from fastdet_cli.agreement import labelled
 
     spec, why = dataset_spec
@@ -274,10 +273,7 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
     result = search_float_layers(fp32, probe_dir, work / "variant", dataset, feeds,
                                  float(cfg.ptq["max_map_drop"]) / 100, cfg.ptq.get("max_float_layers"), log, where)
     exclude = [s.conv for s in result.chosen]
-    model = with_float(onnx.load(str(probe_dir / "model.onnx")), result.chosen)
-    fold_weight_quantize(model)
-    prune_dead_nodes(model)
-    onnx.save(model, str(final))
+    onnx.save(deployable(onnx.load(str(probe_dir / "model.onnx")), result.chosen), str(final))
     report = {**result.as_dict(), "kept_float": exclude, "reason": why,
               "runtime_measured_on": f"{where}, 1 thread" if where else None,
               "max_map_drop_points": cfg.ptq["max_map_drop"], "seconds": round(time.perf_counter() - t0, 1)}
