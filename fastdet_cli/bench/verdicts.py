@@ -94,11 +94,14 @@ def recommend(rows: list[Row], max_map_drop: float) -> dict:
 
 
 def int8_verdicts(rows: list[Row], threads: int, log: Callable[[str], None]) -> dict[str, list[str]]:
-    """For each backend where INT8 ran no faster than FP32 (its saved runtime speedup ≤ 1, set_speedups):
-    `fastdet inspect`'s verdict (a short profile of 10 runs) on why, when the backend has a per-op profile."""
+    """For each backend where INT8 ran no faster than FP32 (its saved runtime speedup ≤ 1, set_speedups): the
+    two models timed again alternately (the table's rows are timed one after the other, and on a small model a
+    load on the other core moves them more than the difference), then `fastdet inspect`'s verdict (a short
+    profile of 10 runs) on why, when the backend has a per-op profile."""
     from fastdet_cli.inspect import inspect_model
     from fastdet_cli.runtime.registry import get_backend
 
+    fp32 = {r.backend: r for r in rows if r.precision == "fp32" and r.ok}
     out = {}
     for r in rows:
         if r.precision != "int8" or not r.ok or not r.runtime_ms or (r.speedup or {}).get("runtime", 0.0) > 1.0:
@@ -106,9 +109,29 @@ def int8_verdicts(rows: list[Row], threads: int, log: Callable[[str], None]) -> 
         if not get_backend(r.backend).profiles_ops:
             out[r.backend] = [f"no per-op profile: backend '{r.backend}' has none in fastdet"]
             continue
-        log(f"INT8 is not faster than FP32 on {r.backend}: profiling it (fastdet inspect) to say why")
-        out[r.backend] = inspect_model(r.int8_artifact["path"], r.backend, threads, runs=10).verdict()
+        log(f"INT8 is not faster than FP32 on {r.backend} in the table: timing both alternately, then profiling "
+            "it (fastdet inspect) to say why")
+        lines = [alternate_check(fp32[r.backend], r, threads)] if r.backend in fp32 else []
+        out[r.backend] = lines + inspect_model(r.int8_artifact["path"], r.backend, threads, runs=10).verdict()
     return out
+
+
+def alternate_check(fp32: Row, int8: Row, threads: int) -> str:
+    """The FP32 and INT8 rows' models timed alternately, one run each (runtime.timing.alternate_ms): one line."""
+    from fastdet_cli.artifacts import detector
+    from fastdet_cli.data.synth import sample_inputs
+    from fastdet_cli.runtime.registry import get_backend
+    from fastdet_cli.runtime.timing import alternate_ms
+
+    spec = get_backend(int8.backend)
+    with detector(fp32.model, spec, spec.mode_options("fp32", threads)) as f, \
+            detector(int8.int8_artifact["path"], spec, spec.mode_options("int8", threads)) as q:
+        feeds = [{k: v for k, v in sample_inputs(d.source.deploy).items() if k in d.inputs} for d in (q, f)]
+        int8_ms, fp32_ms = alternate_ms([(q.runner, feeds[0]), (f.runner, feeds[1])])
+    text = f"timed again alternately with FP32: INT8 {int8_ms:.2f} ms, FP32 {fp32_ms:.2f} ms ({fp32_ms / int8_ms:.2f}×)"
+    if int8_ms < fp32_ms:
+        return text + ": INT8 is faster; the table's rows, timed one after the other, moved with the machine's load"
+    return text + ": INT8 is not faster"
 
 
 def diff_target(rows: list[Row], recommendation: dict) -> dict | None:

@@ -229,32 +229,20 @@ def evaluate_map(model, dataset) -> float:
         return coco_evaluate(det, dataset).map
 
 
-def interleaved_ms(model_path, fp32_path, backend: str, feed: dict[str, np.ndarray], min_runs: int = 9,
-                   min_seconds: float = 1.0, max_runs: int = 300) -> tuple[float, float]:
+def interleaved_ms(model_path, fp32_path, backend: str, feed: dict[str, np.ndarray]) -> tuple[float, float]:
     """(INT8, FP32) median runtimes in ms, one thread, of the ONNX models at `model_path` and `fp32_path` on
     `backend`, in the modes `fastdet bench` runs them in: what one step of the search costs in latency, on the
-    runtime its output is made for. The two run alternately, one inference each, after 3 warm-up runs each, at
-    least `min_runs` pairs and `min_seconds` in all: on shared cores a load that comes and goes slows both alike,
-    so their ratio holds where two separate timings do not (the search once chose a model 16 mAP points worse
-    because a candidate measured 3.183 ms against an FP32 measured earlier at 3.181)."""
-    import time
-
+    runtime its output is made for, timed alternately (runtime.timing.alternate_ms). While this was built, two
+    separate timings once made the search keep a model 16 mAP points worse: a candidate measured 3.183 ms against
+    an FP32 model timed earlier at 3.181 ms was "no longer faster"."""
     from fastdet_cli.runtime.registry import create_runner, get_backend
+    from fastdet_cli.runtime.timing import alternate_ms
 
     spec = get_backend(backend)
     with create_runner(spec, model_path, spec.mode_options("int8", 1)) as int8, \
             create_runner(spec, fp32_path, spec.mode_options("fp32", 1)) as fp32:
-        for _ in range(3):
-            int8.infer(feed)
-            fp32.infer(feed)
-        times: tuple[list[float], list[float]] = ([], [])
-        while len(times[0]) < max_runs and (len(times[0]) < min_runs or sum(map(sum, times)) < 1000 * min_seconds):
-            for runner, out in ((int8, times[0]), (fp32, times[1])):
-                interrupt.check()
-                t0 = time.perf_counter()
-                runner.infer(feed)
-                out.append(1000 * (time.perf_counter() - t0))
-    return round(float(np.median(times[0])), 3), round(float(np.median(times[1])), 3)
+        int8_ms, fp32_ms = alternate_ms([(int8, feed), (fp32, feed)])
+    return int8_ms, fp32_ms
 
 
 MAX_RETURN_TRIALS = 64  # backward elimination: at most this many layers are tried back in INT8
