@@ -57,8 +57,9 @@ def test_outcomes_of_errors():
 @pytest.mark.paddle
 @pytest.mark.openvino
 def test_bench_default_model_end_to_end(default_ptq, tmp_path):
+    # mAP on the whole val split (200 images, eval_limit None): the setting the bounds below were measured in
     settings = BenchSettings(backends=("ort", "openvino", "paddle", "trt", "paddle-trt"),
-                             fp16=True, pinned=True, repeat=5, warmup=10, eval_limit=30)
+                             fp16=True, pinned=True, repeat=5, warmup=10, eval_limit=None)
     report = run_bench(settings, log=lambda m: None)
     rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
     from fastdet_cli.machine import BF16_FLAGS, cpu_has
@@ -96,17 +97,19 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
     # each backend runs the INT8 artifact it runs best, and the row says which
     kinds = {b: rows[(b, "int8")]["int8_artifact"]["kind"] for b in ("ort", "openvino", "paddle")}
     assert kinds == {"ort": "ort-qdq", "openvino": "paddle-program", "paddle": "paddle-program"}
-    # the same model on three backends gives the same mAP: FP32, and INT8 (PaddleSlim's program on Paddle and
-    # OpenVINO, ONNX Runtime's own quantization on ORT; each within half a point of FP32 on 200 images)
-    for prec, tol in (("fp32", 0.01), ("int8", 0.03)):
+    # the same model on three backends gives the same mAP on the 200 val images: FP32 (outputs equal to 1e-3 px:
+    # within a point), and INT8 (PaddleSlim's program on Paddle and OpenVINO, ONNX Runtime's own quantization on
+    # ORT), each measured within half a point of FP32 on these 200 images (docs/performance.md: 0.586-0.590 on
+    # AVX2 and AMX, FP32 0.591), so within one point of each other
+    for prec, tol in (("fp32", 0.01), ("int8", 0.01)):
         maps = [rows[(b, prec)]["map"] for b in ("ort", "openvino", "paddle")]
         assert max(maps) - min(maps) < tol, (prec, maps)
     assert all(r["status"] == "skipped" and r["why"] for (b, _), r in rows.items() if b in ("trt", "paddle-trt"))
     assert set(report["per_class_delta"]) == {"ort", "openvino", "paddle"}
     rec = report["recommendation"]
     assert rec["backend"] in ("ort", "openvino", "paddle") and rec["precision"] in ("fp32", "int8", "bf16")
-    if rec["precision"] != "fp32":
-        assert 100 * (rows[(rec["backend"], "fp32")]["map"] - rows[(rec["backend"], rec["precision"])]["map"]) <= 0.5
+    assert rec["max_map_drop_points"] == settings.max_map_drop == 0.5
+    _recommendation_follows_its_rule(report)
     files = write_report(report, tmp_path / "rep")
     names = sorted(p.name for p in files)
     assert names == ["latency_vs_map.png", "report.csv", "report.json", "report.md"]
@@ -118,6 +121,28 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Recommendation" in md
     assert "- ort int8+fp16: None: ONNX Runtime's CPU provider has no bf16/fp16" in md  # the reason behind each None
+
+
+def _recommendation_follows_its_rule(report):
+    """The rule, applied to every row that ran, whatever was recommended: a row qualifies when it is FP32 or its
+    mAP is within max_map_drop points of its backend's FP32; the recommended row qualifies and no qualifying row
+    is faster by more than AS_FAST (BF16 may be preferred to an INT8 row up to that). The saved means are
+    compared, whichever they are: no timing is asserted."""
+    from fastdet_cli.bench.verdicts import AS_FAST
+
+    rec, rows = report["recommendation"], {(r["backend"], r["precision"]): r for r in report["rows"]}
+    key = "end2end_ms" if rec["latency"] == "end-to-end" else "runtime_ms"
+
+    def qualifies(r):
+        return r["precision"] == "fp32" or (r["map"] is not None and 100 * (
+            rows[(r["backend"], "fp32")]["map"] - r["map"]) <= rec["max_map_drop_points"])
+
+    ran = [r for r in rows.values() if r["status"] == "ok"]
+    assert sum(r["precision"] != "fp32" for r in ran) >= 3  # the INT8 rows at least: the rule had rows to judge
+    chosen = rows[(rec["backend"], rec["precision"])]
+    assert qualifies(chosen), chosen
+    fastest = min(r[key]["mean"] for r in ran if qualifies(r))
+    assert chosen[key]["mean"] <= AS_FAST * fastest, (chosen[key], fastest)
 
 
 def _row(backend, precision, ms, map_):

@@ -140,9 +140,28 @@ def test_env_lists_every_backend(capsys):
         assert name in out
 
 
+def _table_columns(text: str, title: str) -> list[str]:
+    """Each column of the table titled `title` in a command's output: its body cells top to bottom, joined, with
+    spaces removed. A cell folded over several lines reads whole; one cut ('…') or cropped does not."""
+    lines = text.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.strip() == title)
+    body = []
+    for line in lines[start + 1:]:
+        if line.startswith("└"):
+            break
+        if line.startswith("│"):
+            body.append(line.strip().strip("│").split("│"))
+    assert body, f"no table {title!r} in:\n{text}"
+    return ["".join(cells[k].replace(" ", "") for cells in body) for k in range(len(body[0]))]
+
+
 @pytest.mark.parametrize("columns", [None, "60"])
 def test_piped_tables_never_elide_a_cell(columns):
-    """Piped (no terminal: rich would fall back to 80 columns) and on a narrow terminal: no cell is cut."""
+    """Piped (no terminal: rich would fall back to 80 columns) and on a narrow terminal: no cell is cut. At 60
+    columns every cell of `env`'s backend table is folded over lines: each column, read top to bottom, must still
+    hold the registry's values whole."""
+    from fastdet_cli.runtime.registry import BACKENDS
+
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     if columns:
         env["COLUMNS"] = columns
@@ -150,8 +169,12 @@ def test_piped_tables_never_elide_a_cell(columns):
         proc = subprocess.run([sys.executable, "-m", "fastdet_cli", *args], capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "…" not in proc.stdout, proc.stdout
-        if args[0] == "env":
-            assert "onnxruntime" in proc.stdout.replace("\n", "").replace("│", "").replace(" ", "") or columns
+        if args[0] == "env":  # backend, library, version (machine-dependent), pip extra, devices, precisions, status
+            cols = _table_columns(proc.stdout, "Backends")
+            specs = list(BACKENDS.values())
+            want = {0: [s.name for s in specs], 1: [s.module for s in specs], 3: [s.extra for s in specs],
+                    4: [",".join(s.devices) for s in specs], 5: [",".join(s.precisions) for s in specs]}
+            assert {k: cols[k] for k in want} == {k: "".join(v) for k, v in want.items()}, proc.stdout
     if not columns:
         assert "Runtime Benchmark" in proc.stdout and "backend" in proc.stdout
 

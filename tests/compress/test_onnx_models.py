@@ -56,12 +56,15 @@ def test_compress_onnx_model_gives_int8_that_ort_runs_as_int8(compressed, onnx_o
     assert (compressed / "infer_cfg.yml").read_bytes() == (model / "infer_cfg.yml").read_bytes()
     side = yaml.safe_load((compressed / "fastdet.yml").read_text())
     assert side["nms"]["score_threshold"] < 0.3 and side["nms"]["nms_threshold"] == pytest.approx(0.6)  # the graph's
-    # agreement: FP32 with itself is 1.0 by construction; INT8 within the budget the search worked to
-    m = report["map"]
-    assert m["metric"] == "agreement mAP" and m["fp32"]["AP"] == pytest.approx(1.0)
-    assert m["int8"]["AP"] > 0.9
-    search = report["sensitivity_search"]
-    assert search["reason"] == "PTQ.search_dataset" and search["fp32_map"] == pytest.approx(1.0)
+    # agreement with FP32's own detections (FP32 scores 1.0 against itself by construction: INT8's figure is the
+    # one that says something): INT8 changed the detections, a little
+    m, search = report["map"], report["sensitivity_search"]
+    assert m["metric"] == "agreement mAP" and 0.9 < m["int8"]["AP"] < 1.0, m
+    # the written model is the one the search chose: the report's evaluation of it (same images, same backend)
+    # gives the agreement the search measured for it, and the search's verdict follows its own figures
+    assert search["reason"] == "PTQ.search_dataset" and search["dataset"] == m["dataset"]
+    assert m["int8"]["AP"] == pytest.approx(search["chosen_map"], abs=1e-4), (m, search)
+    assert search["met"] == (100 * (search["fp32_map"] - search["chosen_map"]) <= search["max_drop_points"])
     int8_convs, float_convs = inspect_model(str(compressed), "ort", runs=2).convs()
     assert int8_convs > 50 and float_convs <= 2
 
@@ -74,9 +77,13 @@ def test_eval_reference_gives_agreement(compressed, onnx_only, tmp_path, capsys)
     data = json.loads(out.read_text())
     assert data["metric"] == "agreement" and 0.9 < data["stats"]["AP"] < 1.0
     assert "agreement mAP" in capsys.readouterr().out
-    assert main(["eval", "--model", str(model / "detector.onnx"), "--reference", str(model / "detector.onnx"),
-                 "--dataset", str(images), "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["stats"]["AP"] == pytest.approx(1.0)
+    # the FP32 model named by its path rather than as 'fp32' (found through the INT8 model's report): the same
+    # reference, the same agreement (a reference resolved to anything else, the INT8 model itself included, differs)
+    again = tmp_path / "again.json"
+    assert main(["eval", "--model", str(compressed), "--reference", str(model / "detector.onnx"),
+                 "--dataset", str(images), "--json", str(again)]) == 0
+    named = json.loads(again.read_text())
+    assert named["reference"] == data["reference"] and named["stats"]["AP"] == pytest.approx(data["stats"]["AP"])
 
 
 @pytest.mark.openvino
@@ -91,7 +98,14 @@ def test_bench_onnx_model_fills_onnx_rows_and_says_why_paddle_cannot(compressed,
     rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
     for b in ("ort", "openvino"):
         assert rows[(b, "fp32")]["status"] == "ok" and rows[(b, "int8")]["status"] == "ok"
-        assert rows[(b, "fp32")]["map"] == pytest.approx(1.0)
+        # each backend's FP32 detections are its reference (FP32 scores 1.0 by construction): INT8's agreement
+        assert 0.9 < rows[(b, "int8")]["map"] < 1.0, rows[(b, "int8")]
+    # bench labels the images with the FP32 model cut before its NMS (fastdet's NMS on the host); `eval
+    # --reference fp32` with the model as given (ONNX Runtime's NMS in the graph): the same agreement either way
+    ev = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(compressed), "--reference", "fp32", "--dataset", str(images), "--limit", "10",
+                 "-b", "ort", "--json", str(ev)]) == 0
+    assert json.loads(ev.read_text())["stats"]["AP"] == pytest.approx(rows[("ort", "int8")]["map"], abs=1e-3)
     assert rows[("paddle", "fp32")]["status"] == "None"
     assert rows[("paddle", "fp32")]["why"].startswith("Paddle Inference needs a Paddle program")
     assert "FP32 agreement mAP" in header(report) and "FP32 mAP" not in header(report)

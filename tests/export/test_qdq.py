@@ -11,10 +11,12 @@ from fastdet_cli.export.qdq import activations_to_uint8  # noqa: E402
 from ort_run import run  # noqa: E402
 
 
-def qdq_conv_model(path):
-    """x → Q/DQ (int8, zp 0) → Conv(W from DQ of int8 per-channel weights) → Q/DQ → y: paddle2onnx's pattern."""
+def qdq_conv_model(path, weight_bits=8):
+    """x → Q/DQ (int8, zp 0) → Conv(W from DQ of int8 per-channel weights) → Q/DQ → y: paddle2onnx's pattern,
+    weights over the full range of `weight_bits` (±127 at 8 bits, ±63 at 7)."""
     rng = np.random.default_rng(0)
-    w = rng.integers(-127, 128, (8, 3, 3, 3)).astype(np.int8)
+    top = 2 ** (weight_bits - 1) - 1
+    w = rng.integers(-top, top + 1, (8, 3, 3, 3)).astype(np.int8)
     inits = [
         numpy_helper.from_array(np.array(0.02, np.float32), "xs"), numpy_helper.from_array(np.array(0, np.int8), "zp"),
         numpy_helper.from_array(w, "w"), numpy_helper.from_array(rng.uniform(1e-3, 3e-3, 8).astype(np.float32), "ws"),
@@ -34,8 +36,16 @@ def qdq_conv_model(path):
 
 
 def test_rewrite_is_the_same_function_and_fuses(tmp_path):
+    """The uint8 graph computes what the int8 one does, to one output step, with the weight width fastdet exports
+    for this CPU: ORT's fused QLinearConv multiplies u8 activations by s8 weights, and without VNNI (AVX2's
+    vpmaddubsw) it adds pairs of products in int16, which full-range 8-bit weights saturate (2 × 255 × 127 >
+    32767), so the outputs may then differ by many steps; 7-bit weights (2 × 255 × 63 < 32767) cannot saturate,
+    and are what int8_weight_bits prescribes there (VNNI and AMX sum in int32: full 8 bits)."""
+    from fastdet_cli.machine import int8_weight_bits
+
+    bits, _ = int8_weight_bits()
     src, dst = tmp_path / "s8.onnx", tmp_path / "u8.onnx"
-    qdq_conv_model(src)
+    qdq_conv_model(src, bits)
     assert activations_to_uint8(src, dst) == 2
     model = onnx.load(str(dst))
     zps = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
