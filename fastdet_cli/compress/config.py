@@ -32,8 +32,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
             "hist_percent": NUM, "quantize_op_types": (list,), "is_full_quantize": (bool,),
             "optimize_model": (bool,),
             "max_map_drop": NUM,  # (+) mAP points; above it, the most sensitive convs are kept in float
-            "max_float_layers": (int,),  # (+) at most this many (default: no cap; the search stops at the budget,
-            #                                or where INT8 would no longer be faster than FP32)
+            "max_float_layers": (int,),  # (+) at most this many (default: no cap; the search stops at the budget)
             "search_dataset": (str,),  # (+) COCO dir the search measures mAP on (default: see docs)
             "per_channel": (bool,),  # (+) engine onnxruntime: per-channel weight scales (default true)
             "reduce_range": (bool,)},  # (+) engine onnxruntime: 7-bit weights (default: on without VNNI)

@@ -209,6 +209,8 @@ class SearchResult:
                 "max_drop_points": round(100 * self.max_drop, 3), "met": self.met, "stopped": self.stopped,
                 "chosen_map": round(best.map, 4), "chosen_drop_points": round(100 * (self.fp32_map - best.map), 2),
                 "fp32_runtime_ms": self.fp32_ms, "chosen_runtime_ms": best.runtime_ms,
+                "chosen_fp32_runtime_ms": best.fp32_ms,
+                "chosen_faster": best.faster if best.runtime_ms is not None else None,
                 "ranking_top10": [{"conv": s.conv, "weight": s.weight, "activation": s.activation,
                                    "isolated_error": float(f"{e:.4g}")} for s, e in self.ranking[:10]],
                 "steps": [{"float_layers": st.float_layers, "map": round(st.map, 4), "runtime_ms": st.runtime_ms,
@@ -266,8 +268,9 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
     (mAP@[.5:.95] as a fraction), measuring each candidate as a whole (the cumulative effect of the layers kept
     float, not the sum of single-layer effects) and its runtime: layers are taken in the order of the isolated-
     damage ranking, 1, 2, 4, 8… at a time until the budget is met (then the fewest that meet it are found by
-    bisection), the ranking runs out, `max_layers` is reached, or the model is no longer faster than FP32.
-    The best model measured is chosen either way; `met` says whether it is within budget.
+    bisection), the ranking runs out, or `max_layers` is reached. The fewest layers that meet the budget are chosen,
+    else the most accurate model measured; `met` says whether it is within budget, and its runtime (timed
+    alternately with FP32) whether it is faster — reported, not traded against the budget.
 
     `fp32` is the FP32 ONNX model (ModelSource), `int8_dir` a fastdet ONNX model dir (model.onnx + deploy config
     + fastdet.yml); `work_dir` receives a copy of the INT8 dir whose model.onnx is replaced by each variant.
@@ -310,10 +313,9 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
         result.stopped = "INT8 within budget as quantized"
         shutil.rmtree(work_dir, ignore_errors=True)
         return result
-    speed_bound = measure_runtime and result.steps[0].faster
-    if measure_runtime and not speed_bound:
-        log(f"  INT8 as quantized is not faster than FP32 on {runtime_backend} here: the search works for accuracy "
-            "alone (it cannot stop where INT8 stops being faster)")
+    if measure_runtime and not result.steps[0].faster:
+        log(f"  INT8 as quantized is not faster than FP32 on {runtime_backend} here ({result.steps[0].speedup:.2f}×, "
+            "timed alternately): float layers will not make it faster; the search still finds the budget")
     probe = OutputProbe(fp32_model, feeds)
 
     def ranked(i: int, n: int) -> None:
@@ -341,24 +343,20 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
     def prefix(k: int) -> list[Site]:
         return [s for s, _ in result.ranking[:k]]
 
-    def faster(step: Step) -> bool:
-        return not speed_bound or step.faster
-
     def within(m: float) -> bool:
         return fp32_map - m <= max_drop
 
+    # the budget is the constraint and speed the report: a search that stopped where a candidate first timed
+    # "no longer faster" wrote models 16 mAP points off the budget on a loaded machine (the embedded model on
+    # ORT, issue 28), where the next candidate met it at 1.06× FP32
     lo = 0  # the largest k measured that misses the budget
     result.stopped = "every ranked layer tried"
     for k in _sizes(len(result.ranking), max_layers):
         step = measure(prefix(k))
-        if not faster(step):
-            result.stopped = f"with {k} layers in float INT8 is no longer faster than FP32"
-            break
         if within(step.map):
             while k - lo > 1:  # the fewest layers that still meet the budget
                 mid = (lo + k) // 2
-                mid_step = measure(prefix(mid))
-                if within(mid_step.map) and faster(mid_step):
+                if within(measure(prefix(mid)).map):
                     k = mid
                 else:
                     lo = mid
@@ -368,9 +366,8 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
     else:
         if max_layers and max_layers < len(result.ranking):
             result.stopped = f"PTQ.max_float_layers ({max_layers}) reached"
-    usable = [s for s in result.steps if faster(s)] or result.steps[:1]
-    meeting = [s for s in usable if within(s.map)]
-    best = min(meeting, key=lambda s: s.float_layers) if meeting else max(usable, key=lambda s: s.map)
+    meeting = [s for s in result.steps if within(s.map)]
+    best = min(meeting, key=lambda s: s.float_layers) if meeting else max(result.steps, key=lambda s: s.map)
     result.met = bool(meeting)
     result.chosen, result.chosen_step = prefix(best.float_layers), best
     if result.met and len(result.chosen) > 1:
@@ -390,9 +387,14 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
                 returned.append(site.weight or site.conv)
         if returned:
             step = measure(chosen, known_map=kept_map)  # runtime of the result, recorded as the last step
-            if faster(step):
-                result.chosen, result.chosen_step, result.returned = chosen, step, returned
-                result.stopped += f"; {len(returned)} of those layers then put back in INT8 within budget"
+            result.chosen, result.chosen_step, result.returned = chosen, step, returned
+            result.stopped += f"; {len(returned)} of those layers then put back in INT8 within budget"
+    chosen_step = result.chosen_step
+    if measure_runtime and not chosen_step.faster:
+        result.stopped += (f"; the model written is not faster than FP32 on {runtime_backend} "
+                           f"({chosen_step.speedup:.2f}×, timed alternately)")
+        log(f"warning: INT8 {'within the budget' if result.met else 'as chosen'} is not faster than FP32 on "
+            f"{runtime_backend} here ({chosen_step.speedup:.2f}× FP32, timed alternately)")
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
 

@@ -56,15 +56,14 @@ def test_search_takes_any_file_name_and_says_when_the_budget_is_missed(raw_onnx,
     steps = search["steps"]
     assert len(steps) >= 1, search
     assert search["fp32_runtime_ms"] > 0 and all(s["runtime_ms"] > 0 for s in steps)
-    # every candidate was measured as a whole: 0 layers (as quantized), then 1 and 2 in float (unless INT8 was
-    # no longer faster than FP32 before that)
-    assert steps[0]["float_layers"] == 0 and [s["float_layers"] for s in steps[1:]] in ([], [1], [1, 2])
-    # each step's FP32 runtime was timed alternately with it: "faster" is per step
-    assert all(s["fp32_runtime_ms"] > 0 for s in steps)
-    if steps[0]["runtime_ms"] < steps[0]["fp32_runtime_ms"]:  # the best model that is still faster than FP32
-        assert search["chosen_map"] == max(s["map"] for s in steps if s["runtime_ms"] < s["fp32_runtime_ms"])
-    else:  # a model this small may run no faster in INT8: then the search works for accuracy alone
-        assert search["chosen_map"] == max(s["map"] for s in steps) and len(steps) == 3
+    # every candidate was measured as a whole: 0 layers (as quantized), then 1 and 2 in float (the budget is the
+    # constraint: the search does not stop because a candidate timed slower)
+    assert [s["float_layers"] for s in steps] == [0, 1, 2], steps
+    # each step's FP32 runtime was timed alternately with it, and the report says whether the model written is
+    # faster (its value is a timing: recorded, not asserted)
+    assert all(s["fp32_runtime_ms"] > 0 for s in steps) and isinstance(search["chosen_faster"], bool)
+    # no candidate meets the budget: the most accurate one is written
+    assert search["chosen_map"] == max(s["map"] for s in steps)
     assert "missed the accuracy budget" in said and "met false" in said
     assert main(["diff", str(images), "--model", str(model / "detector_raw.onnx"), "--int8-model", str(out),
                  "--limit", "2", "--save-dir", str(tmp_path / "diff")]) == 0
