@@ -2,6 +2,10 @@
 eval callback is passed when an eval dataset is given, so `TrainConfig.target_metric` is really checked."""
 from __future__ import annotations
 
+import copy
+import logging
+import re
+from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Callable
 
@@ -27,6 +31,7 @@ def act_config(cfg: CompressConfig, feed_names: list[str]) -> dict:
     train = dict(cfg.train)
     train.setdefault("train_iter", 100)
     train.setdefault("eval_iter", train["train_iter"])
+    train.setdefault("logging_iter", 10)  # ACT's default, explicit: how often the distillation loss is recorded
     train.setdefault("learning_rate", {"type": "CosineAnnealingDecay", "learning_rate": 0.00003,
                                        "T_max": train["train_iter"]})
     train.setdefault("optimizer_builder", {"optimizer": {"type": "SGD"}, "weight_decay": 4.0e-05})
@@ -49,6 +54,81 @@ def batches(samples: FeedSamples, batch_size: int, seed: int = 0, before_step: C
             yield {k: np.stack([it[k] for it in items]) for k in samples.feed_names}
 
     return gen
+
+
+ACT_LOGGER = "paddleslim.auto_compression.compressor"
+_LOSS_LINE = re.compile(r"Total iter: (\d+), epoch: \d+, batch: \d+, loss: \[?\s*([^\s\]]+)")
+
+
+class LossLog(logging.Handler):
+    """The distillation loss during `AutoCompression.compress()`: [[iteration, loss], ...]. ACT fetches the loss
+    at every step but hands it only to its logger ("Total iter: N, epoch: E, batch: B, loss: L soft_label: L", when
+    the epoch's batch index is a multiple of `TrainConfig.logging_iter`), so this handler on that logger reads it
+    from there (iteration N is counted from 0; its loss is the forward pass before step N's update)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.values: list[list] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = _LOSS_LINE.search(record.getMessage())
+        if found:
+            try:
+                self.values.append([int(found[1]), float(found[2])])
+            except ValueError:  # a format this parser does not know: no record rather than a failed run
+                pass
+
+    def __enter__(self) -> LossLog:
+        logging.getLogger(ACT_LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger(ACT_LOGGER).removeHandler(self)
+
+
+@contextmanager
+def quick_ir_links():
+    """Paddle 2.6's IrGraph.link_to, update_input_link and update_output_link assert that their nodes are in
+    `graph.nodes()`, a Python set of every node built anew at each call: quadratic in the program's size. ACT's
+    quantization passes link every op of the training program (teacher + student + backward, ~1,700 ops on the
+    embedded model), and those checks alone took ~5 of ACT's ~7 minutes (2 cores). Inside this block the three
+    methods make the same edits without the check; the program ACT writes had the same ops, inputs, outputs and
+    attributes as without it (only their order differed, as it does between two unpatched runs). Other Paddle
+    versions are left alone (these bodies are 2.6's)."""
+    import paddle
+    from paddle.base.framework import IrGraph
+
+    if not paddle.__version__.startswith("2.6."):
+        yield
+        return
+
+    def update_input_link(self, old_input_node, new_input_node, op_node):
+        old_input_node.remove_output(op_node)
+        op_node.remove_input(old_input_node)
+        new_input_node.append_output(op_node)
+        op_node.append_input(new_input_node)
+        op_node.rename_input(old_input_node.name(), new_input_node.name())
+
+    def update_output_link(self, old_output_node, new_output_node, op_node):
+        old_output_node.remove_input(op_node)
+        op_node.remove_output(old_output_node)
+        new_output_node.append_input(op_node)
+        op_node.append_output(new_output_node)
+        op_node.rename_output(old_output_node.name(), new_output_node.name())
+
+    def link_to(self, node_in, node_out):
+        node_in.append_output(node_out)
+        node_out.append_input(node_in)
+
+    names = ("update_input_link", "update_output_link", "link_to")
+    saved = {n: IrGraph.__dict__[n] for n in names}
+    for n, f in zip(names, (update_input_link, update_output_link, link_to)):
+        setattr(IrGraph, n, f)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(IrGraph, n, f)
 
 
 class RankSync:
@@ -114,9 +194,12 @@ def run_qat(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_
 
     loader = batches(samples, batch_size, before_step=sync.before_step if sync else None)
     ac = AutoCompression(model_dir=str(source.dir), model_filename=pdmodel.name, params_filename=pdiparams.name,
-                         save_dir=str(out_dir), config=config, train_dataloader=loader,
+                         save_dir=str(out_dir), config=copy.deepcopy(config),  # ACT pops TrainConfig from it
+                         train_dataloader=loader,
                          eval_callback=eval_callback, deploy_hardware="gpu" if devices == "gpu" else None)
-    ac.compress()
+    with LossLog() as losses, quick_ir_links():
+        ac.compress()
+    config["loss_log"] = losses.values  # compress_report.json → config_resolved: did training do anything
     if sync is not None:
         config["distributed"] = sync.record()
     # ACT writes model.pdmodel / model.pdiparams (+ intermediate files) into save_dir: keep the model only
