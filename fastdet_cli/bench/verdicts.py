@@ -101,19 +101,35 @@ def int8_verdicts(rows: list[Row], threads: int, log: Callable[[str], None]) -> 
     from fastdet_cli.inspect import inspect_model
     from fastdet_cli.runtime.registry import get_backend
 
-    fp32 = {r.backend: r for r in rows if r.precision == "fp32" and r.ok}
+    fp32 = {r.backend: r for r in rows if r.precision == "fp32" and r.ok and r.model}
     out = {}
     for r in rows:
         if r.precision != "int8" or not r.ok or not r.runtime_ms or (r.speedup or {}).get("runtime", 0.0) > 1.0:
             continue
-        if not get_backend(r.backend).profiles_ops:
-            out[r.backend] = [f"no per-op profile: backend '{r.backend}' has none in fastdet"]
-            continue
-        log(f"INT8 is not faster than FP32 on {r.backend} in the table: timing both alternately, then profiling "
-            "it (fastdet inspect) to say why")
-        lines = [alternate_check(fp32[r.backend], r, threads)] if r.backend in fp32 else []
-        out[r.backend] = lines + inspect_model(r.int8_artifact["path"], r.backend, threads, runs=10).verdict()
+        spec = get_backend(r.backend)
+        lines = []
+        if r.backend in fp32 and not spec.gpu_only:
+            log(f"INT8 is not faster than FP32 on {r.backend} in the table: timing both alternately")
+            lines.append(alternate_check(fp32[r.backend], r, threads))
+        if not spec.profiles_ops:
+            lines.append(kernel_count_line(r) or f"no per-op profile: backend '{r.backend}' has none in fastdet")
+        else:
+            log(f"profiling INT8 on {r.backend} (fastdet inspect) to say why it is not faster")
+            lines += inspect_model(r.int8_artifact["path"], r.backend, threads, runs=10).verdict()
+        out[r.backend] = lines
     return out
+
+
+def kernel_count_line(r: Row) -> str | None:
+    """Where a backend has no per-op profile but named its convolution kernels with counts (Paddle's oneDNN
+    verbose): how many convolutions ran in INT8, one line; None when nothing was counted."""
+    counts = {k: n for k, n in ((r.kernels or {}).get("conv_isa") or {}).items() if n}
+    if not counts:
+        return None
+    int8 = sum(n for k, n in counts.items() if "int8" in k.split())
+    summary = " · ".join(f"{k} {n}" for k, n in counts.items())
+    return (f"{int8} of {sum(counts.values())} convolutions ran in INT8 ({summary}, {r.kernels['source']}); the others "
+            "ran in float with quantize/dequantize steps around the INT8 ones")
 
 
 def alternate_check(fp32: Row, int8: Row, threads: int) -> str:

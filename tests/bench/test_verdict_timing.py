@@ -28,3 +28,20 @@ def test_a_losing_int8_row_is_timed_again_alternately_before_the_profile(default
     assert int8_ms > 0 and fp32_ms > 0 and abs(ratio - fp32_ms / int8_ms) < 0.01
     assert (m[4] == "faster") == (int8_ms < fp32_ms)
     assert len(verdict) >= 2 and said  # the profile's verdict follows, and the log said what it is doing
+
+
+def test_paddle_verdict_counts_the_int8_convolutions_from_onednn():
+    """Paddle has no per-op profile in fastdet, but oneDNN's verbose counts its kernels: the verdict says how many
+    convolutions ran in INT8 (Zen 4, `make demo`: 16 of 98, the oneDNN op set 'conv')."""
+    import json
+    from pathlib import Path
+
+    from fastdet_cli.bench.rows import Row
+    from fastdet_cli.bench.verdicts import kernel_count_line
+
+    report = json.loads((Path(__file__).parents[1] / "recorded" / "cpu-kinds" /
+                         "zen4-avx512vnni-noamx_embedded_demo_report.json").read_text())
+    row = next(r for r in report["rows"] if r["backend"] == "paddle" and r["precision"] == "int8")
+    line = kernel_count_line(Row("paddle", "int8", kernels=row["kernels"]))
+    assert line.startswith("16 of 98 convolutions ran in INT8 (") and "avx512_core_vnni int8 16" in line
+    assert kernel_count_line(Row("paddle", "int8")) is None
