@@ -113,6 +113,11 @@ def test_default_ort_engine_output_runs_int8_on_ort_within_half_a_point(default_
     # hard-swish's gate runs in integer kernels but after a convolution kept in float (export/qdq.py)
     assert report["config_resolved"]["hard_sigmoid_integer"] >= 50, report["config_resolved"]
     assert sum(o.op_type == "HardSigmoid" for o in r.ops) <= fp, [o for o in r.ops if o.op_type == "HardSigmoid"]
+    # ORT's optimized graph, as the report counts it: no HardSigmoid island left in an INT8 chain; the float ops
+    # between quantized ones are those next to the convolutions the search kept float (their gate's Add, Mul)
+    g = report["config_resolved"]["ort_optimized_graph"]
+    assert g["ops"]["QLinearConv"] == int8 and g["ops"]["QLinearAdd"] >= 50, g["ops"]
+    assert "HardSigmoid" not in g["float_between_int8_types"] and g["float_between_int8"] <= 2 * fp, g
     maps = {}
     for name, model in (("fp32", "default"), ("int8", str(out))):
         with detector(model, "ort") as det:
