@@ -298,7 +298,7 @@ def search_float_layers(fp32, int8_dir, work_dir, dataset, feeds: list[dict[str,
         if not measure_runtime:
             return None, None
         int8_ms, fp32_ms = interleaved_ms(path, fp32.path, runtime_backend, feed)
-        if int8_ms >= fp32_ms:  # a verdict that ends the search: confirmed by a second, three times longer timing
+        if int8_ms >= fp32_ms:  # "not faster" is reported and warned of: confirmed by a second, 3× longer timing
             int8_ms, fp32_ms = interleaved_ms(path, fp32.path, runtime_backend, feed, min_seconds=3.0)
         return int8_ms, fp32_ms
 
