@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastdet_cli.det.model import ModelSource, resolve_model
+from fastdet_cli.det.model import SIDECAR, ModelSource, resolve_model
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.paths import cache_dir
 from fastdet_cli.runtime.registry import BackendSpec, get_backend
@@ -60,6 +60,107 @@ def nms_free_onnx(source: ModelSource) -> ModelSource:
     if not (out / "model.onnx").exists():
         cut_onnx_nms(src, out)
     return resolve_model(out)
+
+
+FP32_REWRITE_VERSION = 1
+
+
+def rewritten_fp32(source: ModelSource) -> tuple[ModelSource, str] | None:
+    """`source` (an ONNX model) with the lossless rewrites fastdet makes, and what was rewritten: hard-swishes written
+    as Add → Clip → Mul → Div fused into one HardSwish node (onnx_graph.fuse_hardswish). Cached by content hash and
+    checked on a real input against the graph as given (outputs within 1e-4 × max(1, range)); None when no
+    rewrite applies or the outputs differ."""
+    if source.format != "onnx":
+        return None
+    out = cache_dir() / "exports" / f"{source.content_hash()[:24]}-fp32-rewritten-v{FP32_REWRITE_VERSION}"
+    if not (out / "rewrites.json").exists():
+        _write_rewritten(source, out)
+    done = json.loads((out / "rewrites.json").read_text())
+    if not done.get("applied"):
+        return None
+    return resolve_model(out), done["applied"]
+
+
+def _write_rewritten(source: ModelSource, out: Path) -> None:
+    import shutil
+
+    import numpy as np
+    import onnx
+    import yaml
+
+    from fastdet_cli.data.synth import sample_inputs
+    from fastdet_cli.io import atomic_dir
+    from fastdet_cli.onnx_graph import fuse_hardswish
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
+
+    with atomic_dir(out) as tmp:
+        model = onnx.load(str(source.path))
+        fused = fuse_hardswish(model)
+        applied, why = (f"hard-swish fused ({fused})" if fused else ""), ""
+        if fused:
+            onnx.save(model, str(tmp / "model.onnx"))
+            shutil.copy2(source.deploy.path, tmp / source.deploy.path.name)
+            if source.sidecar():
+                (tmp / SIDECAR).write_text(yaml.safe_dump(source.sidecar(), sort_keys=False))
+            feed = sample_inputs(source.deploy)
+            with create_runner("ort", source.path, RunnerOptions(threads=1)) as a, \
+                    create_runner("ort", tmp / "model.onnx", RunnerOptions(threads=1)) as b:
+                ref = a.infer({k: feed[k] for k in a.input_metadata()})
+                got = b.infer({k: feed[k] for k in b.input_metadata()})
+            worst = max(float(np.abs(x - y).max() / max(1.0, float(np.ptp(x)))) if x.size else 0.0
+                        for x, y in zip(ref, got))
+            if worst > 1e-4:  # not the same function: the graph as given stays the FP32 baseline
+                applied, why = "", f"rewritten outputs differ from the graph as given ({worst:.2e} of their range)"
+                (tmp / "model.onnx").unlink()
+        (tmp / "rewrites.json").write_text(json.dumps({"applied": applied, "why": why}))
+
+
+@dataclass(frozen=True)
+class Fp32Form:
+    """The FP32 graph a backend's FP32 rows run: the fastest of the model as given and its rewritten form
+    (`rewritten_fp32`), timed alternately on that backend."""
+
+    model: ModelSource  # what the FP32 rows run
+    as_given: ModelSource  # the user's graph in the form this backend loads (an ONNX model's NMS cut)
+    rewrite: str = ""  # what `model` rewrote ("hard-swish fused (34)"); "" when it is the graph as given
+    timing: str = ""  # the alternate timing that chose, when there was a choice
+
+    def as_dict(self) -> dict:
+        return {"graph": self.rewrite or "as given", "as_given": str(self.as_given.path),
+                "model": str(self.model.path), "chosen_by": self.timing}
+
+
+REWRITE_MARGIN = 1.03  # a rewritten graph runs the FP32 rows when it is at least 3% faster than the graph as given
+# (two 2-s alternate timings of the same pair moved by 2% on a shared 2-core machine)
+
+
+def best_fp32(source: ModelSource, backend: str | BackendSpec, threads: int = 1) -> Fp32Form:
+    """The best FP32 graph fastdet can make of `source` for `backend`, without changing its outputs: the model as
+    given (an ONNX model's NMS cut, as every INT8 form has it) or its rewritten form, whichever runs faster on
+    `backend` with `threads` threads (timed alternately, runtime.timing.alternate_ms; the rewrite must win by 3%).
+    Fusions a backend makes on its own change nothing there (OpenVINO fuses hard-swish's pieces itself, and runs
+    the fused node slower), so the choice is measured per backend, not assumed. Backends that load Paddle
+    programs, and GPU-only backends (TensorRT fuses on its own), run the model as given."""
+    from fastdet_cli.data.synth import sample_inputs
+    from fastdet_cli.runtime.timing import alternate_ms
+
+    spec = get_backend(backend)
+    as_given = nms_free_onnx(source) if spec.model_format == "onnx" else source
+    rewritten = rewritten_fp32(as_given) if spec.model_format == "onnx" and not spec.gpu_only else None
+    if rewritten is None:
+        return Fp32Form(as_given, as_given)
+    model, what = rewritten
+    opts = spec.mode_options("fp32", threads)
+    feed = sample_inputs(as_given.deploy)
+    with detector(as_given, spec, opts) as a, detector(model, spec, opts) as b:
+        given_ms, rewritten_ms = alternate_ms([(a.runner, {k: feed[k] for k in a.inputs}),
+                                               (b.runner, {k: feed[k] for k in b.inputs})], min_seconds=2.0)
+    timing = (f"{spec.name}, {threads} thread(s), timed alternately: as given {given_ms:.2f} ms, "
+              f"{what} {rewritten_ms:.2f} ms")
+    if rewritten_ms * REWRITE_MARGIN <= given_ms:
+        return Fp32Form(model, as_given, what, timing)
+    return Fp32Form(as_given, as_given, "", timing)
 
 
 def for_backend(source: ModelSource, backend: str | BackendSpec) -> ModelSource:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastdet_cli.bench.verdicts import FLAG_POINTS
 from fastdet_cli.outcome import RAN, SKIPPED
-from fastdet_cli.runtime.registry import MAP_MODES, MODES
+from fastdet_cli.runtime.registry import AS_GIVEN, MAP_MODES, MODES
 
 COLUMNS = ("FP32", "BF16", "INT8", "INT8+FP16/BF16", "INT8+FP16+PM")  # MODES, in order
 
@@ -23,8 +23,14 @@ def _cell(row: dict | None, key: str) -> str:
 
 
 def _group(r: dict) -> tuple[str, str, str]:
-    """A table row's identity: the backend, and in a merged report also the machine and the row's settings."""
-    return r.get("hardware", ""), r.get("settings_note", ""), r["backend"]
+    """A table row's identity: the backend, and in a merged report also the machine and the row's settings; the
+    FP32 graph as given (where the FP32 column runs a faster rewrite of it) is a table row of its own."""
+    as_given = " (FP32 as given)" if r["precision"] == AS_GIVEN else ""
+    return r.get("hardware", ""), r.get("settings_note", ""), r["backend"] + as_given
+
+
+def _column(r: dict) -> str:
+    return "fp32" if r["precision"] == AS_GIVEN else r["precision"]
 
 
 def is_merged(report: dict) -> bool:
@@ -35,7 +41,7 @@ def table_rows(report: dict, key: str) -> list[list[str]]:
     """One row per backend (per machine and backend in a merged report): the four mode columns (mean ms), max
     speedup, FP32/INT8 mAP, method; merged reports add hardware first and versions and settings last."""
     out = []
-    by = {(_group(r), r["precision"]): r for r in report["rows"]}
+    by = {(_group(r), _column(r)): r for r in report["rows"]}
     for g in dict.fromkeys(_group(r) for r in report["rows"]):
         cells = [_cell(by.get((g, m)), key) if (g, m) in by else "-" for m in MODES]
         fp32 = by.get((g, "fp32"))
@@ -134,6 +140,17 @@ def status_notes(report: dict) -> list[str]:
     return [f"{_who(r)}: {r['status']}: {r['why']}" for r in report["rows"] if r["status"] != RAN]
 
 
+def fp32_notes(report: dict) -> list[str]:
+    """Which graph each backend's FP32 column ran, where fastdet chose between the graph as given and a rewrite."""
+    out = []
+    for r in report["rows"]:
+        g = r.get("fp32_graph") or {}
+        if r["precision"] == "fp32" and g.get("chosen_by"):
+            out.append(f"{r['backend']} FP32 column: {g['graph']} ({g['chosen_by']})"
+                       + ("; speedups use it" if g["graph"] != "as given" else ""))
+    return out
+
+
 def caption(report: dict) -> str:
     s = report["settings"]
     if is_merged(report):
@@ -168,7 +185,7 @@ def print_tables(report: dict, console) -> None:
         for row in table_rows(report, key):
             t.add_row(*row)
         console.print(t)
-    for line in status_notes(report):
+    for line in status_notes(report) + fp32_notes(report):
         console.print(line, highlight=False, markup=False)
     kernels = kernel_rows(report)
     if kernels:
@@ -224,6 +241,8 @@ def markdown(report: dict) -> str:
     notes = status_notes(report)
     if notes:
         parts.append("## None and skipped cells\n\n" + "\n".join(f"- {n}" for n in notes))
+    if fp32_notes(report):
+        parts.append("## FP32 graphs\n\n" + "\n".join(f"- {n}" for n in fp32_notes(report)))
     if kernel_rows(report):
         parts.append("## Kernels the runtimes chose\n\n" + md_table(kernel_header(report), kernel_rows(report)))
     if stage_rows(report):

@@ -25,7 +25,7 @@ from fastdet_cli.bench.merge import SCHEMA
 from fastdet_cli.bench.rows import Row
 from fastdet_cli.errors import FastdetError, UnsupportedMode
 from fastdet_cli.outcome import FAILED, Outcome
-from fastdet_cli.runtime.registry import BACKENDS, FP32_MODEL_MODES, MAP_MODES, BackendSpec
+from fastdet_cli.runtime.registry import AS_GIVEN, BACKENDS, FP32_MODEL_MODES, MAP_MODES, BackendSpec
 
 CPU_BACKENDS = tuple(name for name, spec in BACKENDS.items() if not spec.gpu_only)
 
@@ -167,7 +167,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
 def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, data, image, settings: BenchSettings,
                   log: Callable[[str], None], progress) -> list[Row]:
     """One backend's rows, one per mode; what keeps a mode from running becomes that row's outcome."""
-    from fastdet_cli.artifacts import choose, nms_free_onnx
+    from fastdet_cli.artifacts import Fp32Form, best_fp32, choose, nms_free_onnx
     from fastdet_cli.data.dataset import ImageFolder
 
     try:
@@ -182,8 +182,19 @@ def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, da
             chosen = choose(spec, artifacts)
         except UnsupportedMode as e:
             chosen = Outcome.of(e)
-    # FP32 the way INT8 runs: an ONNX model's in-graph NMS cut (host NMS), as every INT8 artifact has it
-    fp32_form = nms_free_onnx(fp32) if spec.model_format == "onnx" else fp32
+    # FP32 the way INT8 runs (an ONNX model's in-graph NMS cut: host NMS, as every INT8 artifact has it), in the
+    # fastest graph fastdet makes of it without changing its outputs: INT8 is compared with the best FP32
+    try:
+        form = best_fp32(fp32, spec, settings.threads)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # a failing rewrite or timing loses nothing: the graph as given is measured
+        form = Fp32Form(nms_free_onnx(fp32) if spec.model_format == "onnx" else fp32, fp32)
+        log(f"{spec.name}: FP32 rewrite not measured ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+            "FP32 rows run the graph as given")
+    if form.timing:
+        log(f"{spec.name}: FP32 rows run {form.rewrite or 'the graph as given'} ({form.timing})")
+    fp32_form = form.model
     dataset = data
     if isinstance(data, ImageFolder) and settings.eval:
         from fastdet_cli.agreement import with_reference
@@ -197,6 +208,12 @@ def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, da
         row = _mode_row(spec, mode, chosen if int8_mode else fp32_form, image, settings, dataset, log, progress)
         if int8_mode and isinstance(chosen, Int8Artifact):
             row.int8_artifact = chosen.as_dict()
+        if not int8_mode:
+            row.fp32_graph = form.as_dict()
+        rows.append(row)
+    if form.rewrite:  # the user's own graph, for the record: speedups and verdicts use the faster FP32 row
+        row = _mode_row(spec, "fp32", form.as_given, image, settings, None, log, progress)
+        row.precision, row.fp32_graph = AS_GIVEN, {**form.as_dict(), "graph": "as given"}
         rows.append(row)
     return rows
 

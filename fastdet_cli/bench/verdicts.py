@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from collections.abc import Callable
 
-from fastdet_cli.runtime.registry import FP32_MODEL_MODES
+from fastdet_cli.runtime.registry import AS_GIVEN, FP32_MODEL_MODES
 
 if TYPE_CHECKING:
     from fastdet_cli.bench.rows import Row
@@ -31,11 +31,12 @@ def per_class_deltas(rows: list[Row]) -> dict:
 def set_speedups(rows: list[Row]) -> None:
     """Each row that ran a mode other than FP32 gets its speedup over the same backend's FP32 row, runtime and
     end-to-end (FP32 mean ÷ its mean; None where either was not measured): computed here only, saved in
-    report.json, read by the tables and the recommendation."""
+    report.json, read by the tables and the recommendation. The FP32 row is the best FP32 graph fastdet made
+    (artifacts.best_fp32); the graph as given (its own row where it differs) is no baseline."""
     fp32 = {r.backend: r for r in rows if r.precision == "fp32" and r.ok}
     for r in rows:
         base = fp32.get(r.backend)
-        if r.precision == "fp32" or not r.ok or base is None:
+        if r.precision in ("fp32", AS_GIVEN) or not r.ok or base is None:
             continue
         r.speedup = {k: round(getattr(base, f"{k}_ms")["mean"] / getattr(r, f"{k}_ms")["mean"], 4)
                      if getattr(base, f"{k}_ms") and getattr(r, f"{k}_ms") else None
@@ -48,7 +49,7 @@ def recommend(rows: list[Row], max_map_drop: float) -> dict:
     that is not more than 5% faster. INT8/BF16 rows without mAP cannot qualify unless no row has mAP at all
     (then speed alone decides, and the text says so). Needs the rows' speedups (set_speedups)."""
     key = "end2end_ms" if any(r.end2end_ms for r in rows) else "runtime_ms"
-    ok = [r for r in rows if r.ok and getattr(r, key)]
+    ok = [r for r in rows if r.ok and getattr(r, key) and r.precision != AS_GIVEN]
     if not ok:
         return {"text": "no backend ran", "backend": None, "precision": None}
     fp32 = {r.backend: r for r in ok if r.precision == "fp32"}

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 MODES = ("fp32", "bf16", "int8", "int8+fp16", "int8+fp16+pm")
 FP32_MODEL_MODES = ("fp32", "bf16")  # the modes that run the FP32 model (the others run an INT8 artifact)
 MAP_MODES = ("fp32", "bf16", "int8")  # the modes whose mAP bench measures
+AS_GIVEN = "fp32 (as given)"  # bench's row of the user's FP32 graph where the FP32 rows run a faster rewrite of it
 MODE_LABELS = {"fp32": "FP32", "bf16": "BF16", "int8": "INT8", "int8+fp16": "INT8+FP16/BF16",
                "int8+fp16+pm": "pinned-memory"}
 _MODE_OPTIONS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}, "int8": {"precision": "int8"},
