@@ -12,7 +12,8 @@ from fastdet_cli.det.model import resolve_model
 from fastdet_cli.paths import DEFAULT_MODEL_DIR, DEFAULT_PTQ_CONFIG, DEFAULT_PTQ_ORT_CONFIG, cache_dir
 from fastdet_cli.runtime.registry import BackendSpec
 
-ARTIFACT_VERSION = 2  # bumped when an engine writes a different model for the same config (2: integer hard-sigmoid)
+ARTIFACT_VERSION = 3  # bumped when an engine writes a different model for the same config (2: integer hard-
+# sigmoid; 3: the search keeps going for the budget when INT8 stops being faster, timed against the best FP32)
 
 
 def default_artifacts(model_dir: Path, log: Callable[[str], None],
