@@ -23,6 +23,7 @@ class Inspection:
     ops: list[OpTime]  # slowest first
     cpu_flags: list[str] = field(default_factory=list)
     kernels: Kernels | None = None  # the convolution kernels' ISA, as the runtime reports it
+    optimized_graph: dict | None = None  # quantized models: float ops left between quantized ops (Runner.float_islands)
 
     @property
     def total_ms(self) -> float:
@@ -70,6 +71,12 @@ class Inspection:
             slow = [o.name for o in self.ops if "conv" in o.op_type.lower() and o.precision == "float"][:3]
             lines.append(f"{float_convs} of {int8_convs + float_convs} convolutions still run in float "
                          f"(slowest: {', '.join(slow)}): layers kept float at compression, or not fusable.")
+        islands = (self.optimized_graph or {}).get("float_between_int8")
+        if islands:
+            kinds = ", ".join(f"{t} {n}" for t, n in self.optimized_graph["float_between_int8_types"].items())
+            lines.append(f"The runtime's optimized graph leaves {islands} float op(s) between quantized ops ({kinds}): "
+                         "each is a dequantize → float → quantize detour (layers kept float on purpose, or ops "
+                         "without an integer kernel).")
         if share.get("q/dq", 0) >= 0.15:
             n = self.by_precision()["q/dq"][0]
             lines.append(f"{100 * share['q/dq']:.0f}% of the time goes to {n} quantize/dequantize/reorder steps "
@@ -98,6 +105,7 @@ class Inspection:
         return {"model": self.model, "backend": self.backend, "quantized": self.quantized, "runs": self.runs,
                 "threads": self.threads, "total_ms": round(self.total_ms, 4), "cpu_flags": self.cpu_flags,
                 "kernels": dataclasses.asdict(self.kernels) if self.kernels else None,
+                "optimized_graph": self.optimized_graph,
                 "by_precision": {p: {"ops": n, "ms": round(ms, 4)} for p, (n, ms) in self.by_precision().items()},
                 "convs": dict(zip(("int8", "float"), self.convs())),
                 "by_type": [{"op_type": t, "precision": p, "ops": n, "ms": round(ms, 4)}
@@ -133,4 +141,6 @@ def inspect_model(model: str | None, backend: str | BackendSpec, threads: int = 
             runner.infer(feed)
         ops = runner.op_profile(feed, runs)
         kernels = runner.kernels(feed)
-    return Inspection(str(source.path), spec.name, quantized, runs, threads, ops, cpu_model_and_flags()[1], kernels)
+        islands = runner.float_islands() if quantized else None
+    return Inspection(str(source.path), spec.name, quantized, runs, threads, ops, cpu_model_and_flags()[1], kernels,
+                      islands)

@@ -30,6 +30,7 @@ def test_int8_on_openvino_runs_convolutions_in_int8(default_ptq):
     int8, fp = r.convs()
     assert int8 > 50 and fp < int8
     assert not any(line.startswith("No convolution") for line in r.verdict())
+    assert r.optimized_graph is None  # OpenVINO does not expose its optimized graph as ONNX
 
 
 def test_backend_without_profile_is_a_clear_error():
@@ -46,13 +47,19 @@ def test_cli_writes_json(tmp_path, capsys, monkeypatch):
     assert "slowest ops" in capsys.readouterr().out
 
 
-def test_cli_int8_inspects_the_model_bench_runs_on_that_backend(default_artifacts, tmp_path, monkeypatch):
+def test_cli_int8_inspects_the_model_bench_runs_on_that_backend(default_artifacts, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "200")
     out = tmp_path / "inspect.json"
     assert main(["inspect", "--int8", "-b", "ort", "--runs", "2", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["quantized"] and data["model"].startswith(str(default_artifacts["ort-qdq"]))
     assert data["convs"]["int8"] >= 0.9 * (data["convs"]["int8"] + data["convs"]["float"])
+    # ORT's optimized graph read back: the float islands compress counted for the same model, and said so
+    report = json.loads((default_artifacts["ort-qdq"] / "compress_report.json").read_text())
+    want = report["config_resolved"]["ort_optimized_graph"]
+    assert data["optimized_graph"]["float_between_int8"] == want["float_between_int8"]
+    assert data["optimized_graph"]["float_between_int8_types"] == want["float_between_int8_types"]
+    assert "optimized graph:" in capsys.readouterr().out
     assert main(["inspect", "--int8", "-b", "ort", "-m", "default_missing_dir"]) == 2
 
 

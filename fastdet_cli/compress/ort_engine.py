@@ -166,39 +166,6 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
             onnx.save(model, str(out_onnx))
 
 
-def float_islands(model_path: Path) -> dict:
-    """What ONNX Runtime really runs for a QDQ model: its optimized graph (QDQ fusions, level extended: no
-    CPU-specific layout rewrite) saved and read back. Returns {"ops": op-type counts, "float_between_int8": the float
-    ops that read a DequantizeLinear's output and whose result goes to a QuantizeLinear — islands where an INT8 chain
-    falls back to float and back, e.g. a HardSigmoid ORT has no integer kernel for — with their types}."""
-    import collections
-    import tempfile
-
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="fastdet-ortopt-") as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        so.log_severity_level = 3
-        ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-        graph = onnx.load(so.optimized_model_filepath).graph
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    quant = ("QuantizeLinear", "DequantizeLinear")
-    islands = collections.Counter(
-        n.op_type for n in graph.node
-        if n.op_type not in quant and not n.op_type.startswith("QLinear") and n.op_type != "QGemm"
-        and any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)
-        and any(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, [])))
-    return {"ops": dict(collections.Counter(n.op_type for n in graph.node).most_common()),
-            "float_between_int8": sum(islands.values()), "float_between_int8_types": dict(islands)}
-
-
 def _model_dir(fp32: ModelSource, onnx_path: Path, target: Path, engine_note: dict) -> Path:
     """`target` as a fastdet ONNX model dir: model.onnx, the deploy config unchanged and a fastdet.yml that
     keeps the FP32 export's NMS parameters and says the model is quantized."""
@@ -276,6 +243,8 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
                 raise FastdetError(f"the TensorRT-flavoured INT8 model would not parse in TensorRT ({len(problems)} "
                                    "problem(s)): " + "; ".join(problems[:3]))
         if settings["target"] == "onnxruntime":  # what ORT runs: float islands left in the INT8 chains
+            from fastdet_cli.runtime.onnxruntime import float_islands
+
             g = settings["ort_optimized_graph"] = float_islands(out_dir / "model.onnx")
             log(f"ONNX Runtime's optimized graph: {g['float_between_int8']} float op(s) between quantized ops "
                 + (f"({', '.join(f'{t} {n}' for t, n in g['float_between_int8_types'].items())})"

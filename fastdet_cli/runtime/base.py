@@ -191,6 +191,12 @@ class Runner:
             k.int8_dot = int8_dot_product(k.conv_isa, k.source, cpu_model_and_flags()[1])
         return k
 
+    def float_islands(self) -> dict | None:
+        """For a quantized model, what the runtime's optimized graph leaves in float between quantized ops:
+        {"float_between_int8": count, "float_between_int8_types": {op type: count}, "ops": every op type's count};
+        None where the runtime does not expose its optimized graph."""
+        return None
+
     def op_profile(self, feed: dict[str, np.ndarray], runs: int = 20) -> list[OpTime]:
         """Run `runs` times with the runtime's profiler on; per-op mean times, slowest first. The runner must
         have been built with `RunnerOptions(profile=True)`."""

@@ -1,6 +1,8 @@
 """ONNX Runtime backend: CPU (intra-op threads fixed, default 1) or the CUDA execution provider."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from fastdet_cli.errors import FastdetError, NoDevice
@@ -61,6 +63,11 @@ class OrtRunner(Runner):
                            f"loadable?); the session has only {self.session.get_providers()}")
         self._outputs = [x.name for x in self.session.get_outputs()]
 
+    def float_islands(self) -> dict | None:
+        if self.model_bytes is not None or self.options.device != "cpu":
+            return None
+        return float_islands(self.model_path)
+
     def _kernels(self, feed: dict[str, np.ndarray]) -> Kernels | None:
         if self.options.device == "gpu":
             return Kernels({}, "execution providers: " + ", ".join(self.session.get_providers()))
@@ -116,3 +123,36 @@ def mlas_isa(flags: list[str], int8: bool) -> str:
                 return isa
         return "avx2 int8 (int16 pairs)" if "avx2" in flags else "sse int8"
     return "avx512 f32" if "avx512f" in flags else "avx2 f32" if "avx2" in flags else "sse f32"
+
+
+def float_islands(model_path) -> dict:
+    """What ONNX Runtime really runs for a QDQ model: its optimized graph (QDQ fusions, level extended: no
+    CPU-specific layout rewrite) saved and read back. Returns {"ops": op-type counts, "float_between_int8": the float
+    ops that read a DequantizeLinear's output and whose result goes to a QuantizeLinear — islands where an INT8 chain
+    falls back to float and back, e.g. a HardSigmoid ORT has no integer kernel for — with their types}."""
+    import collections
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="fastdet-ortopt-") as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        graph = onnx.load(so.optimized_model_filepath).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    quant = ("QuantizeLinear", "DequantizeLinear")
+    islands = collections.Counter(
+        n.op_type for n in graph.node
+        if n.op_type not in quant and not n.op_type.startswith("QLinear") and n.op_type != "QGemm"
+        and any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)
+        and any(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, [])))
+    return {"ops": dict(collections.Counter(n.op_type for n in graph.node).most_common()),
+            "float_between_int8": sum(islands.values()), "float_between_int8_types": dict(islands)}
