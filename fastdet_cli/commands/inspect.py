@@ -63,7 +63,8 @@ def render(result, console, top: int) -> None:
     if g is not None:
         kinds = ", ".join(f"{t} {n}" for t, n in g["float_between_int8_types"].items())
         console.print(f"optimized graph: {g['float_between_int8']} float op(s) between quantized ops"
-                      + (f" ({kinds})" if kinds else " (every INT8 chain stays integer)"), highlight=False, markup=False)
+                      + (f" ({kinds})" if kinds else " (every INT8 chain stays integer)"),
+                      highlight=False, markup=False)
     slow = Table(title=f"{top} slowest ops", title_justify="left")
     for col in ("op", "type", "precision", "ms"):
         slow.add_column(col, justify="right" if col == "ms" else "left")
