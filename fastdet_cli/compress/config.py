@@ -144,12 +144,18 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
             raise FastdetError(f"{path}: {e}") from None
     else:
         method = ptq.get("calibration_method", "avg")
+        # the engine is paddleslim because the model is a Paddle program and Global.engine is unset: say which key
+        # to change, not only what is wrong
+        switch = "" if "engine" in g else " — or set Global.engine: onnxruntime (it quantizes Paddle models too)"
         if method not in CALIBRATION_METHODS:
+            ours = next((m for m in CALIBRATION_METHODS if FROM_PADDLE_NAMES.get(m.lower()) == str(method).lower()),
+                        None)
             raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of "
-                               f"{', '.join(CALIBRATION_METHODS)} (engine paddleslim)")
+                               f"{', '.join(CALIBRATION_METHODS)} (engine paddleslim)"
+                               + (f": PaddleSlim calls it '{ours}'" if ours else "") + switch)
         for key in ("per_channel", "reduce_range"):
             if key in ptq:
-                raise FastdetError(f"{path}: PTQ.{key} applies to engine onnxruntime only")
+                raise FastdetError(f"{path}: PTQ.{key} applies to engine onnxruntime only: remove it{switch}")
     if ptq.get("max_map_drop", 0) < 0:
         raise FastdetError(f"{path}: PTQ.max_map_drop must be ≥ 0 (mAP points), got {ptq['max_map_drop']}")
     if ptq.get("max_float_layers", 1) < 1:

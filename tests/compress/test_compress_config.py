@@ -56,6 +56,13 @@ def test_older_quantization_form_is_accepted(tmp_path):
     ("Global: {model_dir: m}\nPTQ: {batch_size: '8'}\n", "'PTQ.batch_size' must be int"),
     ("Global: {model_dir: m}\nQuantAware: {use_pact: 1}\n", "'QuantAware.use_pact' must be bool"),
     ("Global: {model_dir: m}\nPTQ: {calibration_method: minmax}\n", "calibration_method 'minmax'"),
+    # a Paddle model with the ONNX template's PTQ section: the line names what to set instead
+    ("Global: {model_dir: m, format: paddle}\nPTQ: {calibration_method: percentile}\n",
+     "PaddleSlim calls it 'hist' — or set Global.engine: onnxruntime"),
+    ("Global: {model_dir: m}\nPTQ: {per_channel: true}\n", "per_channel applies to engine onnxruntime only: remove "
+     "it — or set Global.engine: onnxruntime"),
+    ("Global: {model_dir: m, engine: paddleslim}\nPTQ: {calibration_method: entropy}\n",
+     "PaddleSlim calls it 'KL'$"),
     ("Global: {format: paddle}\n", "Global.model_dir' is required"),
     ("Global: {model_dir: m, format: tflite}\n", "Global.format 'tflite' is not one of paddle, onnx"),
     ("Global: {model_dir: m, format: onnx}\nPTQ: {skip_tensor_list: [a]}\n", "names Paddle tensors"),
