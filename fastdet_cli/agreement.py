@@ -83,9 +83,11 @@ def fp32_of(model: str | Path) -> str:
     """The FP32 model a compressed model was made from (its compress_report.json's model_fp32)."""
     import json
 
+    from fastdet_cli.artifacts import forms
     from fastdet_cli.det.model import resolve_model
 
-    report = resolve_model(model).dir / "compress_report.json"
+    # a multi-form compress output names its FP32 model at its top, as a single model does
+    report = (Path(model) if forms(model) else resolve_model(model).dir) / "compress_report.json"
     if not report.is_file():
         raise FastdetError(f"--reference fp32: {model} has no compress_report.json saying which FP32 model it was "
                            "made from; give the FP32 model's path instead")

@@ -191,7 +191,7 @@ def detector(model: str | Path | ModelSource | None, backend: str | BackendSpec,
     spec = get_backend(backend)  # an unknown backend is reported before any model work
     options = options or RunnerOptions()
     spec.check_can_run()  # a missing library or GPU too: not after a full export
-    source = for_backend(model if isinstance(model, ModelSource) else resolve_model(model), spec)
+    source = for_backend(model if isinstance(model, ModelSource) else resolve_model(form_for(model, spec)), spec)
     if spec.static_shapes and not options.input_shapes:
         import dataclasses
 
@@ -249,6 +249,32 @@ def budget_warning(model_dir: Path, name: str | None = None) -> str | None:
             f"{s.get('chosen_drop_points', '?')} points > {s.get('max_drop_points', '?')} on "
             f"{Path(str(s.get('dataset', '?'))).name} ({s.get('stopped', 'search ended')}); it is the best model found "
             "(compress_report.json: met false)")
+
+
+def forms(path: str | Path | ModelSource) -> dict[str, Path]:
+    """The INT8 forms in a folder written by one `fastdet compress` for several deploy targets ({target: model
+    folder}, from its compress_report.json's `forms`); {} for anything else."""
+    if isinstance(path, ModelSource) or str(path) == "default":
+        return {}
+    report = Path(path).expanduser() / "compress_report.json"
+    if not report.is_file():
+        return {}
+    try:
+        listed = json.loads(report.read_text()).get("forms") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return {t: report.parent / f["dir"] for t, f in listed.items()}
+
+
+def describe_all(spec: str | Path) -> list[Int8Artifact]:
+    """The INT8 artifacts at `spec`: one model, or every form of a multi-form compress output."""
+    found = forms(spec)
+    return [describe(d) for d in found.values()] if found else [describe(spec)]
+
+
+def form_for(model, backend: str | BackendSpec):
+    """`model`, or where it is a multi-form compress output, the form `backend` runs best (`choose`)."""
+    return choose(backend, describe_all(model)).path if forms(model) else model
 
 
 def describe(spec: str | Path) -> Int8Artifact:

@@ -218,13 +218,14 @@ def check_inputs(images: list[Path] | None, dataset: str | None, threshold: floa
 def int8_artifact(fp32_model, int8_model, backend, log: Callable[[str], None] = print) -> Int8Artifact:
     """The INT8 model to compare with: `int8_model` (an FP32 model is refused), or for the embedded model the
     one `fastdet bench --int8` runs on `backend`."""
-    from fastdet_cli.artifacts import Int8Artifact, describe
+    from fastdet_cli.artifacts import Int8Artifact, choose, describe_all
     from fastdet_cli.compress.defaults import int8_model_for
 
     if isinstance(int8_model, Int8Artifact):
         return int8_model
     if int8_model is not None:
-        return describe(int8_model)
+        found = describe_all(int8_model)  # one model, or the forms of a multi-form compress: this backend's
+        return found[0] if len(found) == 1 else choose(backend, found)
     if fp32_model != "default":
         raise FastdetError("--int8-model is needed for a model other than 'default'")
     return int8_model_for(fp32_model, backend, log=log)

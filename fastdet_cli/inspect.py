@@ -117,7 +117,7 @@ class Inspection:
 
 def inspect_model(model: str | None, backend: str | BackendSpec, threads: int = 1, runs: int = 50,
                   warmup: int = 5) -> Inspection:
-    from fastdet_cli.artifacts import for_backend, is_quantized
+    from fastdet_cli.artifacts import for_backend, form_for, is_quantized
     from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.machine import cpu_model_and_flags
@@ -129,7 +129,7 @@ def inspect_model(model: str | None, backend: str | BackendSpec, threads: int = 
 
         have = " and ".join(n for n, b in BACKENDS.items() if b.profiles_ops)
         raise FastdetError(f"backend '{spec.name}' has no per-op profile in fastdet ({have} have)")
-    source = resolve_model(model)
+    source = resolve_model(form_for(model, spec))
     quantized = is_quantized(source)
     source = for_backend(source, spec)
     feed = sample_inputs(source.deploy)

@@ -33,7 +33,7 @@ CPU_BACKENDS = tuple(name for name, spec in BACKENDS.items() if not spec.gpu_onl
 @dataclass
 class BenchSettings:
     model: str = "default"
-    int8_models: tuple[str, ...] = ()  # INT8 artifacts; each backend takes the one it runs best
+    int8_models: tuple[str, ...] = ()  # INT8 artifacts (or multi-form folders); each backend takes the one it runs best
     compress_config: Path | None = None
     backends: tuple[str, ...] = CPU_BACKENDS
     int8: bool = True
@@ -93,16 +93,16 @@ def bench_one(model_path, spec: BackendSpec, options, image: np.ndarray, setting
 def int8_artifacts(settings: BenchSettings, log: Callable[[str], None]) -> list:
     """The INT8 artifacts to choose from: --int8-model(s), else --compress's output, else (embedded model) the
     cached PaddleSlim and ONNX Runtime PTQ versions."""
-    from fastdet_cli.artifacts import describe
+    from fastdet_cli.artifacts import describe_all
     from fastdet_cli.compress.defaults import default_artifacts
     from fastdet_cli.det.model import resolve_model
 
     if settings.int8_models:
-        return [describe(m) for m in settings.int8_models]
+        return [a for m in settings.int8_models for a in describe_all(m)]
     if settings.compress_config:
         from fastdet_cli.compress import compress
 
-        return [describe(compress(settings.compress_config, log=log).output_dir)]
+        return describe_all(compress(settings.compress_config, log=log).output_dir)
     if settings.model == "default":
         return default_artifacts(resolve_model("default").dir, log)
     raise FastdetError("--int8 needs --int8-model DIR or --compress CONFIG for a model other than 'default'")

@@ -14,8 +14,8 @@ def compress(
                                   "with _<method> added when the name does not say it)."),
     devices: str = typer.Option("cpu", "--devices", help="cpu or gpu."),
     eval_dataset: str = typer.Option(None, "--eval", help="COCO dataset dir or 'default': mAP FP32 vs INT8."),
-    engine: str = typer.Option(None, "--engine", help="paddleslim or onnxruntime (default: Global.engine, "
-                                                      "else paddleslim)."),
+    engine: str = typer.Option(None, "--engine", help="paddleslim or onnxruntime (default: Global.engine, else "
+                                                      "onnxruntime for ONNX models, paddleslim for Paddle ones)."),
 ) -> int:
     """Quantize: quantized model + the FP32 deploy config copied + compress_report.json; optional mAP table."""
     from fastdet_cli.api import compress as run
@@ -33,17 +33,29 @@ def compress(
     if result.report is None:  # a rank > 0 of a distributed run
         console.print("this rank's part is done; rank 0 writes the output", highlight=False, markup=False)
         return 0
-    console.print(_report_table(result.report, result.output_dir))
-    if result.report["map"]:
-        console.print(map_table(result.report["map"]))
+    import json
+
+    forms = result.report.get("forms")
+    for target, form in (forms or {None: None}).items():  # a multi-form output: each form's own report
+        out = result.output_dir / form["dir"] if form else result.output_dir
+        r = json.loads((out / "compress_report.json").read_text()) if form else result.report
+        console.print(_report_table(r, out, target))
+        if r["map"]:
+            console.print(map_table(r["map"]))
+    if forms:
+        console.print(f"{len(forms)} forms in {result.output_dir} ({', '.join(forms)}): bench, diff, eval, infer and "
+                      "inspect given that folder run the form made for their backend", highlight=False, markup=False)
     return 0
 
 
-def _report_table(r: dict, output_dir: Path):
-    """compress_report.json's main facts."""
+def _report_table(r: dict, output_dir: Path, target: str | None = None):
+    """compress_report.json's main facts (`target`: the form's deploy target, in a multi-form output)."""
+    from rich.markup import escape
+
     from fastdet_cli.ui import Table
 
-    table = Table(title=f"{r['method_label']} → {output_dir}", title_justify="left", show_header=False)
+    form = f" (form for {target})" if target else ""
+    table = Table(title=escape(f"{r['method_label']}{form} → {output_dir}"), title_justify="left", show_header=False)
     table.add_row("images", f"{r['images']['count']} from {r['images']['source']}")
     table.add_row("preprocess", r["preprocess"])
     table.add_row("kept in float", ", ".join(r["kept_float"]) or "-")

@@ -262,12 +262,20 @@ def map_fp32_vs_int8(job: Job, int8_dir: Path, log=print) -> dict:
     from fastdet_cli.artifacts import detector
     from fastdet_cli.evaluate.coco import coco_evaluate
 
-    backend = job.engine.backend
+    from fastdet_cli.compress.config import DEPLOY_TARGETS
+
+    # an ONNX form is measured on the runtime it is made for (where that runs on a CPU)
+    backend = (DEPLOY_TARGETS[job.cfg.deploy_backend].backend if job.engine.format == "onnx" else None) \
+        or job.engine.backend
     ds = labelled(job.eval_spec, job.source, backend)
-    out = {"dataset": ds.label, "backend": backend, "runtime": job.engine.runtime_label,
+    from fastdet_cli.runtime.registry import get_backend
+
+    runtime = job.engine.runtime_label if backend == job.engine.backend else \
+        get_backend(backend).description.split(" (")[0]
+    out = {"dataset": ds.label, "backend": backend, "runtime": runtime,
            "metric": metric_name(ds), "reference": ds.reference}
     for name, model in (("fp32", job.source), ("int8", int8_dir)):
-        log(f"{metric_name(ds)} of the {name.upper()} model on {Path(ds.label).name} ({job.engine.runtime_label})")
+        log(f"{metric_name(ds)} of the {name.upper()} model on {Path(ds.label).name} ({runtime})")
         with detector(model, backend) as det:
             res = coco_evaluate(det, ds)
         out[name] = {k: res.stats[k] for k in ("AP", "AP50", "AP75")}
@@ -288,11 +296,48 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
             distributed.barrier()
         return CompressResult(None, None)
     with atomic_dir(job.save_dir) as tmp:
-        q = quantize(job, tmp, log)
-        interrupt.check()  # the quantization passes swallow KeyboardInterrupt (bare except clauses)
-        distributed.barrier()  # every rank has finished training before rank 0 writes
-        report = finalize(job, q, tmp, log, evaluate)
+        if len(job.cfg.deploy_backends) > 1:
+            report = _forms(job, tmp, log, evaluate)
+        else:
+            q = quantize(job, tmp, log)
+            interrupt.check()  # the quantization passes swallow KeyboardInterrupt (bare except clauses)
+            distributed.barrier()  # every rank has finished training before rank 0 writes
+            report = finalize(job, q, tmp, log, evaluate)
     return CompressResult(job.save_dir.resolve(), report)
+
+
+def _forms(job: Job, out_dir: Path, log, evaluate: bool) -> dict:
+    """One INT8 form per deploy target (engine onnxruntime: ORT's graph quantizes convolution outputs too, OpenVINO's
+    only their inputs), each a complete model folder `out_dir/<target>` with its own report; `out_dir`'s
+    compress_report.json lists them (`forms`), and every command given `out_dir` runs the form made for its backend
+    (artifacts.forms)."""
+    import dataclasses
+
+    from fastdet_cli.compress.common import write_report
+    from fastdet_cli.compress.config import DEPLOY_TARGETS
+
+    t0 = time.perf_counter()
+    forms = {}
+    for i, target in enumerate(job.cfg.deploy_backends):
+        log(f"form {i + 1} of {len(job.cfg.deploy_backends)}: {target}")
+        one = dataclasses.replace(job, cfg=dataclasses.replace(job.cfg, deploy_backend=target,
+                                                               deploy_backends=(target,)))
+        (out_dir / target).mkdir()
+        q = quantize(one, out_dir / target, log)
+        interrupt.check()
+        r = finalize(one, q, out_dir / target, log, evaluate)
+        forms[target] = {"dir": target, "backend": DEPLOY_TARGETS[target].backend, "met": r["met"],
+                         "seconds": r["seconds"], "map": r["map"],
+                         "sensitivity_search": {k: (r["sensitivity_search"] or {}).get(k) for k in (
+                             "chosen_drop_points", "max_drop_points", "chosen_runtime_ms", "chosen_fp32_runtime_ms",
+                             "fp32_graph", "kept_float")} if r["sensitivity_search"] else None}
+    met = [f["met"] for f in forms.values() if f["met"] is not None]
+    report = {"method": job.engine.method, "engine": job.engine.engine, "method_label": job.engine.label,
+              "format": job.engine.format, "config_file": str(job.config_path.resolve()),
+              "model_fp32": str((job.original or job.source).runner_path),
+              "forms": forms, "met": all(met) if met else None, "seconds": round(time.perf_counter() - t0, 2)}
+    write_report(out_dir, report)
+    return report
 
 
 # ---- the engines ------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "input_list": (list, dict), "qat_batch_size": (int,),
         "eval_dataset": (str,),  # (+) COCO dir or 'default': FP32 and INT8 mAP
         "image_limit": (int,),  # (+) use at most this many calibration/training images
-        "deploy_backend": (str,),  # (+) an ONNX flavour of export/targets.py (what the INT8 graph is made for)
+        "deploy_backend": (str, list),  # (+) ONNX flavour(s) of export/targets.py the INT8 graph is made for, or
+                                        #     'all' (default: every installed CPU backend's, engine onnxruntime)
         "engine": (str,),  # (+) paddleslim | onnxruntime (the quantizer; see docs/compress.md)
     },
     "Distillation": {"alpha": NUM, "loss": (str,), "node": (list,)},
@@ -78,7 +79,8 @@ class CompressConfig:
     distill: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     image_limit: int | None = None
-    deploy_backend: str = "onnxruntime"
+    deploy_backend: str = "onnxruntime"  # the form being made (the first of deploy_backends)
+    deploy_backends: tuple[str, ...] = ("onnxruntime",)  # every form one compress makes (engine onnxruntime)
     engine: str = "paddleslim"
     format: str = "paddle"  # Global.format: the model's format (paddle or onnx)
     model_filename: str | None = None  # Global.model_filename: the model file inside model_dir
@@ -162,9 +164,7 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
         raise FastdetError(f"{path}: PTQ.max_float_layers must be ≥ 1, got {ptq['max_float_layers']}")
     if ptq.get("search_dataset"):
         ptq["search_dataset"] = _resolve(ptq["search_dataset"], path.resolve().parent)
-    target = g.get("deploy_backend", "onnxruntime")
-    if target not in DEPLOY_BACKENDS:
-        raise FastdetError(f"{path}: Global.deploy_backend must be one of {', '.join(DEPLOY_BACKENDS)}")
+    targets = deploy_targets(g.get("deploy_backend"), engine, f"{path}: Global.deploy_backend")
     base = path.resolve().parent
     images = g.get("ptq_image_path") or g.get("qat_image_path") or g.get("image_path") or "default"
     quant = dict(raw.get("QuantAware") or raw.get("Quantization") or {})
@@ -174,8 +174,45 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
         path=path, raw=raw, model_dir=_resolve(g["model_dir"], base), calib_images=_resolve(images, base),
         eval_dataset=_resolve(g["eval_dataset"], base) if g.get("eval_dataset") else None, method_hint=hint,
         ptq=ptq, quant=quant, distill=dict(raw.get("Distillation", {})), train=dict(raw.get("TrainConfig", {})),
-        image_limit=g.get("image_limit"), deploy_backend=target, engine=engine, format=fmt,
+        image_limit=g.get("image_limit"), deploy_backend=targets[0], deploy_backends=targets, engine=engine, format=fmt,
         model_filename=g.get("model_filename"))
+
+
+def installed_targets() -> tuple[str, ...]:
+    """The ONNX forms whose runtime is installed here: every CPU backend's, and TensorRT's where TensorRT is."""
+    import importlib.util
+
+    from fastdet_cli.runtime.registry import get_backend
+
+    out = []
+    for name, t in DEPLOY_TARGETS.items():
+        if t.backend is None:
+            if importlib.util.find_spec("tensorrt") is not None:
+                out.append(name)
+            continue
+        try:
+            get_backend(t.backend).check_can_run()
+        except FastdetError:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def deploy_targets(value, engine: str, where: str) -> tuple[str, ...]:
+    """Global.deploy_backend as the forms to make: one name, a list, or 'all'; unset: one form per installed
+    runtime for engine onnxruntime (its graph differs per runtime), the ONNX Runtime flavour for PaddleSlim (one
+    program suits every backend; the flavour is only that of its ONNX export)."""
+    if value is None:
+        return installed_targets() if engine == "onnxruntime" else ("onnxruntime",)
+    names = list(DEPLOY_BACKENDS) if value == "all" else [value] if isinstance(value, str) else value
+    bad = [str(v) for v in names if v not in DEPLOY_BACKENDS]
+    if bad or not names:
+        raise FastdetError(f"{where} must be one of {', '.join(DEPLOY_BACKENDS)}, a list of them, or 'all'"
+                           + (f" (got {', '.join(bad)})" if bad else " (got an empty list)"))
+    if len(names) > 1 and engine != "onnxruntime":
+        raise FastdetError(f"{where}: several forms are made by engine onnxruntime; engine {engine} writes one "
+                           "program that every backend runs")
+    return tuple(dict.fromkeys(names))
 
 
 def qat_image_dir(cfg: CompressConfig) -> str:
