@@ -53,16 +53,19 @@ FORMATS = ("paddle", "onnx")
 # engine onnxruntime: ORT's CalibrationMethod names, and PaddleSlim's names mapped onto them
 ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "distribution": "Distribution"}
 FROM_PADDLE_NAMES = {"abs_max": "minmax", "hist": "percentile", "kl": "entropy"}
-DEFAULT_METHOD = "percentile"
+DEFAULT_METHOD = "auto"  # engine onnxruntime: the calibration is chosen on a split of the calibration images
 
 
 def ort_method(name: str | None) -> str:
-    """An ORT CalibrationMethod name from a config value (ORT's or PaddleSlim's name); FastdetError otherwise."""
+    """An ORT CalibrationMethod name from a config value (ORT's or PaddleSlim's name), or "auto" (unset: the engine
+    tries them, ort_engine.choose_calibration); FastdetError otherwise."""
     key = (name or DEFAULT_METHOD).lower()
     key = FROM_PADDLE_NAMES.get(key, key)
+    if key == "auto":
+        return "auto"
     if key not in ORT_METHODS:
         raise FastdetError(f"PTQ.calibration_method '{name}' has no ONNX Runtime counterpart (engine onnxruntime "
-                           f"takes {', '.join(ORT_METHODS)}; or abs_max, hist, KL)")
+                           f"takes auto, {', '.join(ORT_METHODS)}; or abs_max, hist, KL)")
     return ORT_METHODS[key]
 
 

@@ -121,6 +121,7 @@ def quant_settings(cfg: CompressConfig) -> dict:
     }
     if method == "Percentile":
         settings["percentile"] = float(ptq.get("hist_percent", 0.9999)) * 100
+    settings["calibration_method_asked"] = ptq.get("calibration_method") or "auto (unset)"
     return settings
 
 
@@ -164,6 +165,73 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
         if settings["hard_sigmoid_integer"]:
             prune_dead_nodes(model)
             onnx.save(model, str(out_onnx))
+
+
+# what `calibration_method: auto` tries, in order of preference on a tie: ORT's calibrators and percentile levels
+CALIBRATIONS = (("Percentile", 99.99), ("Percentile", 99.999), ("Percentile", 99.9), ("MinMax", None),
+                ("Entropy", None), ("Distribution", None))
+
+
+def choose_calibration(fp32: ModelSource, pre: Path, samples: FeedSamples, settings: dict, post: list[str],
+                       work: Path, note: dict, log=print) -> dict:
+    """`PTQ.calibration_method: auto`: every calibration of CALIBRATIONS quantizes the first half of the calibration
+    images and is measured on the other half — agreement mAP with the FP32 model's detections there, on the runtime
+    the form is made for — and the best one (the first on a tie) goes into `settings` for the real quantization on
+    all the images. Only calibration images are read: never the eval or the search's dataset. Returns the record
+    (also `settings["calibration_strategy"]`)."""
+    import copy
+    import os
+
+    from fastdet_cli.agreement import labelled
+    from fastdet_cli.artifacts import detector
+    from fastdet_cli.evaluate.coco import coco_evaluate
+    from fastdet_cli.runtime.base import RunnerOptions
+
+    files = list(samples.files)
+    if len(files) < 4:
+        raise FastdetError(f"PTQ.calibration_method auto splits the calibration images in two (one half calibrates, "
+                           f"the other measures): {len(files)} image(s) are too few; give at least 4, or name a method")
+    half = (len(files) + 1) // 2
+    first = copy.copy(samples)
+    first.files = files[:half]
+    measure = work / "strategy_measure"
+    measure.mkdir()
+    for i, f in enumerate(files[half:]):
+        (measure / f"{i:04d}_{Path(f).name}").symlink_to(Path(f).resolve())
+    backend = settings["runtime_backend"] or "ort"
+    dataset = labelled(str(measure), fp32, backend)
+    log(f"calibration strategy: {len(CALIBRATIONS)} calibrations on {half} images, each measured on the other "
+        f"{len(files) - half} (agreement mAP with FP32 on {backend})")
+    tried = []
+    for i, (method, percentile) in enumerate(CALIBRATIONS):
+        trial = {k: v for k, v in settings.items() if k != "percentile"}
+        trial["calibrate_method"] = method
+        if percentile is not None:
+            trial["percentile"] = percentile
+        d = work / f"strategy_{i}"
+        d.mkdir()
+        t0 = time.perf_counter()
+        quantize(pre, d / "model.onnx", first, trial, post)
+        _model_dir(fp32, d / "model.onnx", d, note)
+        with detector(d, backend, RunnerOptions(threads=os.cpu_count() or 1)) as det:
+            ap = coco_evaluate(det, dataset).map
+        name = f"{method} {percentile:g}" if percentile is not None else method
+        tried.append({"calibration": name, "method": method, "percentile": percentile, "agreement_map": round(ap, 4),
+                      "seconds": round(time.perf_counter() - t0, 1)})
+        log(f"  {name}: agreement mAP {ap:.4f}")
+        shutil.rmtree(d, ignore_errors=True)
+    best = max(tried, key=lambda t: t["agreement_map"])  # max keeps the first of equals: the preferred order
+    settings["calibrate_method"] = best["method"]
+    settings.pop("percentile", None)
+    if best["percentile"] is not None:
+        settings["percentile"] = best["percentile"]
+    record = {"calibrate_images": half, "measure_images": len(files) - half,
+              "measure_files": [str(f) for f in files[half:]], "backend": backend,
+              "metric": "agreement mAP@[.5:.95] with the FP32 model's detections", "tried": tried,
+              "chosen": best["calibration"]}
+    settings["calibration_strategy"] = record
+    log(f"calibration chosen: {best['calibration']} (agreement mAP {best['agreement_map']:.4f} on the measuring half)")
+    return record
 
 
 def _model_dir(fp32: ModelSource, onnx_path: Path, target: Path, engine_note: dict) -> Path:
@@ -229,6 +297,8 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
         search = None
         post = post_conv_nodes(pre)
         settings["post_conv_nodes_float"] = len(post)
+        if settings["calibrate_method"] == "auto":
+            choose_calibration(fp32, pre, samples, settings, post, work, note, log)
         if dataset_spec is not None:
             search, exclude = _search(cfg, fp32, pre, samples, settings, work, dataset_spec, note, post,
                                       out_dir / "model.onnx", log)

@@ -39,7 +39,7 @@ def compressed(onnx_only, tmp_path_factory):
     cfg = tmp_path_factory.mktemp("cfg") / "onnx_ptq.yaml"
     cfg.write_text(yaml.safe_dump({
         "Global": {"model_dir": str(model), "format": "onnx", "model_filename": "detector.onnx",
-                   "ptq_image_path": "default", "eval_dataset": str(images)},
+                   "ptq_image_path": "default", "eval_dataset": str(images), "deploy_backend": "onnxruntime"},
         "PTQ": {"calibration_method": "percentile", "batch_size": 4, "batch_nums": 4, "max_map_drop": 2.0,
                 "search_dataset": str(images), "max_float_layers": 2}}))
     out = cfg.parent / "int8"

@@ -36,7 +36,7 @@ def raw_onnx(tiny_models, tmp_path_factory, val_dataset):
 def _config(path, model, images, **ptq):
     path.write_text(yaml.safe_dump({
         "Global": {"model_dir": str(model), "format": "onnx", "model_filename": "detector_raw.onnx",
-                   "ptq_image_path": str(images)},
+                   "ptq_image_path": str(images), "deploy_backend": "onnxruntime"},
         "PTQ": {"calibration_method": "minmax", "batch_size": 1, "batch_nums": 8, **ptq}}))
     return path
 
