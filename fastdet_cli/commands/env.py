@@ -46,7 +46,10 @@ def _machine_table(gpus: int):
     for k, v in machine_info().items():
         m.add_row(k, str(v))
     m.add_row("NVIDIA GPUs", str(gpus))
-    for label, dists in (("TensorRT", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")),
+    from fastdet_cli.runtime.registry import BACKENDS
+
+    trt = BACKENDS["trt"]
+    for label, dists in (("TensorRT", (trt.dist, *trt.other_dists)),
                          ("cuda-bindings", ("cuda-bindings", "cuda-python")),
                          ("Paddle GPU build", ("paddlepaddle-gpu",))):
         m.add_row(label, _first_version(dists))

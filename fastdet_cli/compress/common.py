@@ -92,12 +92,13 @@ def versions() -> dict[str, str | None]:
     out = {}
     from fastdet_cli.runtime.registry import BACKENDS
 
-    backends = dict.fromkeys(spec.dist for spec in BACKENDS.values())
-    for dist in ("fastdet-cli", "paddleslim", "paddle2onnx", *backends):
+    for dist in ("fastdet-cli", "paddleslim", "paddle2onnx"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
             out[dist] = None
+    for spec in BACKENDS.values():  # under the backend's main name, whichever of its names is installed
+        out[spec.dist] = out.get(spec.dist) or spec.version()
     return out
 
 

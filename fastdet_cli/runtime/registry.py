@@ -47,6 +47,8 @@ class BackendSpec:
     description: str
     # INT8 artifact kinds it runs, best first (artifacts.py; measured in docs/performance.md)
     int8_kinds: tuple[str, ...] = ("paddle-program",)
+    # the same library under other distribution names (TensorRT's wheels are per CUDA major: tensorrt-cu12, …)
+    other_dists: tuple[str, ...] = ()
     profiles_ops: bool = False  # Runner.op_profile works (`fastdet inspect`)
     copies_in_compute: bool = False  # host<->device copies happen inside its timed run (GPU backends)
     device_names: bool = False  # takes the library's own device names (e.g. OpenVINO's GPU.0) besides cpu/gpu
@@ -62,10 +64,13 @@ class BackendSpec:
         return importlib.util.find_spec(self.module.split(".")[0]) is not None
 
     def version(self) -> str | None:
-        try:
-            return importlib.metadata.version(self.dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        """The installed library's version, under whichever of its distribution names is installed."""
+        for dist in (self.dist, *self.other_dists):
+            try:
+                return importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
 
     def runner_class(self) -> type[Runner]:
         mod, cls = self.target.split(":")
@@ -115,7 +120,8 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
                 ("gpu",), ("fp32", "fp16", "int8"), ("fp32", "int8", "int8+fp16", "int8+fp16+pm"),
                 "TensorRT engine built from ONNX",
                 int8_kinds=("paddle-program", "onnx-qdq", "ort-qdq"), copies_in_compute=True,
-                onnx_target="tensorrt", static_shapes=True),
+                onnx_target="tensorrt", static_shapes=True,
+                other_dists=("tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12_libs", "tensorrt_cu13_libs")),
     BackendSpec("paddle-trt", "fastdet_cli.runtime.paddle:PaddleTrtRunner", "paddle", "paddlepaddle", "paddle",
                 "paddle", ("gpu",), ("fp32", "fp16", "int8"), ("fp32", "int8"),
                 "Paddle Inference with its TensorRT subgraph engine", copies_in_compute=True),

@@ -140,6 +140,26 @@ def test_env_lists_every_backend(capsys):
         assert name in out
 
 
+def test_tensorrt_version_is_read_from_its_per_cuda_wheel(tmp_path, monkeypatch, capsys):
+    """TensorRT installs as tensorrt-cu12 / tensorrt-cu13 (no distribution named plain `tensorrt`): a stand-in
+    distribution of that name is what env, the reports and the merged tables read the version from."""
+    import importlib
+
+    from fastdet_cli.compress.common import versions
+    from fastdet_cli.runtime.registry import BACKENDS
+
+    if BACKENDS["trt"].version() is not None:
+        pytest.skip("a real TensorRT is installed here")
+    info = tmp_path / "tensorrt_cu12-10.16.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt-cu12\nVersion: 10.16.0\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    importlib.invalidate_caches()
+    assert BACKENDS["trt"].version() == "10.16.0" and versions()["tensorrt"] == "10.16.0"
+    code, out, _ = run_cli(capsys, "env")
+    assert code == 0 and "tensorrt-cu12 10.16.0" in out
+
+
 def _table_columns(text: str, title: str) -> list[str]:
     """Each column of the table titled `title` in a command's output: its body cells top to bottom, joined, with
     spaces removed. A cell folded over several lines reads whole; one cut ('…') or cropped does not."""
