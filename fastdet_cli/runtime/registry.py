@@ -6,6 +6,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,9 +181,10 @@ def cuda_device_count() -> int:
         except Exception:  # a broken CUDA install: fall back to the driver's own word
             pass
         break
+    # the driver's count of the machine's GPUs, narrowed to those CUDA_VISIBLE_DEVICES lets this process see
     gpus = Path("/proc/driver/nvidia/gpus")
     if gpus.is_dir():
-        return len(list(gpus.iterdir()))
+        return visible_devices(len(list(gpus.iterdir())), os.environ.get("CUDA_VISIBLE_DEVICES"))
     import shutil
     import subprocess
 
@@ -193,7 +195,23 @@ def cuda_device_count() -> int:
         out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return 0
-    return sum(line.startswith("GPU ") for line in out.splitlines())
+    return visible_devices(sum(line.startswith("GPU ") for line in out.splitlines()),
+                           os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def visible_devices(physical: int, cuda_visible: str | None) -> int:
+    """How many of `physical` GPUs a CUDA process sees under CUDA_VISIBLE_DEVICES=`cuda_visible` (None: unset, all):
+    CUDA takes the listed devices up to the first entry that names none (an index out of range, -1, an empty list:
+    none at all); GPU-/MIG- UUIDs are taken as naming a device."""
+    if cuda_visible is None:
+        return physical
+    seen = 0
+    for entry in (e.strip() for e in cuda_visible.split(",")):
+        if entry.startswith(("GPU-", "MIG-")) or (entry.isdigit() and int(entry) < physical):
+            seen += 1
+        else:
+            break
+    return min(seen, physical)
 
 
 def require_gpu(what: str) -> None:

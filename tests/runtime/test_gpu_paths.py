@@ -49,6 +49,13 @@ def test_gpu_count_asks_cuda_first_then_falls_back(fresh_count, monkeypatch, tmp
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", str(smi.parent))
     assert fresh_count.cuda_device_count() == 2
+    # the fallbacks see the machine's GPUs, the process only those CUDA_VISIBLE_DEVICES leaves it (CUDA's rule:
+    # the list up to the first entry that names no device)
+    for visible, want in (("", 0), ("-1", 0), ("1", 1), ("0,1", 2), ("0,5,1", 1), ("GPU-2", 1)):
+        fresh_count.cuda_device_count.cache_clear()
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert fresh_count.cuda_device_count() == want, visible
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     fresh_count.cuda_device_count.cache_clear()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert fresh_count.cuda_device_count() == 0
