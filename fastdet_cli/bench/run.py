@@ -189,9 +189,14 @@ def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, da
     except KeyboardInterrupt:
         raise
     except Exception as e:  # a failing rewrite or timing loses nothing: the graph as given is measured
-        form = Fp32Form(nms_free_onnx(fp32) if spec.model_format == "onnx" else fp32, fp32)
-        log(f"{spec.name}: FP32 rewrite not measured ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
-            "FP32 rows run the graph as given")
+        log(f"{spec.name}: FP32 rewrite not measured ({Outcome.of(e).why}): FP32 rows run the graph as given")
+        try:
+            as_given = nms_free_onnx(fp32) if spec.model_format == "onnx" else fp32
+        except KeyboardInterrupt:
+            raise
+        except Exception as e2:  # no FP32 form at all (e.g. an NMS cut that fails its check): this backend's rows
+            return [Row(spec.name, m, Outcome.of(e2)) for m in modes]
+        form = Fp32Form(as_given, as_given)
     if form.timing:
         log(f"{spec.name}: FP32 rows run {form.rewrite or 'the graph as given'} ({form.timing})")
     fp32_form = form.model
@@ -200,8 +205,14 @@ def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, da
         from fastdet_cli.agreement import with_reference
 
         log(f"{spec.name}: FP32 detections on {data.path} as the reference (agreement mAP)")
-        dataset = with_reference(data, fp32_form, spec, spec.mode_options("fp32", settings.threads),
-                                 settings.eval_limit)
+        try:
+            dataset = with_reference(data, fp32_form, spec, spec.mode_options("fp32", settings.threads),
+                                     settings.eval_limit)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # the rows are still timed; their mAP cells stay empty and the log says why
+            dataset = None
+            log(f"{spec.name}: no agreement mAP ({Outcome.of(e).why}): FP32 detections on {data.path} failed")
     rows = []
     for mode in modes:
         int8_mode = mode not in FP32_MODEL_MODES

@@ -204,3 +204,49 @@ def test_int8_verdicts_follow_the_saved_speedup():
     said = []
     verdicts = int8_verdicts(rows, 1, said.append)
     assert list(verdicts) == ["paddle"] and "no per-op profile" in verdicts["paddle"][0] and not said
+
+
+def test_a_failing_reference_or_diff_never_fails_a_measured_bench(tmp_path, monkeypatch, capsys, val_dataset):
+    """The agreement reference (FP32 detections on an image folder) and the diff images after the report are
+    extras: when they fail, the rows are still timed, the report written, the exit code 0, and the log says why."""
+    import shutil
+
+    import fastdet_cli.agreement as agreement
+    import fastdet_cli.diff as diff
+    from fastdet_cli.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for _, p in val_dataset.image_paths(limit=2):
+        shutil.copy(p, images / p.name)
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(agreement, "with_reference", broken)
+    monkeypatch.setenv("COLUMNS", "250")
+    args = ["bench", "--no-int8", "-b", "ort", "--repeat", "2", "--warmup", "1", "--no-end2end", "--no-bf16",
+            "--dataset", str(images), "--report", str(tmp_path / "r")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "no agreement mAP (RuntimeError: disk full)" in out
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["rows"]
+    assert rows[0]["status"] == "ok" and rows[0]["map"] is None
+
+
+@pytest.mark.paddle
+def test_failing_diff_images_after_the_report_keep_exit_0(default_artifacts, tmp_path, monkeypatch, capsys):
+    import fastdet_cli.diff as diff
+    from fastdet_cli.cli import main
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(diff, "diff_models", broken)
+    monkeypatch.setenv("COLUMNS", "250")
+    args = ["bench", "-b", "ort", "--repeat", "2", "--warmup", "1", "--no-end2end", "--no-bf16", "--eval-limit", "5",
+            "--report", str(tmp_path / "r")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "warning: no FP32 vs INT8 images (RuntimeError: disk full)" in out
+    assert (tmp_path / "r" / "report.json").is_file()
