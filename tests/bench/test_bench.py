@@ -212,7 +212,6 @@ def test_a_failing_reference_or_diff_never_fails_a_measured_bench(tmp_path, monk
     import shutil
 
     import fastdet_cli.agreement as agreement
-    import fastdet_cli.diff as diff
     from fastdet_cli.cli import main
 
     images = tmp_path / "images"
