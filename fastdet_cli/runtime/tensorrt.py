@@ -137,8 +137,10 @@ class TrtRunner(Runner):
             nbytes = int(np.prod(shape)) * dtype.itemsize
             host = self._host_buffer(shape, dtype, nbytes)
             dev = self._cu(self.cudart.cudaMalloc(nbytes))
-            self.context.set_tensor_address(name, int(dev))
-            self._buffers[name] = (host, dev, nbytes)
+            self._buffers[name] = (host, dev, nbytes)  # freed on exit, also when the address is refused below
+            if not self.context.set_tensor_address(name, int(dev)):  # TensorRT 10 says False, it does not raise
+                raise FastdetError(f"TensorRT refused the device buffer for tensor {name!r} ({nbytes} bytes at "
+                                   f"{int(dev):#x}): misaligned or of the wrong size for its shape {tuple(shape)}")
 
     def _cu(self, result):
         return _check(result, self.cudart)

@@ -76,8 +76,8 @@ class _FakeTrt:
     BuilderFlag = types.SimpleNamespace(INT8="INT8", FP16="FP16")
     __version__ = "10.99"
 
-    def __init__(self, accepts_shape=True, out_shape=(100, 6)):
-        self.accepts_shape, self.out_shape = accepts_shape, out_shape
+    def __init__(self, accepts_shape=True, out_shape=(100, 6), accepts_address=True):
+        self.accepts_shape, self.out_shape, self.accepts_address = accepts_shape, out_shape, accepts_address
 
     @staticmethod
     def nptype(dtype):
@@ -94,7 +94,7 @@ class _FakeTrt:
                 return (1, 3, 8, 8) if name == "image" else fake.out_shape
 
             def set_tensor_address(self, name, ptr):
-                pass
+                return fake.accepts_address
 
         class Engine:
             num_io_tensors = 2
@@ -150,6 +150,11 @@ def test_trt_runner_uses_the_gpu_asked_for(monkeypatch, tmp_path):
 def test_trt_runner_refuses_a_shape_the_engine_rejects(monkeypatch, tmp_path):
     with pytest.raises(FastdetError, match="refused input shape"):
         _activate_with(monkeypatch, tmp_path, _FakeTrt(accepts_shape=False))
+
+
+def test_trt_runner_checks_every_tensor_address_it_sets(monkeypatch, tmp_path):
+    with pytest.raises(FastdetError, match="TensorRT refused the device buffer for tensor 'image'"):
+        _activate_with(monkeypatch, tmp_path, _FakeTrt(accepts_address=False))
 
 
 def test_trt_runner_refuses_data_dependent_output_sizes(monkeypatch, tmp_path):
