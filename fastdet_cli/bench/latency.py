@@ -34,22 +34,31 @@ class Stats:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
+WARMUP_SHARE = 0.2  # with a time bound T, warm-up stops after its runs or 0.2·T, whichever comes first
+
+
 def time_calls(fn: Callable[[], object], warmup: int, repeat: int,
-               progress: Callable[[int], None] | None = None) -> list[float]:
-    """Run `fn` warmup times untimed, then `repeat` times timed; return the durations in seconds. `progress(n)`
-    hears of every call, warm-up included (n at a time, outside the timed region), so a bar whose total is
-    warmup + repeat fills."""
-    for _ in range(warmup):
+               progress: Callable[[int], None] | None = None, seconds: float | None = None) -> list[float]:
+    """Run `fn` warmup times untimed, then `repeat` times timed; return the durations in seconds. With `seconds`
+    (bench --time), the timed runs also stop once they add up to that many seconds (at least one run) and the
+    warm-up after WARMUP_SHARE of it: `repeat` and `warmup` become "at most" (`len(result) < repeat` says the
+    time bound ended it). `progress(n)` hears of every call, warm-up included (n at a time, outside the timed
+    region); the runs a bound skipped are reported at the end, so a bar whose total is warmup + repeat fills."""
+    t_start, done = time.perf_counter(), 0
+    while done < warmup and (seconds is None or time.perf_counter() - t_start < WARMUP_SHARE * seconds):
         fn()
+        done += 1
     if progress and warmup:
         progress(warmup)
-    out = []
-    for i in range(repeat):
+    out: list[float] = []
+    told = 0
+    while len(out) < repeat and (seconds is None or not out or sum(out) < seconds):
         t0 = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
-        if progress and (i + 1) % 10 == 0:
+        if progress and len(out) % 10 == 0:
             progress(10)
-    if progress and repeat % 10:
-        progress(repeat % 10)
+            told += 10
+    if progress and repeat > told:
+        progress(repeat - told)
     return out

@@ -17,7 +17,8 @@ from fastdet_cli.errors import FastdetError
 # 2: rows carry status (ok, None, skipped, failed) and why as two fields, and their speedup over FP32
 SCHEMA = "fastdet-bench/2"
 # settings that change what a figure means; a difference between inputs is shown next to the figures
-COMPARED_SETTINGS = {"threads": "threads", "repeat": "repeat", "warmup": "warm-up", "dataset_used": "dataset",
+COMPARED_SETTINGS = {"threads": "threads", "repeat": "repeat", "warmup": "warm-up", "time_limit": "time bound",
+                     "dataset_used": "dataset",
                      "eval_limit": "mAP images", "end2end": "end-to-end", "model": "model"}
 
 

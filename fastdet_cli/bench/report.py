@@ -162,7 +162,10 @@ def caption(report: dict) -> str:
                 f"{k}: {' vs '.join(dict.fromkeys(v))}" for k, v in s["differing"].items()) + \
                 "): the settings column gives each row's, compare rows only where it matches"
         return text
-    return (f"mean ms over {s['repeat']} runs after {s['warmup']} warm-up, {s['threads']} CPU thread(s); "
+    runs = (f"mean ms over {s['repeat']} runs after {s['warmup']} warm-up" if not s.get("time_limit") else
+            f"mean ms over at most {s['repeat']} runs or {s['time_limit']:g} s per row (the runs each row took: "
+            f"report.json n, stopped_by) after at most {s['warmup']} warm-up runs or {0.2 * s['time_limit']:g} s")
+    return (f"{runs}, {s['threads']} CPU thread(s); "
             f"CPU: {report['machine']['cpu']} ({report['machine'].get('cpu flags', '-')})"
             + ("; mAP = agreement with each backend's FP32 detections (no annotations)" if agreement(report) else ""))
 

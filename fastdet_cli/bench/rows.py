@@ -24,6 +24,7 @@ class Row:
     int8_artifact: dict | None = None  # INT8 rows: path, kind, method of the artifact this backend ran
     kernels: dict | None = None  # runtime.base.Kernels: the convolution kernels' ISA, as the runtime reports it
     fp32_graph: dict | None = None  # FP32-model rows: which graph ran (artifacts.Fp32Form.as_dict)
+    stopped_by: dict | None = None  # bench --time: {"runtime", "end2end"}: "repeat" or "time (T s)", the bound hit
     speedup: dict | None = None  # {"runtime": x, "end2end": y}: this backend's FP32 mean ÷ this row's (verdicts.py)
 
     @property

@@ -42,6 +42,7 @@ class BenchSettings:
     pinned: bool = False
     repeat: int = 1000
     warmup: int = 200
+    time_limit: float | None = None  # --time: seconds per timed loop (repeat and warmup become "at most")
     threads: int = 1
     dataset: str = "default"
     eval: bool = True
@@ -64,18 +65,22 @@ def bench_one(model_path, spec: BackendSpec, options, image: np.ndarray, setting
 
     with detector(model_path, spec, options) as det:
         feed, _ = det.feed(image)
-        runtime = time_calls(lambda: det.runner.infer(feed), settings.warmup, settings.repeat, tick)
+        runtime = time_calls(lambda: det.runner.infer(feed), settings.warmup, settings.repeat, tick,
+                             settings.time_limit)
         total = StageTimes()
+
+        det_runs = []
 
         def e2e():
             det(image)
+            det_runs.append(1)
             for f in ("preprocess", "infer", "postprocess", "nms"):
                 setattr(total, f, getattr(total, f) + getattr(det.times, f))
 
         end2end, stages = None, None
         if settings.end2end:
-            end2end = Stats.of(time_calls(e2e, settings.warmup, settings.repeat, tick)).as_dict()
-            runs = settings.warmup + settings.repeat
+            end2end = Stats.of(time_calls(e2e, settings.warmup, settings.repeat, tick, settings.time_limit)).as_dict()
+            runs = len(det_runs)
             stages = {"preprocess": total.preprocess, "compute": total.infer, "nms": total.nms,
                       "postprocess": total.postprocess - total.nms}
             stages = {k: round(v / runs * 1000, 4) for k, v in stages.items()}
@@ -84,6 +89,10 @@ def bench_one(model_path, spec: BackendSpec, options, image: np.ndarray, setting
         row = Row(spec.name, "", Outcome(), Stats.of(runtime).as_dict(), end2end, stages,
                   model=str(det.source.path), rss_mb=round(rss_mb(), 1),
                   kernels=dataclasses.asdict(kernels) if kernels else None)
+        if settings.time_limit is not None:  # which bound ended each timed loop
+            row.stopped_by = {k: (None if st is None else "repeat" if st["n"] >= settings.repeat else
+                                  f"time ({settings.time_limit:g} s)")
+                              for k, st in (("runtime", row.runtime_ms), ("end2end", row.end2end_ms))}
         if settings.eval and dataset is not None and evaluate:
             res = coco_evaluate(det, dataset, settings.eval_limit)
             row.map, row.ap50, row.per_class_ap = res.stats["AP"], res.stats["AP50"], res.per_class
@@ -238,7 +247,8 @@ def _mode_row(spec: BackendSpec, mode: str, model, image, settings: BenchSetting
     try:
         opts = spec.mode_options(mode, settings.threads)
         runs = (2 if settings.end2end else 1) * (settings.warmup + settings.repeat)
-        tick = progress(f"{spec.name} {mode}", runs) if progress else (lambda n: None)
+        bound = f" (at most; or {settings.time_limit:g} s per loop)" if settings.time_limit else ""
+        tick = progress(f"{spec.name} {mode}{bound}", runs) if progress else (lambda n: None)
         row = bench_one(model.path if isinstance(model, Int8Artifact) else model, spec, opts, image, settings,
                         dataset, tick, evaluate=mode in MAP_MODES)
     except KeyboardInterrupt:

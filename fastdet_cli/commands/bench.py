@@ -24,6 +24,10 @@ def bench(
     pinned: bool = options.Flag(False, "--pinned", help="Add the INT8+FP16+pinned-memory column."),
     repeat: int = typer.Option(1000, "--repeat", min=1, help="Timed runs (after warm-up)."),
     warmup: int = typer.Option(200, "--warmup", min=0, help="Untimed warm-up runs."),
+    time_limit: float = typer.Option(None, "--time", min=0.1,
+                                     help="Seconds per timed loop: each row stops after --repeat runs or this "
+                                          "long, whichever comes first (warm-up: --warmup runs or a fifth of it); "
+                                          "the report says which bound ended each row. For big models."),
     threads: int = options.Threads,
     dataset: str = options.Dataset,
     eval_: bool = options.Flag(True, "--eval/--no-eval", help="COCO mAP of FP32 and INT8 on each backend."),
@@ -48,7 +52,8 @@ def bench(
     check_output_dir(report, "--report")
     settings = BenchSettings(model=model, int8_models=tuple(int8_model or ()), compress_config=compress_config,
                              backends=_backend_names(backend), max_map_drop=max_map_drop, int8=int8,
-                             fp16=fp16, bf16=bf16, pinned=pinned, repeat=repeat, warmup=warmup, threads=threads,
+                             fp16=fp16, bf16=bf16, pinned=pinned, repeat=repeat, warmup=warmup, time_limit=time_limit,
+                             threads=threads,
                              dataset=dataset, eval=eval_, eval_limit=eval_limit, end2end=end2end)
     console, chatter = make_console(own_fd=True), library_log_path("bench")
     result = _run(settings, console, chatter)

@@ -249,3 +249,28 @@ def test_failing_diff_images_after_the_report_keep_exit_0(default_artifacts, tmp
     out = capsys.readouterr().out
     assert "warning: no FP32 vs INT8 images (RuntimeError: disk full)" in out
     assert (tmp_path / "r" / "report.json").is_file()
+
+
+def test_time_bound_ends_the_loops_and_the_report_says_so():
+    """--time: a loop stops at its repeat count or its seconds, whichever first; warm-up at its count or a fifth of
+    the seconds; progress still hears the full total; each row says which bound ended it."""
+    import time
+
+    from fastdet_cli.bench.latency import time_calls
+
+    calls, heard = [], []
+    out = time_calls(lambda: (calls.append(1), time.sleep(0.005)), warmup=1000, repeat=100000,
+                     progress=heard.append, seconds=0.1)
+    assert 1 <= len(out) < 100000 and sum(out) >= 0.1 and sum(out[:-1]) < 0.1  # stopped by the time, just after it
+    assert len(calls) - len(out) < 1000  # the warm-up stopped by its share of the time too
+    assert sum(heard) == 1000 + 100000
+    assert len(time_calls(lambda: None, warmup=2, repeat=7, seconds=60.0)) == 7  # the repeat count first
+    report = run_bench(BenchSettings(backends=("ort",), int8=False, bf16=False, repeat=100000, warmup=3,
+                                     time_limit=0.2, eval=False), log=lambda m: None)
+    row = report["rows"][0]
+    assert row["stopped_by"] == {"runtime": "time (0.2 s)", "end2end": "time (0.2 s)"}
+    assert 1 <= row["runtime_ms"]["n"] < 100000 and row["end2end_ms"]["n"] < 100000
+    assert row["stages_ms"]["compute"] > 0  # per end-to-end run actually made
+    from fastdet_cli.bench.report import caption
+
+    assert "at most 100000 runs or 0.2 s per row" in caption(report)
