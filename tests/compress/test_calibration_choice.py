@@ -28,9 +28,11 @@ def test_auto_calibration_tries_each_and_keeps_the_best(tmp_path):
     chosen = next(t for t in record["tried"] if t["calibration"] == record["chosen"])
     assert chosen["agreement_map"] == best and 0.0 <= best <= 1.0
     assert resolved["calibrate_method"] == chosen["method"] and resolved.get("percentile") == chosen["percentile"]
-    assert record["calibrate_images"] + record["measure_images"] == resolved["images_used"] == 8
-    # the measuring half is calibration images, nothing else
+    assert sum(record["halves"]) == resolved["images_used"] == 8
+    assert all(len(t["agreement_map_folds"]) == 2 and t["agreement_map"] == pytest.approx(
+        sum(t["agreement_map_folds"]) / 2, abs=1e-4) for t in record["tried"])
+    # each half measures the calibration made on the other: calibration images, nothing else
     calib = [str(p) for p in image_list("default", 8)]
-    assert record["measure_files"] == calib[record["calibrate_images"]:]
+    assert record["measure_files"] == [calib[4:], calib[:4]]
     assert json.loads((tmp_path / "out" / "compress_report.json").read_text())["config_resolved"][
         "calibration_strategy"]["chosen"] == record["chosen"]
