@@ -24,7 +24,7 @@ from fastdet_cli.bench.latency import Stats, time_calls
 from fastdet_cli.bench.merge import SCHEMA
 from fastdet_cli.bench.rows import Row
 from fastdet_cli.errors import FastdetError, UnsupportedMode
-from fastdet_cli.outcome import FAILED, Outcome
+from fastdet_cli.outcome import FAILED, NONE, Outcome
 from fastdet_cli.runtime.registry import AS_GIVEN, BACKENDS, FP32_MODEL_MODES, MAP_MODES, BackendSpec
 
 CPU_BACKENDS = tuple(name for name, spec in BACKENDS.items() if not spec.gpu_only)
@@ -101,7 +101,7 @@ def bench_one(model_path, spec: BackendSpec, options, image: np.ndarray, setting
 
 def int8_artifacts(settings: BenchSettings, log: Callable[[str], None]) -> list:
     """The INT8 artifacts to choose from: --int8-model(s), else --compress's output, else (embedded model) the
-    cached PaddleSlim and ONNX Runtime PTQ versions."""
+    cached PaddleSlim and ONNX Runtime PTQ versions, else none (the INT8 cells are "None" with NO_INT8)."""
     from fastdet_cli.artifacts import describe_all
     from fastdet_cli.compress.defaults import default_artifacts
     from fastdet_cli.det.model import resolve_model
@@ -114,7 +114,10 @@ def int8_artifacts(settings: BenchSettings, log: Callable[[str], None]) -> list:
         return describe_all(compress(settings.compress_config, log=log).output_dir)
     if settings.model == "default":
         return default_artifacts(resolve_model("default").dir, log)
-    raise FastdetError("--int8 needs --int8-model DIR or --compress CONFIG for a model other than 'default'")
+    return []  # no INT8 model to run: the INT8 cells say so (run_bench)
+
+
+NO_INT8 = "no INT8 model given: --int8-model DIR (a compress output) or --compress CONFIG"
 
 
 def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
@@ -142,7 +145,9 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
         if a.warning:
             log(a.warning)
     bf16 = cpu_has(BF16_FLAGS) if settings.bf16 is None else settings.bf16
-    modes = ["fp32"] + (["bf16"] if bf16 else []) + (["int8"] if artifacts else []) + (
+    if settings.int8 and not artifacts:
+        log(f"{NO_INT8}: FP32 rows only")
+    modes = ["fp32"] + (["bf16"] if bf16 else []) + (["int8"] if artifacts or settings.int8 else []) + (
         ["int8+fp16"] if settings.fp16 and artifacts else []) + (
         ["int8+fp16+pm"] if settings.pinned and artifacts else [])
     rows: list[Row] = []
@@ -185,7 +190,7 @@ def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, da
             raise UnsupportedMode(f"{spec.description.split(' (')[0]} needs a Paddle program; {fp32.path.name} is ONNX")
     except FastdetError as e:
         return [Row(spec.name, m, Outcome.of(e)) for m in modes]
-    chosen: Int8Artifact | Outcome | None = None
+    chosen: Int8Artifact | Outcome = Outcome(NONE, NO_INT8)
     if artifacts:
         try:
             chosen = choose(spec, artifacts)

@@ -274,3 +274,18 @@ def test_time_bound_ends_the_loops_and_the_report_says_so():
     from fastdet_cli.bench.report import caption
 
     assert "at most 100000 runs or 0.2 s per row" in caption(report)
+
+
+def test_a_model_without_int8_gets_fp32_rows_and_says_why_int8_is_none():
+    """`bench --model MY_MODEL` without --int8-model: the FP32 rows are measured, the INT8 cells say what to give."""
+    from fastdet_cli.artifacts import onnx_for
+    from fastdet_cli.bench.run import NO_INT8
+    from fastdet_cli.det.model import resolve_model
+
+    said = []
+    model = str(onnx_for(resolve_model("default")).path)
+    report = run_bench(BenchSettings(model=model, backends=("ort",), bf16=False, repeat=2, warmup=1, eval=False,
+                                     end2end=False), log=said.append)
+    rows = {r["precision"]: r for r in report["rows"]}
+    assert rows["fp32"]["status"] == "ok" and rows["int8"]["status"] == "None" and rows["int8"]["why"] == NO_INT8
+    assert any(NO_INT8 in line for line in said)
