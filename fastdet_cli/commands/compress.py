@@ -13,7 +13,8 @@ def compress(
     save_dir: Path = typer.Option(None, "--save-dir", help="Output folder (default: ./<config name>, "
                                   "with _<method> added when the name does not say it)."),
     devices: str = typer.Option("cpu", "--devices", help="cpu or gpu."),
-    eval_dataset: str = typer.Option(None, "--eval", help="COCO dataset dir or 'default': mAP FP32 vs INT8."),
+    eval_dataset: str = typer.Option(None, "--eval", help="COCO dataset dir, a folder of images (agreement mAP "
+                                                          "with the FP32 model), or 'default': mAP FP32 vs INT8."),
     engine: str = typer.Option(None, "--engine", help="paddleslim or onnxruntime (default: Global.engine, else "
                                                       "onnxruntime for ONNX models, paddleslim for Paddle ones)."),
 ) -> int:
