@@ -237,14 +237,14 @@ def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, da
             row.fp32_graph = form.as_dict()
         rows.append(row)
     if form.rewrite:  # the user's own graph, for the record: speedups and verdicts use the faster FP32 row
-        row = _mode_row(spec, "fp32", form.as_given, image, settings, None, log, progress)
+        row = _mode_row(spec, "fp32", form.as_given, image, settings, None, log, progress, label=AS_GIVEN)
         row.precision, row.fp32_graph = AS_GIVEN, {**form.as_dict(), "graph": "as given"}
         rows.append(row)
     return rows
 
 
 def _mode_row(spec: BackendSpec, mode: str, model, image, settings: BenchSettings, dataset,
-              log: Callable[[str], None], progress) -> Row:
+              log: Callable[[str], None], progress, label: str | None = None) -> Row:
     """One backend × mode measured, or the outcome that kept it from running (`model` is an Outcome when this
     backend can run none of the INT8 artifacts)."""
     if isinstance(model, Outcome):
@@ -253,7 +253,7 @@ def _mode_row(spec: BackendSpec, mode: str, model, image, settings: BenchSetting
         opts = spec.mode_options(mode, settings.threads)
         runs = (2 if settings.end2end else 1) * (settings.warmup + settings.repeat)
         bound = f" (at most; or {settings.time_limit:g} s per loop)" if settings.time_limit else ""
-        tick = progress(f"{spec.name} {mode}{bound}", runs) if progress else (lambda n: None)
+        tick = progress(f"{spec.name} {label or mode}{bound}", runs) if progress else (lambda n: None)
         row = bench_one(model.path if isinstance(model, Int8Artifact) else model, spec, opts, image, settings,
                         dataset, tick, evaluate=mode in MAP_MODES)
     except KeyboardInterrupt:
