@@ -79,7 +79,9 @@ def recommend(rows: list[Row], max_map_drop: float) -> dict:
                      "faster: BF16 needs no calibration")
     what = "end-to-end" if key == "end2end_ms" else "runtime"
     base = fp32.get(best.backend)
-    if best.precision == "fp32":
+    if best.precision == "fp32" and all(r.precision == "fp32" for r in ok):
+        text = f"FP32 on {best.backend} ({mean(best):.2f} ms {what}): the fastest backend; no INT8 or BF16 row ran"
+    elif best.precision == "fp32":
         text = (f"FP32 on {best.backend} ({mean(best):.2f} ms {what}): INT8 does not pay here"
                 + (f" (no INT8 or BF16 row both faster and within {max_map_drop:g} mAP point)" if with_map else ""))
     else:

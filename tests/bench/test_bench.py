@@ -289,3 +289,4 @@ def test_a_model_without_int8_gets_fp32_rows_and_says_why_int8_is_none():
     rows = {r["precision"]: r for r in report["rows"]}
     assert rows["fp32"]["status"] == "ok" and rows["int8"]["status"] == "None" and rows["int8"]["why"] == NO_INT8
     assert any(NO_INT8 in line for line in said)
+    assert report["recommendation"]["text"].endswith("the fastest backend; no INT8 or BF16 row ran")
