@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastdet-installed
 export FASTDET_CACHE ?= $(CURDIR)/build/cache
 
-.PHONY: install demo test test-all model lint clean
+.PHONY: install demo test test-all model lint docs clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ model: install
 # ruff (pinned in requirements.lock and the dev extra), rules in pyproject.toml; CI runs it before the tests
 lint: install
 	$(VENV)/bin/ruff check fastdet_cli tests benchmarks tools
+
+# docs/cli.md from the command-line app (tests/test_docs.py fails when it is out of date)
+docs: install
+	$(PY) -m fastdet_cli.cli_reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 clean:
 	rm -rf build .pytest_cache

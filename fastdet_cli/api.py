@@ -133,8 +133,11 @@ def export(output: str | Path, model: str | Path = "default", fmt: str = "onnx",
         raise FastdetError(f"unknown export format '{fmt}' (choose onnx or trt)")
     if fp16 and fmt != "trt":
         raise FastdetError("--fp16 applies to TensorRT engines (--format trt); ONNX exports stay FP32 or INT8")
-    target = target or ("tensorrt" if fmt == "trt" else "onnxruntime")
-    if fmt == "trt" and target != "tensorrt":
+    from fastdet_cli.export.targets import DEFAULT_TARGET, ONNX_TARGETS
+
+    trt_target = next(t.name for t in ONNX_TARGETS.values() if t.gpu)  # the flavour TensorRT engines build from
+    target = target or (trt_target if fmt == "trt" else DEFAULT_TARGET)
+    if fmt == "trt" and target != trt_target:
         raise FastdetError("--format trt builds from the TensorRT flavour: drop --for or use --for tensorrt")
     ranges = {}
     if shape_range:

@@ -38,8 +38,10 @@ def onnx_for(source: ModelSource, target: str = "onnxruntime") -> ModelSource:
 
     from fastdet_cli.machine import int8_weight_bits
 
-    flavour = "" if target == "onnxruntime" else f"-{target}"
-    bits = int8_weight_bits("tensorrt" if target == "tensorrt" else "cpu")[0]  # what export_onnx picks here
+    from fastdet_cli.export.targets import DEFAULT_TARGET, ONNX_TARGETS
+
+    flavour = "" if target == DEFAULT_TARGET else f"-{target}"
+    bits = int8_weight_bits(ONNX_TARGETS[target].gpu)[0]  # what export_onnx picks here
     out = cache_dir() / "exports" / f"{source.content_hash()[:24]}-v{EXPORT_VERSION}{flavour}-w{bits}"
     if not (out / "model.onnx").exists():
         export_onnx(source, out, remove_nms=True, target=target)
@@ -231,7 +233,9 @@ class Int8Artifact:
     def suits(self, onnx_target: str) -> bool:
         """Loadable by a backend wanting that ONNX flavour: a program is exported in any flavour, and the ONNX
         Runtime flavour's runtimes load TensorRT's too, not the reverse (TensorRT: no uint8, no int32 biases)."""
-        return self.target in ("any", onnx_target) or onnx_target == "onnxruntime"
+        from fastdet_cli.export.targets import ONNX_TARGETS
+
+        return self.target in ("any", onnx_target) or ONNX_TARGETS[onnx_target].loads_others
 
 
 def budget_warning(model_dir: Path, name: str | None = None) -> str | None:
@@ -290,7 +294,10 @@ def describe(spec: str | Path) -> Int8Artifact:
         side = source.sidecar()
         # the onnxruntime engine's graph for ORT (outputs quantized: integer kernels) or TensorRT; its OpenVINO
         # form (Q/DQ on convolution inputs only) is an INT8 ONNX like any other
-        kind = "ort-qdq" if side.get("engine") == "onnxruntime" and side.get("target") != "openvino" else "onnx-qdq"
+        from fastdet_cli.export.targets import ONNX_TARGETS
+
+        flavour = ONNX_TARGETS.get(side.get("target", "onnxruntime"))
+        kind = "ort-qdq" if side.get("engine") == "onnxruntime" and flavour and flavour.conv_outputs else "onnx-qdq"
     if not quantized:
         raise FastdetError(f"{source.path} is not a quantized model (no quantize ops): compress it first "
                            "(fastdet compress), or pass it as --model")

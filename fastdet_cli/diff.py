@@ -121,6 +121,8 @@ def worst(diffs: list[ImageDiff], n: int) -> list[ImageDiff]:
 def _panel(bgr: np.ndarray, det, keep: dict[int, tuple], labels: list[str], title: str, truth) -> np.ndarray:
     import cv2
 
+    from fastdet_cli.det.draw import label
+
     out = bgr.copy()
     scale = max(0.35, min(out.shape[:2]) / 700)
     if truth is not None:
@@ -131,10 +133,7 @@ def _panel(bgr: np.ndarray, det, keep: dict[int, tuple], labels: list[str], titl
         x1, y1, x2, y2 = (int(round(v)) for v in det.boxes[i])
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, max(1, int(2 * scale) + (colour != MATCHED)))
         c = int(det.class_ids[i])
-        text = f"{labels[c] if 0 <= c < len(labels) else c} {det.scores[i]:.2f}"
-        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        x_text = max(0, min(x1 + 2, out.shape[1] - tw - 2))  # at the right edge the label moves left
-        cv2.putText(out, text, (x_text, max(12, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+        label(out, f"{labels[c] if 0 <= c < len(labels) else c} {det.scores[i]:.2f}", x1, y1, colour, scale)
     bar = np.full((28, out.shape[1], 3), 32, np.uint8)
     cv2.putText(bar, title, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (240, 240, 240), 1, cv2.LINE_AA)
     return np.vstack([bar, out])
@@ -215,22 +214,6 @@ def check_inputs(images: list[Path] | None, dataset: str | None, threshold: floa
     return files, None
 
 
-def int8_artifact(fp32_model, int8_model, backend, log: Callable[[str], None] = print) -> Int8Artifact:
-    """The INT8 model to compare with: `int8_model` (an FP32 model is refused), or for the embedded model the
-    one `fastdet bench --int8` runs on `backend`."""
-    from fastdet_cli.artifacts import Int8Artifact, choose, describe_all
-    from fastdet_cli.compress.defaults import int8_model_for
-
-    if isinstance(int8_model, Int8Artifact):
-        return int8_model
-    if int8_model is not None:
-        found = describe_all(int8_model)  # one model, or the forms of a multi-form compress: this backend's
-        return found[0] if len(found) == 1 else choose(backend, found)
-    if fp32_model != "default":
-        raise FastdetError("--int8-model is needed for a model other than 'default'")
-    return int8_model_for(fp32_model, backend, log=log)
-
-
 def diff_models(fp32_model, int8_model, backend: str | BackendSpec, images: list[Path], save_dir: Path, dataset=None,
                 limit: int | None = None, threshold: float | None = None, iou_min: float = 0.5, options=None,
                 keep_images: int | None = None, montage_size: int = 6,
@@ -238,16 +221,17 @@ def diff_models(fp32_model, int8_model, backend: str | BackendSpec, images: list
                 log: Callable[[str], None] = print) -> DiffResult:
     """Run both models over `images` (or the dataset's, with its ground truth) and write the diff to `save_dir`
     (see the module doc). `int8_model`: a path, an Int8Artifact, or None for the embedded model's (see
-    `int8_artifact`). `keep_images`: write only the side-by-side PNGs of that many worst images."""
+    `artifacts.int8_for`). `keep_images`: write only the side-by-side PNGs of that many worst images."""
     import cv2
 
     from fastdet_cli.artifacts import best_fp32, detector
+    from fastdet_cli.compress.defaults import int8_for
     from fastdet_cli.det.model import ModelSource, resolve_model
     from fastdet_cli.runtime.registry import get_backend
     from fastdet_cli.io import atomic_dir, write_bytes_atomic, write_json_atomic
 
     spec = get_backend(backend)  # resolved once: the artifact choice and both detectors take the spec
-    int8_art = int8_artifact(fp32_model, int8_model, spec, log)
+    int8_art = int8_for(spec, int8_model, fp32_model, log)
     if int8_art.warning:
         log(int8_art.warning)
     fp32 = resolve_model(fp32_model) if not isinstance(fp32_model, ModelSource) else fp32_model

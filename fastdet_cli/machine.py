@@ -82,14 +82,14 @@ def cpu_kind() -> str:
     return "avx2" if "avx2" in flags else "other"
 
 
-def int8_weight_bits(target: str = "cpu") -> tuple[int, str]:
-    """(weight bits, why) for INT8 weights deployed on `target` ("cpu": this CPU; "tensorrt": a GPU).
+def int8_weight_bits(gpu: bool = False) -> tuple[int, str]:
+    """(weight bits, why) for INT8 weights deployed on this CPU, or on a GPU (`gpu`: TensorRT's flavour).
     Without VNNI, x86 multiplies u8 activations by s8 weights with vpmaddubsw, which adds pairs of products
     into int16 and saturates (2 × 255 × 127 > 32767): 7-bit weights (ONNX Runtime's reduce_range, NNCF's
     overflow fix) avoid it at a small cost in precision. VNNI (AVX512-VNNI, AVX-VNNI, AMX) sums in int32, and
     GPUs never pair in int16: full 8 bits. The choice follows the CPU the model is made on: a model made on a
     VNNI CPU and deployed on one without should be made with 7 bits (export --weight-bits 7, reduce_range)."""
-    if target == "tensorrt":
+    if gpu:
         return 8, "8: TensorRT (GPU int8 kernels accumulate in int32)"
     if cpu_has(VNNI_FLAGS):
         return 8, "8: this CPU has VNNI (int32 accumulation, no int16 saturation)"

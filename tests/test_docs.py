@@ -155,3 +155,27 @@ def test_the_plot_extra_is_documented_and_its_absence_reported(tmp_path, monkeyp
     assert (tmp_path / "report.md").read_text().splitlines()[-1] == rep.PLOT_MISSING
     assert rep.PLOT_MISSING in " ".join((ROOT / "docs" / "bench.md").read_text(encoding="utf-8").split())
     assert "`[plot]`" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_cli_reference_is_generated_from_the_app():
+    """docs/cli.md is the Typer app's own description (`make docs`): a changed option or help text fails here."""
+    from fastdet_cli.cli_reference import markdown
+
+    text = markdown()
+    assert (ROOT / "docs" / "cli.md").read_text() == text, "docs/cli.md is out of date: run `make docs`"
+    for command in ("bench", "compress", "diff", "env", "eval", "export", "fetch", "infer", "inspect", "report merge"):
+        assert f"## `fastdet {command}`" in text
+    assert "| `--time` | — |" in text and "| `--repeat` | `1000` |" in text
+
+
+GLOSSARY_TERMS = ("NMS", "Deploy config", "Fake quantization", "QLinearConv", "oneDNN", "VNNI", "AMX",
+                  "Calibration methods", "Per-channel", "reduce_range", "zero point", "INT8 artifact kinds",
+                  "Raw heads", "Hard-swish", "paddle2onnx", '"met": false', "Rounding spread", "PACT", "soft_label",
+                  "AP50", "Agreement mAP", "Sensitivity search")
+
+
+def test_glossary_defines_the_terms_the_docs_use():
+    text = (ROOT / "docs" / "glossary.md").read_text()
+    heads = [line for line in text.splitlines() if line.startswith("**")]
+    missing = [t for t in GLOSSARY_TERMS if not any(t.lower() in h.lower() for h in heads)]
+    assert not missing, f"docs/glossary.md defines no entry for: {missing}"

@@ -19,7 +19,7 @@ LAYERS = [
     ("compress", "inspect", "diff", "infer"),
     ("bench",),
     ("api",),  # the Python API: one function per command
-    ("commands", "cli", "__main__"),
+    ("commands", "cli", "__main__", "cli_reference"),
 ]
 
 
@@ -161,3 +161,26 @@ def test_the_comparison_check_can_fail():
     src = ('if backend in ("trt", "paddle-trt"):\n    pass\nif r["backend"] == "ort":\n    pass\n'
            'if fmt == "paddle":\n    pass\n')
     assert len(_backend_comparisons(src)) == 2  # the format comparison is not a backend comparison
+
+
+FLAVOURS = ("tensorrt", "openvino")  # ONNX flavour names (export/targets.py); "onnxruntime" is an engine name too
+
+
+def _flavour_comparisons(src: str) -> list[str]:
+    """`x == "tensorrt"` / `x != "openvino"` and the like in source text `src`."""
+    found = []
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Compare) and any(isinstance(s, ast.Constant) and s.value in FLAVOURS
+                                                 for s in [node.left, *node.comparators]):
+            found.append(f"{node.lineno}: {ast.get_source_segment(src, node)}")
+    return found
+
+
+def test_no_onnx_flavour_comparisons_outside_targets():
+    """What a flavour does (symmetric int8, outputs quantized, GPU, loads the others) is a field of its row in
+    export/targets.py; code reads the field, never the name."""
+    found = [f"{f.relative_to(PKG)}:{hit}" for f in PKG.rglob("*.py")
+             if f.relative_to(PKG).parts[0] != "runtime" and f.relative_to(PKG) != Path("export/targets.py")
+             for hit in _flavour_comparisons(f.read_text())]
+    assert found == []
+    assert len(_flavour_comparisons('if target == "tensorrt":\n    pass\nif t != "openvino":\n    pass\n')) == 2

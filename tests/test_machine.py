@@ -13,8 +13,8 @@ ZEN4 = ("AMD EPYC 9004", ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"])
 @pytest.mark.parametrize("cpu, bits, bf16", [(AVX2, 7, False), (AMX, 8, True), (ZEN4, 8, True)])
 def test_weight_bits_and_bf16_follow_the_flags(monkeypatch, cpu, bits, bf16):
     monkeypatch.setattr(machine, "cpu_model_and_flags", lambda: cpu)
-    assert machine.int8_weight_bits("cpu")[0] == bits
-    assert machine.int8_weight_bits("tensorrt")[0] == 8  # GPUs never pair products in int16
+    assert machine.int8_weight_bits()[0] == bits
+    assert machine.int8_weight_bits(gpu=True)[0] == 8  # GPUs never pair products in int16
     assert machine.cpu_has(machine.BF16_FLAGS) == bf16
 
 

@@ -54,7 +54,7 @@ def _machine_table(gpus: int):
                          ("Paddle GPU build", ("paddlepaddle-gpu",))):
         m.add_row(label, _first_version(dists))
     m.add_row("default threads", "1 (intra-op, every backend; --threads N)")
-    m.add_row("INT8 weight bits here", int8_weight_bits("cpu")[1])
+    m.add_row("INT8 weight bits here", int8_weight_bits()[1])
     m.add_row("BF16 rows in bench", "on: this CPU has bf16 in hardware" if cpu_has(BF16_FLAGS) else
               "off: this CPU has no bf16 (AVX512-BF16 or AMX-BF16)")
     return m

@@ -20,7 +20,7 @@ def inspect(
                                                     "backend (for the embedded model: its cached PTQ version)."),
 ) -> int:
     """Per-op profile on ort or openvino: ops by precision, the slowest ops, and a verdict for INT8 models."""
-    from fastdet_cli.compress.defaults import int8_model_for
+    from fastdet_cli.compress.defaults import int8_for
     from fastdet_cli.inspect import inspect_model
     from fastdet_cli.io import check_output_file, write_json_atomic
     from fastdet_cli.runtime.registry import get_backend
@@ -30,7 +30,8 @@ def inspect(
     spec = get_backend(backend)
     check_output_file(json_out, "--json")
     if int8:
-        model = str(int8_model_for(model, spec, log=lambda m: console.print(m, highlight=False, markup=False)).path)
+        model = str(int8_for(spec, None if model == "default" else model,
+                             log=lambda m: console.print(m, highlight=False, markup=False)).path)
     result = inspect_model(model, spec, threads, runs)
     render(result, console, top)
     if json_out is not None:

@@ -61,6 +61,7 @@ class Job:
     world: distributed.World = distributed.World()
     shards: list[int] | None = None  # images per rank in a distributed run
     original: object = None  # the model the config names, when `source` is its x2paddle conversion
+    statistics: object = None  # compress.calibration.Statistics shared by the forms (engine onnxruntime)
 
 
 @dataclass
@@ -318,10 +319,17 @@ def _forms(job: Job, out_dir: Path, log, evaluate: bool) -> dict:
 
     t0 = time.perf_counter()
     forms = {}
-    for i, target in enumerate(job.cfg.deploy_backends):
-        log(f"form {i + 1} of {len(job.cfg.deploy_backends)}: {target}")
+    stats = None
+    if job.engine.engine == "onnxruntime":  # the images' statistics gathered once for every form
+        from fastdet_cli.compress.calibration import Statistics
+
+        stats = Statistics(job.samples, log)
+    # the forms quantizing the most tensors first: their statistics cover the others'
+    order = sorted(job.cfg.deploy_backends, key=lambda t: not DEPLOY_TARGETS[t].conv_outputs)
+    for i, target in enumerate(order):
+        log(f"form {i + 1} of {len(order)}: {target}")
         one = dataclasses.replace(job, cfg=dataclasses.replace(job.cfg, deploy_backend=target,
-                                                               deploy_backends=(target,)))
+                                                               deploy_backends=(target,)), statistics=stats)
         (out_dir / target).mkdir()
         q = quantize(one, out_dir / target, log)
         interrupt.check()
@@ -335,7 +343,8 @@ def _forms(job: Job, out_dir: Path, log, evaluate: bool) -> dict:
     report = {"method": job.engine.method, "engine": job.engine.engine, "method_label": job.engine.label,
               "format": job.engine.format, "config_file": str(job.config_path.resolve()),
               "model_fp32": str((job.original or job.source).runner_path),
-              "forms": forms, "met": all(met) if met else None, "seconds": round(time.perf_counter() - t0, 2)}
+              "forms": forms, "met": all(met) if met else None, "seconds": round(time.perf_counter() - t0, 2),
+              "calibration_passes": stats.gathered if stats else None}
     write_report(out_dir, report)
     return report
 
@@ -374,7 +383,7 @@ def _ort_ptq(job: Job, out_dir: Path, log) -> Quantized:
     from fastdet_cli.compress.ptq import search_dataset_spec
 
     spec = search_dataset_spec(job.cfg) if job.cfg.ptq.get("max_map_drop") is not None else None
-    settings, search, _ = run_ort_ptq(job.cfg, job.source, job.samples, out_dir, spec, log)
+    settings, search, _ = run_ort_ptq(job.cfg, job.source, job.samples, out_dir, spec, log, job.statistics)
     return Quantized(settings, search, settings["nodes_to_exclude"])
 
 

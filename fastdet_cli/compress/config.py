@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.export.targets import ONNX_TARGETS
+from fastdet_cli.export.targets import DEFAULT_TARGET, ONNX_TARGETS
 
 NUM = (int, float)
 # section -> key -> accepted types. Keys fastdet adds to FastDeploy's format are marked (+).
@@ -206,7 +206,7 @@ def deploy_targets(value, engine: str, where: str) -> tuple[str, ...]:
     runtime for engine onnxruntime (its graph differs per runtime), the ONNX Runtime flavour for PaddleSlim (one
     program suits every backend; the flavour is only that of its ONNX export)."""
     if value is None:
-        return installed_targets() if engine == "onnxruntime" else ("onnxruntime",)
+        return installed_targets() if engine == "onnxruntime" else (DEFAULT_TARGET,)
     names = list(DEPLOY_BACKENDS) if value == "all" else [value] if isinstance(value, str) else value
     bad = [str(v) for v in names if v not in DEPLOY_BACKENDS]
     if bad or not names:

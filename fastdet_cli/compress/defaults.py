@@ -1,14 +1,15 @@
-"""The embedded model's INT8 versions, made once with the shipped configs and cached by content, and the one
-answer to "which INT8 model does `bench --int8` run on this backend": what `bench`, `inspect --int8` and `diff`
-use when no INT8 model is given."""
+"""The embedded model's INT8 versions, made once with the shipped configs and cached by content, and `int8_for`,
+the one answer to "which INT8 model runs on this backend" (bench's INT8 rows choose with the same rule,
+artifacts.choose; diff, inspect --int8 and every command given a compress folder)."""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 from collections.abc import Callable
 
-from fastdet_cli.artifacts import Int8Artifact, choose, describe
+from fastdet_cli.artifacts import Int8Artifact, choose, describe, describe_all
 from fastdet_cli.det.model import resolve_model
+from fastdet_cli.errors import FastdetError
 from fastdet_cli.paths import DEFAULT_MODEL_DIR, DEFAULT_PTQ_CONFIG, DEFAULT_PTQ_ORT_CONFIG, cache_dir
 from fastdet_cli.runtime.registry import BackendSpec
 
@@ -40,10 +41,16 @@ def default_artifacts(model_dir: Path, log: Callable[[str], None],
     return out
 
 
-def int8_model_for(model: str | None, backend: str | BackendSpec, log: Callable[[str], None] = print) -> Int8Artifact:
-    """The INT8 artifact `fastdet bench --int8` runs on `backend` for `model`: of the embedded model's cached PTQ
-    versions, the one this backend runs best (artifacts.choose); another model is its own INT8 model (an FP32
-    one is an error)."""
-    if model not in (None, "default"):
-        return describe(model)
+def int8_for(backend: str | BackendSpec, int8_model=None, fp32_model=None, log=print) -> Int8Artifact:
+    """The one answer to "which INT8 model runs on this backend", for bench's INT8 rows' choice, diff, inspect
+    --int8 and every command given a compress output: `int8_model` itself (an Int8Artifact, or a path: one
+    model, or the form of a multi-form compress output `backend` runs best), else — for the embedded model
+    (`fp32_model` None or 'default') — the cached PTQ version it runs best (above)."""
+    if isinstance(int8_model, Int8Artifact):
+        return int8_model
+    if int8_model is not None and str(int8_model) != "default":
+        found = describe_all(int8_model)
+        return found[0] if len(found) == 1 else choose(backend, found)
+    if fp32_model not in (None, "default"):
+        raise FastdetError("--int8-model is needed for a model other than 'default'")
     return choose(backend, default_artifacts(DEFAULT_MODEL_DIR, log))

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdet_cli.compress.calibration import Statistics
 from fastdet_cli.compress.common import FeedSamples
 from fastdet_cli.compress.config import DEPLOY_TARGETS, CompressConfig, ort_method
+from fastdet_cli.export.targets import DEFAULT_TARGET
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
 
@@ -105,7 +107,7 @@ def quant_settings(cfg: CompressConfig) -> dict:
 
     reduce_range = ptq.get("reduce_range")
     target = DEPLOY_TARGETS[cfg.deploy_backend]
-    bits, why = int8_weight_bits("tensorrt" if target.symmetric else "cpu")
+    bits, why = int8_weight_bits(target.gpu)
     settings = {
         "engine": "onnxruntime", "calibrate_method": method, "quant_format": "QDQ",
         # OpenVINO: convolution inputs only (its own INT8 form); ORT needs the outputs quantized too to fuse
@@ -126,10 +128,12 @@ def quant_settings(cfg: CompressConfig) -> dict:
 
 
 def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: dict, exclude: list[str],
-             qdq_weights: bool = False) -> None:
+             qdq_weights: bool = False, stats: Statistics | None = None, part: int | None = None) -> None:
     """One `quantize_static` run of `fp32_onnx` (already pre-processed) into `out_onnx`. `qdq_weights` writes the
     form the sensitivity search rewires: float weights behind Q/DQ pairs, and Relu/Clip kept (ORT drops them
-    when a uint8 output makes them redundant, but a convolution wired back to float needs them)."""
+    when a uint8 output makes them redundant, but a convolution wired back to float needs them). With `stats`
+    (MinMax or Percentile), the ranges come from the statistics gathered once (on half `part` of the images, or
+    all of them) and `samples` is not run again."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -140,7 +144,7 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
     inputs = [i.name for i in onnx.load(str(fp32_onnx), load_external_data=False).graph.input]
     # asymmetric activation ranges for every method (ORT's Percentile calibrator is symmetric by default, which
     # wastes half of uint8's levels on mostly-positive activations)
-    trt = settings.get("target") == "tensorrt"  # int8 activations at zero point 0, biases left float
+    trt = DEPLOY_TARGETS[settings["target"]].symmetric  # TensorRT: int8 activations at zero point 0, float biases
     extra = {"AddQDQPairToWeight": qdq_weights, "QDQKeepRemovableActivations": qdq_weights,
              "CalibTensorRangeSymmetric": trt, "ActivationSymmetric": trt, "WeightSymmetric": True,
              "QuantizeBias": not trt}
@@ -148,14 +152,25 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
         extra["OpTypesToExcludeOutputQuantization"] = ["Conv"]
     if "percentile" in settings:
         extra["CalibPercentile"] = settings["percentile"]
+    cached = {}
+    if stats is not None and stats.supports(settings["calibrate_method"]) and _takes_ranges():
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        ranges = stats.ranges(fp32_onnx, settings["op_types_to_quantize"], trt, settings["calibrate_method"],
+                              settings.get("percentile"), part)
+        cached["calibration_cache_path"] = out_onnx.with_name(out_onnx.name + ".ranges.json")
+        save_tensors_data(ranges, cached["calibration_cache_path"])
     with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress with print()
-        quantize_static(str(fp32_onnx), str(out_onnx), _Reader(samples, inputs), quant_format=QuantFormat.QDQ,
+        quantize_static(str(fp32_onnx), str(out_onnx), None if cached else _Reader(samples, inputs),
+                        quant_format=QuantFormat.QDQ, **cached,
                         op_types_to_quantize=settings["op_types_to_quantize"], per_channel=settings["per_channel"],
                         reduce_range=settings["reduce_range"],
                         activation_type=getattr(QuantType, settings["activation_type"]),
                         weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) or None,
                         calibrate_method=getattr(CalibrationMethod, settings["calibrate_method"]),
                         extra_options=extra)
+    if cached:
+        cached["calibration_cache_path"].unlink()
     if settings.get("quantize_conv_outputs", True) and settings["activation_type"] == "QUInt8":
         # ONNX Runtime's form: hard-sigmoids (hard-swish's gate) written with ops ORT runs in integer kernels
         from fastdet_cli.export.qdq import integer_hard_sigmoid, prune_dead_nodes
@@ -167,6 +182,15 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
             onnx.save(model, str(out_onnx))
 
 
+def _takes_ranges() -> bool:
+    """Whether this ONNX Runtime's quantize_static reads precomputed ranges (a calibration cache; 1.32 does)."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
 # what `calibration_method: auto` tries, in order of preference on a tie. Entropy is left out: under fastdet's
 # settings ORT's Entropy calibrator writes a model byte-identical to MinMax's (real-weight PicoDet, 2026-12-06);
 # Distribution too: 2% of the FP32 boxes kept there, where Percentile 99.99 kept 78% (docs/performance.md)
@@ -174,7 +198,7 @@ CALIBRATIONS = (("Percentile", 99.99), ("Percentile", 99.999), ("Percentile", 99
 
 
 def choose_calibration(fp32: ModelSource, pre: Path, samples: FeedSamples, settings: dict, post: list[str],
-                       work: Path, note: dict, log=print) -> dict:
+                       work: Path, note: dict, log=print, stats: Statistics | None = None) -> dict:
     """`PTQ.calibration_method: auto`: the calibration images are split in two halves; every calibration of
     CALIBRATIONS quantizes with one half and is scored on the other — agreement mAP with the FP32 model's
     detections there, on the runtime the form is made for — both ways round (a range that one outlier image widens,
@@ -194,8 +218,8 @@ def choose_calibration(fp32: ModelSource, pre: Path, samples: FeedSamples, setti
     if len(files) < 4:
         raise FastdetError(f"PTQ.calibration_method auto splits the calibration images in two (each half calibrates, "
                            f"the other measures): {len(files)} image(s) are too few; give at least 4, or name a method")
-    half = (len(files) + 1) // 2
-    halves = (files[:half], files[half:])
+    stats = stats or Statistics(samples, log)
+    halves = tuple([files[i] for i in part] for part in stats.parts)  # the halves the statistics were split into
     backend = settings["runtime_backend"] or "ort"
     folds = []
     for k, (calib, measured) in enumerate((halves, halves[::-1])):
@@ -218,7 +242,7 @@ def choose_calibration(fp32: ModelSource, pre: Path, samples: FeedSamples, setti
         for k, (subset, dataset) in enumerate(folds):
             d = work / f"strategy_{i}_{k}"
             d.mkdir()
-            quantize(pre, d / "model.onnx", subset, trial, post)
+            quantize(pre, d / "model.onnx", subset, trial, post, stats=stats, part=k)
             _model_dir(fp32, d / "model.onnx", d, note)
             with detector(d, backend, RunnerOptions(threads=os.cpu_count() or 1)) as det:
                 scores.append(round(coco_evaluate(det, dataset).map, 4))
@@ -251,21 +275,23 @@ def _model_dir(fp32: ModelSource, onnx_path: Path, target: Path, engine_note: di
         shutil.copyfile(onnx_path, target / "model.onnx")
     shutil.copyfile(fp32.deploy.path, target / fp32.deploy.path.name)
     side = {k: v for k, v in fp32.sidecar().items() if k not in ("validation_max_abs_diff", "weight_bits")}
-    side.update(engine_note, quantized=True, activation_uint8=engine_note.get("target") != "tensorrt")
+    side.update(engine_note, quantized=True, activation_uint8=not DEPLOY_TARGETS[engine_note["target"]].symmetric)
     (target / SIDECAR).write_text(yaml.safe_dump(side, sort_keys=False))
     return target
 
 
 def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path, dataset_spec,
-                log=print) -> tuple[dict, dict | None, ModelSource]:
+                log=print, stats: Statistics | None = None) -> tuple[dict, dict | None, ModelSource]:
     """Quantize `source`'s FP32 ONNX export into `out_dir` (model.onnx + fastdet.yml). `dataset_spec` is
-    (spec, why) for the sensitivity search, or None without `PTQ.max_map_drop`. Returns (settings, search
-    report or None, the FP32 ONNX model)."""
+    (spec, why) for the sensitivity search, or None without `PTQ.max_map_drop`. `stats`: the calibration
+    statistics shared by every form of one compress (else this call's own). Returns (settings, search report or
+    None, the FP32 ONNX model)."""
     from fastdet_cli.artifacts import nms_free_onnx
     from fastdet_cli.lazy import require
 
     require("onnxruntime.quantization", "base", "compress --engine onnxruntime")
     settings = quant_settings(cfg)
+    stats = stats or Statistics(samples, log)
     # a Paddle model: its export, validated against Paddle Inference, NMS cut; an ONNX model: itself, its NMS cut
     # and checked against the graph's own NMS
     fp32 = nms_free_onnx(source)
@@ -305,35 +331,37 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
         post = post_conv_nodes(pre)
         settings["post_conv_nodes_float"] = len(post)
         if settings["calibrate_method"] == "auto":
-            choose_calibration(fp32, pre, samples, settings, post, work, note, log)
+            choose_calibration(fp32, pre, samples, settings, post, work, note, log, stats)
         if dataset_spec is not None:
             search, exclude = _search(cfg, fp32, pre, samples, settings, work, dataset_spec, note, post,
-                                      out_dir / "model.onnx", log)
+                                      out_dir / "model.onnx", log, stats)
         else:
-            quantize(pre, out_dir / "model.onnx", samples, settings, post)
+            quantize(pre, out_dir / "model.onnx", samples, settings, post, stats=stats)
         _model_dir(fp32, out_dir / "model.onnx", out_dir, note)
-        if settings["target"] == "tensorrt":
+        target = DEPLOY_TARGETS[settings["target"]]
+        if target.symmetric:  # TensorRT's form: held against its parser's rules
             from fastdet_cli.export.trt_check import check_for_tensorrt
 
             problems = check_for_tensorrt(out_dir / "model.onnx")
             if problems:
                 raise FastdetError(f"the TensorRT-flavoured INT8 model would not parse in TensorRT ({len(problems)} "
                                    "problem(s)): " + "; ".join(problems[:3]))
-        if settings["target"] == "onnxruntime":  # what ORT runs: float islands left in the INT8 chains
+        if target.name == DEFAULT_TARGET:  # ORT's form: the float islands ORT leaves in its INT8 chains
             from fastdet_cli.runtime.onnxruntime import float_islands
 
             g = settings["ort_optimized_graph"] = float_islands(out_dir / "model.onnx")
             log(f"ONNX Runtime's optimized graph: {g['float_between_int8']} float op(s) between quantized ops "
                 + (f"({', '.join(f'{t} {n}' for t, n in g['float_between_int8_types'].items())})"
                    if g["float_between_int8"] else "(every INT8 chain stays integer)"))
-        settings.update(nodes_to_exclude=exclude, images_used=len(samples), seconds=round(time.perf_counter() - t0, 1))
+        settings.update(nodes_to_exclude=exclude, images_used=len(samples), seconds=round(time.perf_counter() - t0, 1),
+                        calibration_passes=stats.gathered)  # passes of the images so far (shared by the forms)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return settings, search, fp32
 
 
 def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, dataset_spec, note, post,
-            final: Path, log):
+            final: Path, log, stats: Statistics | None = None):
     """The sensitivity search on a probe quantization (float weights behind Q/DQ); the output written to
     `final` is the probe with the chosen convolutions wired to float — exactly the graph whose mAP the search
     measured (a second quantization with nodes_to_exclude was measured to differ: with more op types quantized it
@@ -350,7 +378,7 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
     t0 = time.perf_counter()
     probe_dir = work / "qdq_weights"
     probe_dir.mkdir()
-    quantize(pre, probe_dir / "model.onnx", samples, settings, post, qdq_weights=True)
+    quantize(pre, probe_dir / "model.onnx", samples, settings, post, qdq_weights=True, stats=stats)
     _model_dir(fp32, probe_dir / "model.onnx", probe_dir, note)
     feeds = ranking_feeds(samples)
     where = settings["runtime_backend"]  # the runtime of each candidate, where the output will run (TensorRT: not here)

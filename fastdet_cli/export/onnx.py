@@ -84,11 +84,14 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
         raise FastdetError(f"unknown export target '{target}' (choose {' or '.join(TARGETS)})")
     from fastdet_cli.machine import int8_weight_bits
 
+    from fastdet_cli.export.targets import ONNX_TARGETS
+
+    flavour = ONNX_TARGETS[target]
     bits_reason = "set by the caller"
-    if target == "tensorrt":
-        ort_u8, (weight_bits, bits_reason) = False, int8_weight_bits("tensorrt")
+    if flavour.symmetric:  # TensorRT's: int8 activations at zero point 0, full 8-bit weights (GPU)
+        ort_u8, (weight_bits, bits_reason) = False, int8_weight_bits(flavour.gpu)
     elif weight_bits is None:
-        weight_bits, bits_reason = int8_weight_bits("cpu")
+        weight_bits, bits_reason = int8_weight_bits(flavour.gpu)
     from fastdet_cli.paddle_program import paddle_model_files
 
     if source.format != "paddle":
@@ -151,7 +154,7 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
             result.notes.append(f"weights kept at 8 bits (weight bits {bits_reason}; --weight-bits 7 for CPUs "
                                 "without VNNI)")
         full.unlink(missing_ok=True)
-        if target == "tensorrt":
+        if flavour.symmetric:
             from fastdet_cli.export.qdq import float_biases
             from fastdet_cli.export.trt_check import check_for_tensorrt
 

@@ -15,13 +15,16 @@ class OnnxTarget:
     conv_outputs: bool  # Q/DQ on convolution outputs too (ONNX Runtime fuses only that form into integer kernels)
     symmetric: bool  # int8 activations at zero point 0, float biases (TensorRT)
     from_paddle: bool  # export_onnx writes it from a Paddle program (OpenVINO loads the onnxruntime flavour)
+    loads_others: bool = False  # its runtimes also load the other flavours (ORT and OpenVINO load TensorRT's)
+    gpu: bool = False  # deployed on a GPU: int8 accumulates in int32 there (full 8-bit weights, machine.py)
 
 
 # ORT: outputs quantized too; OpenVINO: Q/DQ on convolution inputs only (its own form, half the roundings);
 # TensorRT: symmetric int8
 ONNX_TARGETS: dict[str, OnnxTarget] = {t.name: t for t in (
-    OnnxTarget("onnxruntime", "ort", conv_outputs=True, symmetric=False, from_paddle=True),
+    OnnxTarget("onnxruntime", "ort", conv_outputs=True, symmetric=False, from_paddle=True, loads_others=True),
     OnnxTarget("openvino", "openvino", conv_outputs=False, symmetric=False, from_paddle=False),
-    OnnxTarget("tensorrt", None, conv_outputs=True, symmetric=True, from_paddle=True),
+    OnnxTarget("tensorrt", None, conv_outputs=True, symmetric=True, from_paddle=True, gpu=True),
 )}
+DEFAULT_TARGET = "onnxruntime"  # what export writes without --for, and the flavour with no suffix in the cache
 EXPORT_TARGETS = tuple(name for name, t in ONNX_TARGETS.items() if t.from_paddle)  # export_onnx's `target`
