@@ -179,3 +179,14 @@ def test_glossary_defines_the_terms_the_docs_use():
     heads = [line for line in text.splitlines() if line.startswith("**")]
     missing = [t for t in GLOSSARY_TERMS if not any(t.lower() in h.lower() for h in heads)]
     assert not missing, f"docs/glossary.md defines no entry for: {missing}"
+
+
+def test_compress_doc_lists_every_key_the_loader_accepts():
+    from fastdet_cli.compress.config import SCHEMA
+
+    text = (ROOT / "docs" / "compress.md").read_text()
+    table = text[text.index("### Every key"):]
+    table = table[:table.index("\n\n## ")]
+    missing = [f"{section}.{key}" for section, keys in SCHEMA.items() if section != "Quantization"
+               for key in keys if f"`{section}.{key}`" not in table]
+    assert not missing, f"docs/compress.md's key table misses {missing}"

@@ -283,7 +283,9 @@ def csv_text(report: dict) -> str:
 
 
 def plot_png(report: dict) -> bytes | None:
-    """Runtime latency vs mAP, one point per backend × precision (None when matplotlib is missing)."""
+    """Runtime latency vs mAP, one point per backend × precision, the accuracy budget of each backend (its FP32
+    mAP less the recommendation's max_map_drop) as a dashed line, the recommended point ringed; the legend sits
+    beside the axes, off the data (None when matplotlib is missing)."""
     try:
         import matplotlib
 
@@ -291,24 +293,41 @@ def plot_png(report: dict) -> bytes | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = plot_figure(report, plt)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_figure(report: dict, plt):
+    """The figure of `plot_png` (matplotlib's pyplot passed in)."""
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    rec = report.get("recommendation") or {}
+    drop = rec.get("max_map_drop_points")
+    budgets: dict[float, list[str]] = {}
     for r in report["rows"]:
         if r["status"] == RAN and r["map"] is not None:
             x, y = r["runtime_ms"]["mean"], r["map"]
             # a legend, not labels beside the points: points of equal mAP sit on top of each other
             ax.scatter([x], [y], marker="o" if r["precision"] == "fp32" else "s", s=40, alpha=0.8,
                        label=f"{_who(r)} ({x:.1f} ms, {y:.3f})")
+            if r["precision"] == "fp32" and drop is not None:
+                budgets.setdefault(round(y - drop / 100, 4), []).append(r["backend"])
+            if (r["backend"], r["precision"]) == (rec.get("backend"), rec.get("precision")):
+                ax.scatter([x], [y], s=260, facecolors="none", edgecolors="black", linewidths=1.5,
+                           label=f"recommended: {_who(r)}")
+    for level, backends in sorted(budgets.items()):
+        ax.axhline(level, linestyle="--", linewidth=1, color="grey",
+                   label=f"budget: FP32 − {drop:g} pt ({', '.join(backends)})")
     if ax.collections:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     ax.set_xlabel("runtime latency, mean ms")
     ax.set_ylabel("agreement mAP with FP32" if agreement(report) else "COCO mAP@[.5:.95]")
     ax.set_title("latency vs mAP")
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 
 
 PLOT_MISSING = "latency_vs_map.png not written: pip install 'fastdet-cli[plot]'"
