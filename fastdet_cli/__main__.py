@@ -1,6 +1,7 @@
 """`python -m fastdet_cli` — and `python fastdet_cli/` (how paddle.distributed.launch runs `-m fastdet_cli`): run
-as a folder, Python puts the package folder itself first on sys.path, where fastdet_cli/inspect.py would shadow
-the standard library's inspect module. It is taken off before anything is imported."""
+as a folder, Python puts the package folder itself first on sys.path, where a module of the package could shadow
+a standard-library one (none is named like one now; fastdet_cli/inspect.py once shadowed `inspect`). It is taken
+off before anything is imported."""
 import os
 import sys
 

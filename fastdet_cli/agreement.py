@@ -24,7 +24,7 @@ def reference_dataset(det, folder: ImageFolder, limit: int | None = None,
     """A COCO dataset whose annotations are `det`'s detections (an active Detector: the reference) on the
     folder's images at its deploy config's draw_threshold; cached by reference, backend, threshold and images."""
     from fastdet_cli.det.preprocess import read_image
-    from fastdet_cli.io import write_json_atomic
+    from fastdet_cli.outputs import write_json_atomic
 
     files = folder.image_files(limit)
     if not files:

@@ -84,7 +84,7 @@ def evaluate(model: str | Path = "default", dataset: str | Path = "default", bac
     from fastdet_cli.artifacts import detector
     from fastdet_cli.data.dataset import resolve_dataset
     from fastdet_cli.evaluate.coco import coco_evaluate
-    from fastdet_cli.io import check_output_file, write_json_atomic
+    from fastdet_cli.outputs import check_output_file, write_json_atomic
 
     check_output_file(json_out, "--json")
     opts = runner_options(threads, device)
@@ -127,7 +127,7 @@ def export(output: str | Path, model: str | Path = "default", fmt: str = "onnx",
     input), and with `fmt="trt"` build a TensorRT engine from it, like `fastdet export` (same options)."""
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.export.onnx import export_onnx
-    from fastdet_cli.io import check_output_dir
+    from fastdet_cli.outputs import check_output_dir
 
     if fmt not in ("onnx", "trt"):
         raise FastdetError(f"unknown export format '{fmt}' (choose onnx or trt)")
@@ -173,7 +173,7 @@ def compress(config: str | Path, *, method: str | None = None, save_dir: str | P
     compress_report.json) and `report` (that report as a dict; its "map" holds FP32 vs INT8 mAP when
     `eval_dataset` or the config's Global.eval_dataset is given)."""
     from fastdet_cli.compress import compress as run
-    from fastdet_cli.io import check_output_dir
+    from fastdet_cli.outputs import check_output_dir
 
     check_output_dir(save_dir, "--save-dir")
     return run(Path(config), method, Path(save_dir) if save_dir else None, devices, eval_dataset, log=log,

@@ -91,7 +91,7 @@ def _write_rewritten(source: ModelSource, out: Path) -> None:
     import yaml
 
     from fastdet_cli.data.synth import sample_inputs
-    from fastdet_cli.io import atomic_dir
+    from fastdet_cli.outputs import atomic_dir
     from fastdet_cli.onnx_graph import fuse_hardswish
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner

@@ -12,11 +12,11 @@ from fastdet_cli.commands import bench as bench_cmd
 from fastdet_cli.commands import compress as compress_cmd
 from fastdet_cli.commands import diff as diff_cmd
 from fastdet_cli.commands import env as env_cmd
-from fastdet_cli.commands import eval as eval_cmd
+from fastdet_cli.commands import evaluation as eval_cmd
 from fastdet_cli.commands import export as export_cmd
 from fastdet_cli.commands import fetch as fetch_cmd
 from fastdet_cli.commands import infer as infer_cmd
-from fastdet_cli.commands import inspect as inspect_cmd
+from fastdet_cli.commands import inspection as inspect_cmd
 from fastdet_cli.commands import report as report_cmd
 
 app = typer.Typer(

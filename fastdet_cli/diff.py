@@ -196,7 +196,7 @@ def check_inputs(images: list[Path] | None, dataset: str | None, threshold: floa
     either files (folders expanded) or a dataset's (one of the two). Returns (files, dataset or None)."""
     from fastdet_cli.det.preprocess import expand_inputs
     from fastdet_cli.infer import check_threshold
-    from fastdet_cli.io import check_output_dir
+    from fastdet_cli.outputs import check_output_dir
 
     check_threshold(threshold)
     if not 0.0 < iou_min <= 1.0:
@@ -228,7 +228,7 @@ def diff_models(fp32_model, int8_model, backend: str | BackendSpec, images: list
     from fastdet_cli.compress.defaults import int8_for
     from fastdet_cli.det.model import ModelSource, resolve_model
     from fastdet_cli.runtime.registry import get_backend
-    from fastdet_cli.io import atomic_dir, write_bytes_atomic, write_json_atomic
+    from fastdet_cli.outputs import atomic_dir, write_bytes_atomic, write_json_atomic
 
     spec = get_backend(backend)  # resolved once: the artifact choice and both detectors take the spec
     int8_art = int8_for(spec, int8_model, fp32_model, log)

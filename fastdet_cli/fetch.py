@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from collections.abc import Callable
 
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.io import atomic_dir
+from fastdet_cli.outputs import atomic_dir
 from fastdet_cli.paths import cache_dir
 
 

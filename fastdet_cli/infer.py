@@ -60,7 +60,7 @@ def detect_images(images: list[Path], model="default", backend="ort", options=No
     notes (lines starting "note: "); `on_image` each result as soon as it is known."""
     from fastdet_cli.artifacts import detector
     from fastdet_cli.det.preprocess import expand_inputs
-    from fastdet_cli.io import check_output_dir, check_output_file, write_json_atomic
+    from fastdet_cli.outputs import check_output_dir, check_output_file, write_json_atomic
 
     check_threshold(threshold)
     check_output_file(json_out, "--json")
@@ -103,7 +103,7 @@ def _lower_nms_threshold(det, thr: float, log: Callable[[str], None]) -> None:
 def _detect_one(det, path: Path, thr: float, save_dir: Path | None) -> ImageResult:
     from fastdet_cli.det.draw import draw, records
     from fastdet_cli.det.preprocess import IMAGE_SUFFIXES, read_image
-    from fastdet_cli.io import write_bytes_atomic
+    from fastdet_cli.outputs import write_bytes_atomic
 
     try:
         bgr = read_image(path)

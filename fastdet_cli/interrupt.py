@@ -1,6 +1,6 @@
 """Ctrl-C (SIGINT) and SIGTERM always stop fastdet within seconds, exit code 130, nothing written at the output.
 
-A signal raises KeyboardInterrupt in the main thread, which unwinds through `io.atomic_dir` (the temporary
+A signal raises KeyboardInterrupt in the main thread, which unwinds through `outputs.atomic_dir` (the temporary
 output removed). Library code cannot always be trusted with it:
 - Paddle's quantization passes wrap per-variable work in bare `except:` clauses and eat the KeyboardInterrupt:
   the run would go on and write its output (measured: 3 of 5 SIGINTs during compress on main 565077b);
@@ -129,7 +129,7 @@ def _watch(read_fd: int, grace: float, done: threading.Event, handlers: _CHandle
     if done.wait(grace):
         return
     _remove_temporaries()
-    try:  # on the command's own stderr (fd 2 may be sent to a log file meanwhile: io.library_output_to)
+    try:  # on the command's own stderr (fd 2 may be sent to a log file meanwhile: outputs.library_output_to)
         os.write(stderr_fd, b"interrupted (library code went on after the signal: ended by fastdet)\n")
     finally:
         os._exit(130)

@@ -14,7 +14,7 @@ PIPED_WIDTH = 240  # rich falls back to 80 columns without a terminal; logs and 
 def make_console(stderr: bool = False, own_fd: bool = False) -> Console:
     """The console for a command's output: the terminal's width on a terminal (COLUMNS when set), else wide.
     `own_fd` writes through a duplicate of the stream's file descriptor, so the console stays visible while
-    `io.library_output_to` sends the libraries' own output (C++ logs, progress bars, prints) to a file."""
+    `outputs.library_output_to` sends the libraries' own output (C++ logs, progress bars, prints) to a file."""
     stream = sys.stderr if stderr else sys.stdout
     kwargs: dict = {"stderr": stderr}
     if own_fd:

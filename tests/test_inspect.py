@@ -5,7 +5,7 @@ import pytest
 
 from fastdet_cli.cli import main
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.inspect import inspect_model
+from fastdet_cli.inspection import inspect_model
 
 pytestmark = pytest.mark.paddle  # the INT8 model comes from PaddleSlim
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fastdet_cli.inspect import Inspection
+from fastdet_cli.inspection import Inspection
 from fastdet_cli.runtime.base import Kernels, OpTime, int8_dot_product
 
 RECORDED = Path(__file__).parent / "recorded" / "cpu-kinds"

@@ -9,14 +9,14 @@ PKG = Path(__file__).resolve().parents[1] / "fastdet_cli"
 
 # lowest first; a module may import its own layer or lower ones (docs/architecture.md draws this)
 LAYERS = [
-    ("errors", "paths", "interrupt", "io", "lazy", "machine", "ui", "onnx_graph", "distributed", "outcome"),
+    ("errors", "paths", "interrupt", "outputs", "lazy", "machine", "ui", "onnx_graph", "distributed", "outcome"),
     ("runtime", "paddle_program"),
     ("det.config", "det.preprocess", "det.postprocess", "det.model", "det.draw", "det.match", "export.qdq", "train"),
     ("data",),  # generated scenes go through the model's preprocessing (data.synth.sample_inputs): above det/
     ("det.pipeline", "evaluate", "export", "fetch"),
     ("artifacts",),
     ("agreement",),
-    ("compress", "inspect", "diff", "infer"),
+    ("compress", "inspection", "diff", "infer"),
     ("bench",),
     ("api",),  # the Python API: one function per command
     ("commands", "cli", "__main__", "cli_reference"),
@@ -184,3 +184,12 @@ def test_no_onnx_flavour_comparisons_outside_targets():
              for hit in _flavour_comparisons(f.read_text())]
     assert found == []
     assert len(_flavour_comparisons('if target == "tensorrt":\n    pass\nif t != "openvino":\n    pass\n')) == 2
+
+
+def test_no_module_named_like_the_standard_library():
+    """`python fastdet_cli/` (paddle.distributed.launch) puts the package folder first on sys.path: a module
+    named io, inspect or eval there shadows the standard library's for every import."""
+    import sys
+
+    clash = [str(f.relative_to(PKG)) for f in PKG.rglob("*.py") if f.stem in sys.stdlib_module_names | {"eval"}]
+    assert clash == []

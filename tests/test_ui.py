@@ -9,7 +9,7 @@ def test_library_output_goes_to_the_log_and_the_console_stays(tmp_path):
     code = textwrap.dedent(f"""
         import os, sys
         from pathlib import Path
-        from fastdet_cli.io import library_output_to
+        from fastdet_cli.outputs import library_output_to
         from fastdet_cli.ui import make_console
         console = make_console(own_fd=True)
         with library_output_to(Path({str(log)!r})):

@@ -336,7 +336,7 @@ PLOT_MISSING = "latency_vs_map.png not written: pip install 'fastdet-cli[plot]'"
 def write_report(report: dict, out_dir: Path) -> list[Path]:
     """report.json, report.csv, report.md and latency_vs_map.png, each written atomically. Without matplotlib
     (the `plot` extra) there is no PNG, and report.md ends with a line that says so."""
-    from fastdet_cli.io import write_bytes_atomic
+    from fastdet_cli.outputs import write_bytes_atomic
 
     png = plot_png(report)
     md = markdown(report) + ("" if png else f"\n{PLOT_MISSING}\n")

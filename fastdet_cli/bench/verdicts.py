@@ -101,7 +101,7 @@ def int8_verdicts(rows: list[Row], threads: int, log: Callable[[str], None]) -> 
     two models timed again alternately (the table's rows are timed one after the other, and on a small model a
     load on the other core moves them more than the difference), then `fastdet inspect`'s verdict (a short
     profile of 10 runs) on why, when the backend has a per-op profile."""
-    from fastdet_cli.inspect import inspect_model
+    from fastdet_cli.inspection import inspect_model
     from fastdet_cli.runtime.registry import get_backend
 
     fp32 = {r.backend: r for r in rows if r.precision == "fp32" and r.ok and r.model}

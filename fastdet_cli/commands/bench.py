@@ -44,7 +44,7 @@ def bench(
     A backend that cannot run here gets "skipped" rows (exit 0); the exit code is 1 when no row ran at all."""
     from fastdet_cli.bench.report import print_tables, write_report
     from fastdet_cli.bench.run import BenchSettings
-    from fastdet_cli.io import check_output_dir
+    from fastdet_cli.outputs import check_output_dir
     from fastdet_cli.outcome import RAN
     from fastdet_cli.paths import library_log_path
     from fastdet_cli.ui import make_console
@@ -90,7 +90,7 @@ def _run(settings, console, chatter: Path) -> dict:
     from rich.progress import Progress
 
     from fastdet_cli.bench.run import run_bench
-    from fastdet_cli.io import library_output_to
+    from fastdet_cli.outputs import library_output_to
 
     console.print(f"library output (Paddle, PaddleSlim, ONNX Runtime, OpenVINO) goes to {chatter}",
                   highlight=False, markup=False)
@@ -108,7 +108,7 @@ def _diff_images(target: dict, settings, out: Path, console, chatter: Path) -> N
     """A few side-by-side FP32 vs INT8 images of the least-agreeing dataset images, beside the report."""
     from fastdet_cli.data.dataset import ImageFolder, resolve_eval_data
     from fastdet_cli.diff import diff_models
-    from fastdet_cli.io import library_output_to
+    from fastdet_cli.outputs import library_output_to
 
     backend, int8_model = target["backend"], target["int8_model"]
     data = resolve_eval_data(settings.dataset)  # an image folder (agreement mAP): its images, no ground truth

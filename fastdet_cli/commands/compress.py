@@ -20,7 +20,7 @@ def compress(
 ) -> int:
     """Quantize: quantized model + the FP32 deploy config copied + compress_report.json; optional mAP table."""
     from fastdet_cli.api import compress as run
-    from fastdet_cli.io import check_output_dir, library_output_to
+    from fastdet_cli.outputs import check_output_dir, library_output_to
     from fastdet_cli.paths import library_log_path
     from fastdet_cli.ui import make_console
 

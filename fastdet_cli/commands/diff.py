@@ -29,7 +29,7 @@ def diff(
     from rich.progress import Progress
 
     from fastdet_cli.diff import check_inputs, diff_models
-    from fastdet_cli.io import library_output_to
+    from fastdet_cli.outputs import library_output_to
     from fastdet_cli.paths import library_log_path
     from fastdet_cli.ui import make_console
 

@@ -18,7 +18,7 @@ def merge(
     """One table from bench reports of many machines: a hardware column, versions and settings per row."""
     from fastdet_cli.bench.merge import merge_reports
     from fastdet_cli.bench.report import print_tables, write_report
-    from fastdet_cli.io import check_output_dir
+    from fastdet_cli.outputs import check_output_dir
     from fastdet_cli.ui import make_console
 
     check_output_dir(out, "--out")

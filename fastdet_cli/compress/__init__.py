@@ -6,7 +6,7 @@
    writes the quantized model into a temporary folder.
 3. `finalize`: Paddle program fix-ups, the FP32 deploy config copied byte for byte, compress_report.json, the mAP
    of FP32 vs INT8 on the runtime the output is made for (when asked), then the folder renamed into place
-   (io.atomic_dir), so an error or Ctrl-C leaves nothing half-written.
+   (outputs.atomic_dir), so an error or Ctrl-C leaves nothing half-written.
 
 Adding an engine: a `quantize` function with the signature of `_paddleslim_ptq` and one `ENGINES` row.
 """
@@ -288,7 +288,7 @@ def compress(config_path: Path, method: str | None = None, save_dir: Path | None
              evaluate: bool = False) -> CompressResult:
     """prepare → quantize → finalize, written through a temporary folder renamed into place when complete.
     `evaluate`: also measure mAP FP32 vs INT8 on the eval dataset (`--eval` or Global.eval_dataset)."""
-    from fastdet_cli.io import atomic_dir
+    from fastdet_cli.outputs import atomic_dir
 
     job = prepare(config_path, method, save_dir, devices, eval_dataset, engine, log)
     if not job.world.is_main:  # a distributed run: train, then leave the output to rank 0

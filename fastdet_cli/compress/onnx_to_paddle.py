@@ -152,7 +152,7 @@ def convert(source: ModelSource, out_dir: Path, feed: dict[str, np.ndarray], log
     import yaml
 
     from fastdet_cli.det.model import resolve_model
-    from fastdet_cli.io import atomic_dir, library_output_to
+    from fastdet_cli.outputs import atomic_dir, library_output_to
     from fastdet_cli.lazy import require
     from fastdet_cli.onnx_graph import split_hardswish
     from fastdet_cli.paddle_program import fuse_hardswish_ops

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.io import atomic_dir
+from fastdet_cli.outputs import atomic_dir
 from fastdet_cli.paths import cache_dir
 
 

@@ -239,7 +239,7 @@ def program_before_nms(model_dir: Path) -> Iterator[Path]:
     import shutil
     import tempfile
 
-    from fastdet_cli.io import library_output_to
+    from fastdet_cli.outputs import library_output_to
     from fastdet_cli.paddle_program import save_without_nms
 
     with tempfile.TemporaryDirectory(prefix="fastdet-program-") as tmp:
@@ -266,7 +266,7 @@ def rounding_spread(program: Path, feeds: list[dict], reference: list) -> dict[s
     every scale moves by up to ±SCALE_PERTURBATION: output_agreement's figures."""
     import os
 
-    from fastdet_cli.io import library_output_to
+    from fastdet_cli.outputs import library_output_to
     from fastdet_cli.paddle_program import perturb_quant_scales
 
     with library_output_to(Path(os.devnull)):
@@ -312,7 +312,7 @@ def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
 
     import onnx
 
-    from fastdet_cli.io import library_output_to
+    from fastdet_cli.outputs import library_output_to
     from fastdet_cli.paddle_program import quantized_convs
 
     with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog

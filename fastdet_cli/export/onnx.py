@@ -15,7 +15,7 @@ import numpy as np
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.export.targets import EXPORT_TARGETS
-from fastdet_cli.io import atomic_dir
+from fastdet_cli.outputs import atomic_dir
 from fastdet_cli.onnx_graph import cut_nms
 from fastdet_cli.paddle_program import QUANT_OPS
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdet_cli.errors import FastdetError, NoDevice, UnsupportedMode
-from fastdet_cli.io import library_output_to
+from fastdet_cli.outputs import library_output_to
 from fastdet_cli.lazy import import_paddle
 from fastdet_cli.paddle_program import check_paddle_model, deleted_passes, load_program, op_counts, paddle_model_files
 from fastdet_cli.runtime.base import Kernels, Runner, TensorMeta

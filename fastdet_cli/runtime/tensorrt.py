@@ -103,7 +103,7 @@ class TrtRunner(Runner):
                     f"{sorted(self.options.shape_ranges.items())}")  # the shape ranges shape the engine too
         cache = engine_cache_path(self.model_path, flags, shapes, cache_dir, build_id)
         self.engine_path = cache
-        from fastdet_cli.io import write_bytes_atomic
+        from fastdet_cli.outputs import write_bytes_atomic
 
         if cache.exists():
             blob = cache.read_bytes()

@@ -42,7 +42,7 @@ def test_one_compress_two_forms_each_backend_runs_its_own(tmp_path, capsys, monk
     from fastdet_cli.agreement import fp32_of
     from fastdet_cli.artifacts import choose, describe_all, detector, forms
     from fastdet_cli.cli import main
-    from fastdet_cli.inspect import inspect_model
+    from fastdet_cli.inspection import inspect_model
 
     monkeypatch.setenv("COLUMNS", "200")
     out = tmp_path / "int8"

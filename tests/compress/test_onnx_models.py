@@ -48,7 +48,7 @@ def compressed(onnx_only, tmp_path_factory):
 
 
 def test_compress_onnx_model_gives_int8_that_ort_runs_as_int8(compressed, onnx_only):
-    from fastdet_cli.inspect import inspect_model
+    from fastdet_cli.inspection import inspect_model
 
     model, _ = onnx_only
     report = json.loads((compressed / "compress_report.json").read_text())

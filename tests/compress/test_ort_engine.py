@@ -97,7 +97,7 @@ def test_sites_of_ort_qdq_graph_include_outputs_and_float_wiring_is_exact(tmp_pa
 def test_default_ort_engine_output_runs_int8_on_ort_within_half_a_point(default_ptq_ort, val_dataset):
     from fastdet_cli.artifacts import detector
     from fastdet_cli.evaluate.coco import coco_evaluate
-    from fastdet_cli.inspect import inspect_model
+    from fastdet_cli.inspection import inspect_model
     from fastdet_cli.paths import DEFAULT_MODEL_DIR
 
     out = Path(default_ptq_ort)

@@ -21,8 +21,8 @@ def inspect(
 ) -> int:
     """Per-op profile on ort or openvino: ops by precision, the slowest ops, and a verdict for INT8 models."""
     from fastdet_cli.compress.defaults import int8_for
-    from fastdet_cli.inspect import inspect_model
-    from fastdet_cli.io import check_output_file, write_json_atomic
+    from fastdet_cli.inspection import inspect_model
+    from fastdet_cli.outputs import check_output_file, write_json_atomic
     from fastdet_cli.runtime.registry import get_backend
     from fastdet_cli.ui import make_console
 
