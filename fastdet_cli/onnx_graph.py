@@ -169,3 +169,50 @@ def split_hardswish(model) -> int:
             graph.node.insert(idx + i, p)
         split += 1
     return split
+
+
+def hardsigmoid_mul_to_hardswish(model) -> int:
+    """Every x · HardSigmoid(x) with HardSwish's constants (alpha 1/6, beta 0.5; how paddle2onnx writes Paddle's
+    hard_swish op) as one HardSwish node, in place. Returns how many."""
+    from onnx import helper
+
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    users: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    for o in graph.output:
+        users[o.name] = users.get(o.name, 0) + 1
+    done = 0
+    for mul in list(graph.node):
+        if mul.op_type != "Mul" or len(mul.input) != 2:
+            continue
+        for gate_in, x in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
+            gate = producer.get(gate_in)
+            if gate is None or gate.op_type != "HardSigmoid" or gate.input[0] != x or users.get(gate_in) != 1:
+                continue
+            attrs = {a.name: a.f for a in gate.attribute}
+            if abs(attrs.get("alpha", 0.2) - 1 / 6) > 1e-6 or abs(attrs.get("beta", 0.5) - 0.5) > 1e-6:
+                continue
+            idx = list(graph.node).index(mul)
+            graph.node.insert(idx, helper.make_node("HardSwish", [x], [mul.output[0]],
+                                                    name=f"{mul.name or mul.output[0]}_hardswish"))
+            graph.node.remove(mul)
+            graph.node.remove(gate)
+            done += 1
+            break
+    if done:
+        for op in model.opset_import:  # HardSwish is opset 14
+            if op.domain in ("", "ai.onnx") and op.version < 14:
+                op.version = 14
+    return done
+
+
+def hard_swish_pieces(model) -> int:
+    """Every hard-swish — a HardSwish node or x · HardSigmoid(x) — written as x · clip(x + 3, 0, 6) / 6, in place:
+    the form OpenVINO fuses with the convolution before it in INT8. Given HardSigmoid · x (a Paddle export of a
+    hard_swish op), OpenVINO's INT8 ran the real-weight PicoDet's converted program at 88.6 ms against 75.9 ms in
+    FP32 (2026-12-06, Zen 4). Returns how many were rewritten."""
+    hardsigmoid_mul_to_hardswish(model)
+    return split_hardswish(model)

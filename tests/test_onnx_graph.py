@@ -55,3 +55,31 @@ def test_look_alikes_are_left_alone(kwargs):
     before = [n.op_type for n in model.graph.node]
     assert fuse_hardswish(model) == 0
     assert [n.op_type for n in model.graph.node] == before and model.opset_import[0].version == 13
+
+
+def _hardsigmoid_graph(alpha: float = 1 / 6, beta: float = 0.5):
+    """conv → x · HardSigmoid(x) → mean: how paddle2onnx writes Paddle's hard_swish op."""
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["img", "w"], ["x"], pads=[1, 1, 1, 1], name="conv0"),
+             helper.make_node("HardSigmoid", ["x"], ["h"], alpha=alpha, beta=beta, name="hsig"),
+             helper.make_node("Mul", ["h", "x"], ["y"], name="mul"),
+             helper.make_node("ReduceMean", ["y"], ["out"], keepdims=1, name="mean")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_hardsigmoid_times_x_becomes_the_pieces_openvino_fuses():
+    from fastdet_cli.onnx_graph import hard_swish_pieces
+
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32) * 4
+    model = _hardsigmoid_graph()
+    want = _run(model, x)[0]
+    assert hard_swish_pieces(model) == 1
+    types = [n.op_type for n in model.graph.node]
+    assert not {"HardSigmoid", "HardSwish"} & set(types) and {"Add", "Clip", "Mul", "Div"} <= set(types)
+    assert np.allclose(_run(model, x)[0], want, atol=1e-5)
+    # a HardSigmoid with other constants is a gate of its own, not a hard-swish
+    other = _hardsigmoid_graph(alpha=0.2)
+    assert hard_swish_pieces(other) == 0 and "HardSigmoid" in [n.op_type for n in other.graph.node]
