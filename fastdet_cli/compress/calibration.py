@@ -47,6 +47,7 @@ class Statistics:
         half = (len(files) + 1) // 2
         self.parts = (list(range(half)), list(range(half, len(files))))
         self._passes: list[_Pass] = []
+        self._needed: dict[tuple, frozenset[str]] = {}  # (graph, its mtime, op types) → tensors to calibrate
         self.log = log
         self.gathered = 0  # passes over the images (compress_report: how often the images were run)
 
@@ -58,7 +59,10 @@ class Statistics:
         """ORT's TensorsData for `method` on all the images (`part` None) or on half `part` (0 or 1)."""
         from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
 
-        needed = tensors_to_calibrate(graph, op_types)
+        key = (str(graph), Path(graph).stat().st_mtime_ns, tuple(op_types))
+        if key not in self._needed:  # a shape-inferred load of the graph: once per graph
+            self._needed[key] = tensors_to_calibrate(graph, op_types)
+        needed = self._needed[key]
         found = next((p for p in self._passes if p.symmetric == symmetric and needed <= p.tensors), None)
         if found is None:
             found = self._gather(graph, op_types, symmetric, needed)
