@@ -48,7 +48,7 @@ def int8_for(backend: str | BackendSpec, int8_model=None, fp32_model=None, log=p
     (`fp32_model` None or 'default') — the cached PTQ version it runs best (above)."""
     if isinstance(int8_model, Int8Artifact):
         return int8_model
-    if int8_model is not None and str(int8_model) != "default":
+    if int8_model is not None:  # given: itself ("default", the FP32 embedded model, is refused by describe)
         found = describe_all(int8_model)
         return found[0] if len(found) == 1 else choose(backend, found)
     if fp32_model not in (None, "default"):
