@@ -17,9 +17,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fastdet_cli import distributed, interrupt
 from fastdet_cli.errors import FastdetError
+
+if TYPE_CHECKING:  # the real types, without importing them (and what they import) at start-up
+    from fastdet_cli.compress.calibration import Statistics
+    from fastdet_cli.compress.common import FeedSamples
+    from fastdet_cli.compress.config import CompressConfig
+    from fastdet_cli.det.model import ModelSource
 
 
 @dataclass
@@ -47,21 +54,21 @@ class Job:
     """Everything `prepare` checked, for the two later stages."""
 
     config_path: Path
-    cfg: object  # compress.config.CompressConfig
+    cfg: CompressConfig
     engine: Engine
     devices: str
-    source: object  # det.model.ModelSource
+    source: ModelSource
     save_dir: Path
     eval_spec: str | None
     feeds: list[str]
     kept_float: list[str]  # single-output-channel convs (paddle2onnx cannot export them quantized)
     convs: dict
     images_source: str
-    samples: object  # compress.common.FeedSamples
+    samples: FeedSamples
     world: distributed.World = distributed.World()
     shards: list[int] | None = None  # images per rank in a distributed run
-    original: object = None  # the model the config names, when `source` is its x2paddle conversion
-    statistics: object = None  # compress.calibration.Statistics shared by the forms (engine onnxruntime)
+    original: ModelSource | None = None  # the model the config names, when `source` is its x2paddle conversion
+    statistics: Statistics | None = None  # shared by the forms (engine onnxruntime)
 
 
 @dataclass
