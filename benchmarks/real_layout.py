@@ -14,6 +14,8 @@ It prints one table and writes DIR/real_layout.json (with the CPU flags); the di
 held-out pages is left in DIR/<method>/diff/montage.png.
 
     python benchmarks/real_layout.py [--work-dir build/real_layout] [--methods ptq,search] [--repeat 50]
+        [--results docs/results/real_layout_<cpu>_<date>.json]
+    python benchmarks/real_layout.py --render docs/results/….json     (the table the docs show)
 """
 from __future__ import annotations
 
@@ -117,6 +119,38 @@ def measure(method: str, work: Path, repeat: int, warmup: int, backends: list[st
     return row
 
 
+def table(results: dict) -> str:
+    """The Markdown table of a results file (what the docs show: tests/test_docs.py renders each docs table that
+    names a results file and compares)."""
+    rows, backends = results["rows"], results["backends"]
+    head = ["method"] + [f"kept {b}" for b in backends] + [f"agreement {b}" for b in backends] + \
+        [f"{b} FP32→INT8 ms (×)" for b in backends] + ["compress s", "budget met"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"]]
+        for b in backends:
+            d = r[f"diff_{b}"]
+            cells.append(f"{d['matched']}/{d['fp32']} ({100 * r[f'kept_{b}']:.0f}%), {d['missed']} missed, "
+                         f"{d['extra']} extra")
+        cells += [f"{r[f'agreement_{b}']:.3f}" for b in backends]
+        cells += [f"{r.get(f'{b}_fp32_ms') or 0:.1f} → {r.get(f'{b}_int8_ms') or 0:.1f} "
+                  f"({r.get(f'speedup_{b}') or 0:.2f}×)" for b in backends]
+        cells += [f"{r['compress']['seconds']:.0f}",
+                  ", ".join(f"{t}: {c['met']}" for t, c in r["compress"]["forms"].items())]
+        lines.append("| " + " | ".join(cells) + " |")
+    m = results["machine"]
+    given = {b: next((r.get(f"{b}_fp32_(as_given)_ms") for r in rows if r.get(f"{b}_fp32_(as_given)_ms")), None)
+             for b in backends}
+    graphs = "; ".join(f"{b} FP32: {rows[0].get(f'{b}_fp32_graph') or 'as given'}"
+                       + (f" (as given: {given[b]:.1f} ms)" if given[b] else "") for b in backends) if rows else ""
+    lines.append("")
+    lines.append(f"{results['date']}, `{results['command']}`; held-out pages: 18; 1 thread, median of "
+                 f"{results['repeat']} runs after {results['warmup']} warm-up, model only (NMS on the host, not "
+                 f"timed); CPU: {m.get('cpu', '?')}, flags `{m.get('cpu flags', '?')}`; {graphs}; speedups are over "
+                 "the FP32 column.")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work-dir", type=Path, default=ROOT / "build" / "real_layout")
@@ -124,41 +158,40 @@ def main() -> int:
     ap.add_argument("--backends", default="ort,openvino")
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--results", type=Path, help="also write the results file here (docs/results/…: the docs' "
+                                                   "tables are rendered from such files)")
+    ap.add_argument("--render", type=Path, metavar="RESULTS", help="print the table of a results file and exit")
     args = ap.parse_args()
+    if args.render:
+        print(table(json.loads(args.render.read_text())))
+        return 0
     if not MODEL.exists():
         print(f"error: {MODEL} not found (the real-weight detector lives in ../shared/real-weights/)", file=sys.stderr)
         return 2
     args.work_dir.mkdir(parents=True, exist_ok=True)
     backends = args.backends.split(",")
     rows = [measure(m, args.work_dir, args.repeat, args.warmup, backends) for m in args.methods.split(",")]
-    (args.work_dir / "real_layout.json").write_text(json.dumps({"rows": rows}, indent=2, default=str) + "\n")
-    head = ["method"] + [f"kept {b}" for b in backends] + [f"agreement {b}" for b in backends] + \
-        [f"{b} FP32→INT8 ms (×)" for b in backends] + ["compress s", "budget met"]
-    print(" | ".join(head))
-    print(" | ".join("---" for _ in head))
-    for r in rows:
-        cells = [r["method"]]
-        for b in backends:
-            s = r[f"diff_{b}"]
-            cells.append(f"{s['matched']}/{s['fp32']} ({100 * r[f'kept_{b}']:.0f}%), {s['missed']} missed, "
-                         f"{s['extra']} extra")
-        cells += [f"{r[f'agreement_{b}']:.3f}" for b in backends]
-        cells += [f"{r.get(f'{b}_fp32_ms') or 0:.1f}→{r.get(f'{b}_int8_ms') or 0:.1f} "
-                  f"({r.get(f'speedup_{b}') or 0:.2f}×)"
-                  for b in backends]
-        cells += [f"{r['compress']['seconds']:.0f}",
-                  ", ".join(f"{t}: {c['met']}" for t, c in r["compress"]["forms"].items())]
-        print(" | ".join(cells))
-    machine = rows[0]["machine"] if rows else {}
-    print(f"held-out pages: {HELD} (18); 1 thread, median of {args.repeat} runs after {args.warmup} warm-up, model "
-          f"only (NMS on the host, not timed); CPU: {machine.get('cpu', '?')}, flags {machine.get('cpu flags', '?')}")
-    for b in backends:
-        given = [r.get(f"{b}_fp32_(as_given)_ms") for r in rows if r.get(f"{b}_fp32_(as_given)_ms")]
-        graph = rows[0].get(f"{b}_fp32_graph") if rows else None
-        print(f"{b} FP32: {graph or 'as given'}" + (f" (the graph as given: {given[0]:.1f} ms)" if given else "")
-              + "; speedups are over it")
-    print(f"wrote {args.work_dir / 'real_layout.json'}")
+    command = "python benchmarks/real_layout.py " + " ".join(sys.argv[1:])
+    results = {"script": "benchmarks/real_layout.py", "date": time.strftime("%Y-%m-%d"), "command": command,
+               "backends": backends, "repeat": args.repeat, "warmup": args.warmup,
+               "machine": rows[0]["machine"] if rows else {}, "versions": _versions(args.work_dir, rows),
+               "rows": rows}
+    text = json.dumps(results, indent=2, default=str) + "\n"
+    (args.work_dir / "real_layout.json").write_text(text)
+    if args.results:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(text)
+    print(table(results))
+    print(f"wrote {args.work_dir / 'real_layout.json'}" + (f" and {args.results}" if args.results else ""))
     return 0
+
+
+def _versions(work: Path, rows: list[dict]) -> dict:
+    """The library versions bench recorded for the last method measured."""
+    if not rows:
+        return {}
+    report = work / rows[-1]["method"] / "bench" / "report.json"
+    return json.loads(report.read_text()).get("versions", {}) if report.exists() else {}
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ inline code) names a subcommand that exists and only options its --help lists; `
 run; every shipped compression config loads. Cheap (help texts and YAML only): a few seconds."""
 from __future__ import annotations
 
+import json
 import re
 import sys
 from functools import cache
@@ -190,3 +191,30 @@ def test_compress_doc_lists_every_key_the_loader_accepts():
     missing = [f"{section}.{key}" for section, keys in SCHEMA.items() if section != "Quantization"
                for key in keys if f"`{section}.{key}`" not in table]
     assert not missing, f"docs/compress.md's key table misses {missing}"
+
+
+RESULTS_BLOCK = re.compile(r"<!-- results: (\S+)[^\n]*-->\n(.*?)\n<!-- /results -->", re.S)
+def _renderer(results: Path):
+    """`table` of the benchmark script that wrote `results` (its `script` field)."""
+    import importlib.util
+
+    script = ROOT / json.loads(results.read_text())["script"]
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.table
+
+
+def test_tables_naming_a_results_file_are_rendered_from_it():
+    """A figure table in docs/ that names a docs/results/*.json file is exactly what its benchmark script renders
+    from that file: figures come from one place."""
+    blocks = [(doc, m) for doc in (ROOT / "docs").glob("*.md") for m in RESULTS_BLOCK.finditer(doc.read_text())]
+    assert blocks, "no docs table names a results file"
+    for doc, m in blocks:
+        results = ROOT / m.group(1)
+        assert results.is_file(), f"{doc.name} names {m.group(1)}, which is not there"
+        want = _renderer(results)(json.loads(results.read_text()))
+        assert m.group(2).strip() == want.strip(), f"{doc.name}: the table differs from {m.group(1)}; re-render it"
+    for results in (ROOT / "docs" / "results").glob("*.json"):
+        data = json.loads(results.read_text())
+        assert {"script", "date", "command", "machine", "versions", "rows"} <= set(data), results.name
