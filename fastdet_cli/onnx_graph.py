@@ -63,6 +63,24 @@ def cut_nms(src: Path, dst: Path) -> dict | None:
     return found
 
 
+def _producers_and_readers(graph) -> tuple[dict, dict[str, int]]:
+    """{tensor: the node writing it}, {tensor: how many nodes and graph outputs read it}."""
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    for o in graph.output:
+        readers[o.name] = readers.get(o.name, 0) + 1
+    return producer, readers
+
+
+def _opset_at_least(model, version: int) -> None:
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx") and op.version < version:
+            op.version = version
+
+
 def fuse_hardswish(model) -> int:
     """Replace every hard-swish written as elementary ops — x · clip(x + 3, 0, 6) / 6 (Add → Clip → Mul → Div, or
     Mul by 1/6), how paddle2onnx writes it at opset 13 — by one HardSwish node (opset 14), in place. Returns how
@@ -73,13 +91,7 @@ def fuse_hardswish(model) -> int:
 
     graph = model.graph
     consts = constant_values(graph)
-    producer = {o: n for n in graph.node for o in n.output}
-    users: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            users[i] = users.get(i, 0) + 1
-    for o in graph.output:
-        users[o.name] = users.get(o.name, 0) + 1
+    producer, users = _producers_and_readers(graph)
 
     def scalar(name: str) -> float | None:
         v = consts.get(name)
@@ -132,9 +144,7 @@ def fuse_hardswish(model) -> int:
             graph.node.remove(n)
         for init in [i for i in graph.initializer if i.name not in read]:
             graph.initializer.remove(init)
-        for op in model.opset_import:  # HardSwish is opset 14; the ops paddle2onnx writes mean the same there
-            if op.domain in ("", "ai.onnx") and op.version < 14:
-                op.version = 14
+        _opset_at_least(model, 14)  # HardSwish is opset 14; the ops paddle2onnx writes mean the same there
     return fused
 
 
@@ -177,13 +187,7 @@ def hardsigmoid_mul_to_hardswish(model) -> int:
     from onnx import helper
 
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
-    users: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            users[i] = users.get(i, 0) + 1
-    for o in graph.output:
-        users[o.name] = users.get(o.name, 0) + 1
+    producer, users = _producers_and_readers(graph)
     done = 0
     for mul in list(graph.node):
         if mul.op_type != "Mul" or len(mul.input) != 2:
@@ -203,9 +207,7 @@ def hardsigmoid_mul_to_hardswish(model) -> int:
             done += 1
             break
     if done:
-        for op in model.opset_import:  # HardSwish is opset 14
-            if op.domain in ("", "ai.onnx") and op.version < 14:
-                op.version = 14
+        _opset_at_least(model, 14)
     return done
 
 

@@ -13,17 +13,21 @@ def _graph(three: float = 3.0, six_max: float = 6.0, extra_reader: bool = False)
     def const(name, v):
         return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.FLOAT, [], [v]))
 
-    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["img", "w"], ["x"], pads=[1, 1, 1, 1], name="conv0"),
-             const("c3", three), const("c0", 0.0), const("c6", six_max), const("d6", 6.0),
+    nodes = [const("c3", three), const("c0", 0.0), const("c6", six_max), const("d6", 6.0),
              helper.make_node("Add", ["x", "c3"], ["a"], name="add"),
              helper.make_node("Clip", ["a", "c0", "c6"], ["c"], name="clip"),
              helper.make_node("Mul", ["x", "c"], ["m"], name="mul"),
-             helper.make_node("Div", ["m", "d6"], ["y"], name="div"),
+             helper.make_node("Div", ["m", "d6"], ["y"], name="div")]
+    # with extra_reader the Clip's output is read elsewhere too: fusing would change that reader's input
+    return _conv_model(nodes, ["c"] if extra_reader else [])
+
+
+def _conv_model(activation: list, extra_outputs: list[str]):
+    """img → conv → `activation` (reads x, writes y) → mean, opset 13."""
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["img", "w"], ["x"], pads=[1, 1, 1, 1], name="conv0"), *activation,
              helper.make_node("ReduceMean", ["y"], ["out"], keepdims=1, name="mean")]
-    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)]
-    if extra_reader:  # the Clip's output is read elsewhere too: fusing would change that reader's input
-        outputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, None))
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ["out", *extra_outputs]]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8])],
                               outputs, [onnx.numpy_helper.from_array(w, "w")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -35,18 +39,24 @@ def _run(model, x):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"img": x})
 
 
-def test_fuse_then_split_keep_the_function():
+def _keeps_function(model):
+    """A check that `model`, rewritten in place later, still computes what it computes now."""
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32) * 4
-    model = _graph()
     want = _run(model, x)[0]
+    return lambda: np.allclose(_run(model, x)[0], want, atol=1e-5)
+
+
+def test_fuse_then_split_keep_the_function():
+    model = _graph()
+    same = _keeps_function(model)
     assert fuse_hardswish(model) == 1
     types = [n.op_type for n in model.graph.node]
     assert types.count("HardSwish") == 1 and not {"Add", "Clip", "Div"} & set(types)
     assert model.opset_import[0].version == 14 and not [n for n in model.graph.node if n.op_type == "Constant"]
-    assert np.allclose(_run(model, x)[0], want, atol=1e-5)
+    assert same()
     assert split_hardswish(model) == 1
     assert "HardSwish" not in [n.op_type for n in model.graph.node]
-    assert np.allclose(_run(model, x)[0], want, atol=1e-5)
+    assert same()
 
 
 @pytest.mark.parametrize("kwargs", [{"three": 2.0}, {"six_max": 5.0}, {"extra_reader": True}])
@@ -59,27 +69,19 @@ def test_look_alikes_are_left_alone(kwargs):
 
 def _hardsigmoid_graph(alpha: float = 1 / 6, beta: float = 0.5):
     """conv → x · HardSigmoid(x) → mean: how paddle2onnx writes Paddle's hard_swish op."""
-    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["img", "w"], ["x"], pads=[1, 1, 1, 1], name="conv0"),
-             helper.make_node("HardSigmoid", ["x"], ["h"], alpha=alpha, beta=beta, name="hsig"),
-             helper.make_node("Mul", ["h", "x"], ["y"], name="mul"),
-             helper.make_node("ReduceMean", ["y"], ["out"], keepdims=1, name="mean")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
-                              [onnx.numpy_helper.from_array(w, "w")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return _conv_model([helper.make_node("HardSigmoid", ["x"], ["h"], alpha=alpha, beta=beta, name="hsig"),
+                        helper.make_node("Mul", ["h", "x"], ["y"], name="mul")], [])
 
 
 def test_hardsigmoid_times_x_becomes_the_pieces_openvino_fuses():
     from fastdet_cli.onnx_graph import hard_swish_pieces
 
-    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32) * 4
     model = _hardsigmoid_graph()
-    want = _run(model, x)[0]
+    same = _keeps_function(model)
     assert hard_swish_pieces(model) == 1
     types = [n.op_type for n in model.graph.node]
     assert not {"HardSigmoid", "HardSwish"} & set(types) and {"Add", "Clip", "Mul", "Div"} <= set(types)
-    assert np.allclose(_run(model, x)[0], want, atol=1e-5)
+    assert same()
     # a HardSigmoid with other constants is a gate of its own, not a hard-swish
     other = _hardsigmoid_graph(alpha=0.2)
     assert hard_swish_pieces(other) == 0 and "HardSigmoid" in [n.op_type for n in other.graph.node]
