@@ -160,17 +160,19 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
                               settings.get("percentile"), part)
         cached["calibration_cache_path"] = out_onnx.with_name(out_onnx.name + ".ranges.json")
         save_tensors_data(ranges, cached["calibration_cache_path"])
-    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress with print()
-        quantize_static(str(fp32_onnx), str(out_onnx), None if cached else _Reader(samples, inputs),
-                        quant_format=QuantFormat.QDQ, **cached,
-                        op_types_to_quantize=settings["op_types_to_quantize"], per_channel=settings["per_channel"],
-                        reduce_range=settings["reduce_range"],
-                        activation_type=getattr(QuantType, settings["activation_type"]),
-                        weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) or None,
-                        calibrate_method=getattr(CalibrationMethod, settings["calibrate_method"]),
-                        extra_options=extra)
-    if cached:
-        cached["calibration_cache_path"].unlink()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress with print()
+            quantize_static(str(fp32_onnx), str(out_onnx), None if cached else _Reader(samples, inputs),
+                            quant_format=QuantFormat.QDQ, **cached,
+                            op_types_to_quantize=settings["op_types_to_quantize"],
+                            per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+                            activation_type=getattr(QuantType, settings["activation_type"]),
+                            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) or None,
+                            calibrate_method=getattr(CalibrationMethod, settings["calibrate_method"]),
+                            extra_options=extra)
+    finally:  # the ranges handed to ORT never stay beside the model, whatever happened
+        if cached:
+            cached["calibration_cache_path"].unlink(missing_ok=True)
     if settings.get("quantize_conv_outputs", True) and settings["activation_type"] == "QUInt8":
         # ONNX Runtime's form: hard-sigmoids (hard-swish's gate) written with ops ORT runs in integer kernels
         from fastdet_cli.export.qdq import integer_hard_sigmoid, prune_dead_nodes

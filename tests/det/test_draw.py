@@ -34,8 +34,10 @@ def test_label_sits_on_a_filled_box_with_contrasting_ink():
 def test_label_stays_inside_the_image():
     img = _striped()
     label(img, "a long label at the corner", 290, 3, (40, 40, 200), 0.5)
-    assert np.all(img[:14, -6:] != 0, axis=2).any()  # drawn against the right edge, moved left and down
+    # moved left (the box spans columns 150-290, not just 290-299) and down (its lower rows are inside, not only
+    # the three rows above y=3)
     assert np.all(img[0:14, 150:290] == (40, 40, 200), axis=2).mean() > 0.3
+    assert np.all(img[8:12, 150:290] == (40, 40, 200), axis=2).mean() > 0.3
 
 
 def test_draw_uses_the_filled_label():
