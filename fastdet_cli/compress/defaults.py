@@ -42,10 +42,11 @@ def default_artifacts(model_dir: Path, log: Callable[[str], None],
 
 
 def int8_for(backend: str | BackendSpec, int8_model=None, fp32_model=None, log=print) -> Int8Artifact:
-    """The one answer to "which INT8 model runs on this backend", for bench's INT8 rows' choice, diff, inspect
-    --int8 and every command given a compress output: `int8_model` itself (an Int8Artifact, or a path: one
-    model, or the form of a multi-form compress output `backend` runs best), else — for the embedded model
-    (`fp32_model` None or 'default') — the cached PTQ version it runs best (above)."""
+    """The one answer to "which INT8 model runs on this backend" for diff, inspect --int8 and every command given
+    a compress output (bench's INT8 rows choose among their candidates with the same rule, artifacts.choose):
+    `int8_model` itself (an Int8Artifact, or a path: one model, or the form of a multi-form compress output
+    `backend` runs best), else — for the embedded model (`fp32_model` None or 'default') — the cached PTQ version
+    it runs best (above)."""
     if isinstance(int8_model, Int8Artifact):
         return int8_model
     if int8_model is not None:  # given: itself ("default", the FP32 embedded model, is refused by describe)
