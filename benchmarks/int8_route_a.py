@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=32, help="calibration images (the generated calib split)")
     args = ap.parse_args()
 
-    from fastdet_cli.compress.common import FeedSamples, image_list
+    from fastdet_cli.compress.samples import FeedSamples, image_list
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.artifacts import onnx_for
 

@@ -15,6 +15,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from fastdet_cli.runtime.registry import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def profile(model: str, precision: str, fp16: bool, runs: int) -> dict:
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.registry import create_runner
 
-    source = for_backend(resolve_model(model), "openvino")
+    source = for_backend(resolve_model(model), BACKENDS["openvino"])
     feed = sample_inputs(source.deploy)
     opts = RunnerOptions(threads=1, precision=precision, fp16=fp16, profile=True)
     with create_runner("openvino", source.runner_path, opts) as runner:

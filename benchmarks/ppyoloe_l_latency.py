@@ -162,14 +162,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--backends", default="ort,openvino,paddle", help="comma-separated (GPU: trt,paddle-trt,ort)")
+    ap.add_argument("--backends", default="ort,openvino,paddle", help="comma-separated (GPU: trt,paddle-trt,ort-gpu)")
     args = ap.parse_args()
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
-    from fastdet_cli.bench.report import print_tables, write_report
-    from fastdet_cli.bench.run import BenchSettings, run_bench
+    from fastdet_cli import api
+    from fastdet_cli.bench.run import BenchSettings
     from fastdet_cli.compress import compress
+    from fastdet_cli.render.bench import print_tables, write_report
     from fastdet_cli.machine import cpu_kind
     from fastdet_cli.ui import make_console
 
@@ -184,11 +185,11 @@ def main() -> None:
             cfg.write_text(text.format(model=fp32))
             compress(cfg, "ptq", out, log=console.print)
         made.append(str(out))
-    settings = BenchSettings(model=str(fp32), int8_models=tuple(made), backends=tuple(args.backends.split(",")),
+    settings = BenchSettings(model=str(fp32), int8_models=tuple(made), backends=args.backends,
                              repeat=args.repeat, warmup=args.warmup, threads=args.threads,
                              eval=False, end2end=False, fp16=True)  # BF16 rows where the CPU has bf16 (bench's default)
-    report = run_bench(settings, log=console.print)
-    report["settings"]["note"] = "PP-YOLOE-l architecture with random weights: latency only"
+    report = api.bench(settings, log=console.print)
+    report.settings["note"] = "PP-YOLOE-l architecture with random weights: latency only"
     print_tables(report, console)
     for path in write_report(report, work / "bench"):
         console.print(f"wrote {path}")

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 from collections.abc import Callable
 
 from fastdet_cli.data.dataset import CocoDataset, ImageFolder, resolve_eval_data
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.paths import cache_dir
+
+if TYPE_CHECKING:
+    from fastdet_cli.runtime.registry import BackendSpec
 
 AGREEMENT_VERSION = 1
 
@@ -59,17 +63,18 @@ def reference_dataset(det, folder: ImageFolder, limit: int | None = None,
     return CocoDataset(ann, folder.path, reference=str(det.source.path))
 
 
-def labelled(spec, reference, backend: str, options=None, limit: int | None = None,
+def labelled(data_spec, reference, backend: BackendSpec, options=None, limit: int | None = None,
              progress: Callable[[int, int], None] | None = None) -> CocoDataset:
-    """`spec` as a dataset to measure mAP on: a COCO dataset as it is, or an image folder labelled by
+    """`data_spec` as a dataset to measure mAP on: a COCO dataset as it is, or an image folder labelled by
     `reference` (a model spec or ModelSource) on `backend`."""
-    data = resolve_eval_data(spec)
+    data = resolve_eval_data(data_spec)
     if isinstance(data, CocoDataset):
         return data
     return with_reference(data, reference, backend, options, limit, progress)
 
 
-def with_reference(data: CocoDataset | ImageFolder, reference, backend: str, options=None, limit: int | None = None,
+def with_reference(data: CocoDataset | ImageFolder, reference, backend: BackendSpec, options=None,
+                   limit: int | None = None,
                    progress: Callable[[int, int], None] | None = None) -> CocoDataset:
     """The images of `data` (its annotations ignored) labelled by `reference`'s detections on `backend`."""
     from fastdet_cli.artifacts import detector

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from fastdet_cli.det.model import SIDECAR, ModelSource, resolve_model
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.paths import cache_dir
-from fastdet_cli.runtime.registry import BackendSpec, get_backend
+from fastdet_cli.runtime.registry import BackendSpec
 
 if TYPE_CHECKING:
     from fastdet_cli.det.pipeline import Detector
@@ -137,7 +137,7 @@ REWRITE_MARGIN = 1.03  # a rewritten graph runs the FP32 rows when it is at leas
 # (two 2-s alternate timings of the same pair moved by 2% on a shared 2-core machine)
 
 
-def best_fp32(source: ModelSource, backend: str | BackendSpec, threads: int = 1) -> Fp32Form:
+def best_fp32(source: ModelSource, spec: BackendSpec, threads: int = 1) -> Fp32Form:
     """The best FP32 graph fastdet can make of `source` for `backend`, without changing its outputs: the model as
     given (an ONNX model's NMS cut, as every INT8 form has it) or its rewritten form, whichever runs faster on
     `backend` with `threads` threads (timed alternately, runtime.timing.alternate_ms; the rewrite must win by 3%).
@@ -147,7 +147,6 @@ def best_fp32(source: ModelSource, backend: str | BackendSpec, threads: int = 1)
     from fastdet_cli.data.synth import sample_inputs
     from fastdet_cli.runtime.timing import alternate_ms
 
-    spec = get_backend(backend)
     as_given = nms_free_onnx(source) if spec.model_format == "onnx" else source
     rewritten = rewritten_fp32(as_given) if spec.model_format == "onnx" and not spec.gpu_only else None
     if rewritten is None:
@@ -165,9 +164,8 @@ def best_fp32(source: ModelSource, backend: str | BackendSpec, threads: int = 1)
     return Fp32Form(as_given, as_given, "", timing)
 
 
-def for_backend(source: ModelSource, backend: str | BackendSpec) -> ModelSource:
-    """`source` in the format `backend` loads (BackendSpec.model_format, in its ONNX flavour)."""
-    spec = get_backend(backend)
+def for_backend(source: ModelSource, spec: BackendSpec) -> ModelSource:
+    """`source` in the format `spec`'s backend loads (BackendSpec.model_format, in its ONNX flavour)."""
     if spec.model_format == "onnx":
         return onnx_for(source, spec.onnx_target)
     if source.format != spec.model_format:
@@ -183,14 +181,13 @@ def static_input_shapes(source: ModelSource) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in sample_inputs(source.deploy).items()}
 
 
-def detector(model: str | Path | ModelSource | None, backend: str | BackendSpec,
+def detector(model: str | Path | ModelSource | None, spec: BackendSpec,
              options: RunnerOptions | None = None) -> Detector:
-    """A Detector for `model` on `backend` (use as a context manager): the model resolved (`default` = the
-    embedded one) and turned into the artifact that backend runs."""
+    """A Detector for `model` on `spec`'s backend (use as a context manager): the model resolved (`default` =
+    the embedded one) and turned into the artifact that backend runs."""
     from fastdet_cli.det.pipeline import Detector
     from fastdet_cli.runtime.base import RunnerOptions
 
-    spec = get_backend(backend)  # an unknown backend is reported before any model work
     options = options or RunnerOptions()
     spec.check_can_run()  # a missing library or GPU too: not after a full export
     source = for_backend(model if isinstance(model, ModelSource) else resolve_model(form_for(model, spec)), spec)
@@ -276,9 +273,9 @@ def describe_all(spec: str | Path) -> list[Int8Artifact]:
     return [describe(d) for d in found.values()] if found else [describe(spec)]
 
 
-def form_for(model, backend: str | BackendSpec):
-    """`model`, or where it is a multi-form compress output, the form `backend` runs best (`choose`)."""
-    return choose(backend, describe_all(model)).path if forms(model) else model
+def form_for(model, spec: BackendSpec):
+    """`model`, or where it is a multi-form compress output, the form `spec`'s backend runs best (`choose`)."""
+    return choose(spec, describe_all(model)).path if forms(model) else model
 
 
 def describe(spec: str | Path) -> Int8Artifact:
@@ -294,10 +291,10 @@ def describe(spec: str | Path) -> Int8Artifact:
         side = source.sidecar()
         # the onnxruntime engine's graph for ORT (outputs quantized: integer kernels) or TensorRT; its OpenVINO
         # form (Q/DQ on convolution inputs only) is an INT8 ONNX like any other
-        from fastdet_cli.export.targets import ONNX_TARGETS
+        from fastdet_cli.export.targets import DEFAULT_TARGET, ONNX_TARGETS, made_by_ort
 
-        flavour = ONNX_TARGETS.get(side.get("target", "onnxruntime"))
-        kind = "ort-qdq" if side.get("engine") == "onnxruntime" and flavour and flavour.conv_outputs else "onnx-qdq"
+        flavour = ONNX_TARGETS.get(side.get("target", DEFAULT_TARGET))
+        kind = "ort-qdq" if made_by_ort(side) and flavour and flavour.conv_outputs else "onnx-qdq"
     if not quantized:
         raise FastdetError(f"{source.path} is not a quantized model (no quantize ops): compress it first "
                            "(fastdet compress), or pass it as --model")
@@ -305,17 +302,16 @@ def describe(spec: str | Path) -> Int8Artifact:
     return Int8Artifact(source.dir, kind, method, target, budget_warning(source.dir))
 
 
-def choose(backend: str | BackendSpec, artifacts: list[Int8Artifact]) -> Int8Artifact:
-    """The artifact `backend` runs best among `artifacts` (its preference order, BackendSpec.int8_kinds);
+def choose(spec: BackendSpec, artifacts: list[Int8Artifact]) -> Int8Artifact:
+    """The artifact `spec`'s backend runs best among `artifacts` (its preference order, BackendSpec.int8_kinds);
     UnsupportedMode (a "None" cell) when it can run none of them."""
     from fastdet_cli.errors import UnsupportedMode
 
-    spec = get_backend(backend)
     prefs = spec.int8_kinds
     for kind in prefs:
-        for a in artifacts:
-            if a.kind == kind and a.suits(spec.onnx_target):
-                return a
+        fits = [a for a in artifacts if a.kind == kind and a.suits(spec.onnx_target)]
+        if fits:  # its own flavour first (ONNX Runtime loads TensorRT's too, and runs its own better)
+            return min(fits, key=lambda a: a.target not in ("any", spec.onnx_target))
     have = ", ".join(sorted({KIND_LABELS[a.kind] for a in artifacts})) or "none"
     want = " or ".join(KIND_LABELS[k] for k in prefs)
     raise UnsupportedMode(f"{spec.name} runs a {want}; given: {have}")

@@ -24,9 +24,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Take a PaddleDetection detector from FP32 to a quantized deployment, and prove what was gained.")
 
-_state = {"debug": False}
-
-
 def _version(value: bool) -> None:
     if value:
         import importlib.metadata as md
@@ -43,7 +40,7 @@ def _version(value: bool) -> None:
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.", metavar=""),
           version: bool = typer.Option(False, "--version", help="Print fastdet's version and exit.", metavar="",
                                        callback=_version, is_eager=True)) -> None:
-    _state["debug"] = debug
+    pass  # --debug is read by `main` from the arguments before the command runs (its errors are shown whole)
 
 
 app.command("compress", help=compress_cmd.__doc__)(compress_cmd.compress)
@@ -61,10 +58,10 @@ app.add_typer(report_cmd.app, name="report", help=report_cmd.__doc__)
 def main(argv: list[str] | None = None) -> int:
     from fastdet_cli import interrupt
 
-    _state["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     with interrupt.handled():  # Ctrl-C and SIGTERM: exit 130 within seconds, nothing half-written
         try:
-            rv = _run(argv)
+            rv = _run(argv, debug)
         except SystemExit:  # a library's own signal handler (Paddle's DataLoader: sys.exit(signum))
             if not interrupt.requested():
                 raise
@@ -77,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         return rv
 
 
-def _run(argv: list[str] | None) -> int:
+def _run(argv: list[str] | None, debug: bool) -> int:
     from fastdet_cli.errors import FastdetError
 
     try:
         rv = app(args=argv, standalone_mode=False)
     except FastdetError as e:
-        if _state["debug"]:
+        if debug:
             raise
         from rich.console import Console
         from rich.markup import escape

@@ -214,7 +214,7 @@ def check_inputs(images: list[Path] | None, dataset: str | None, threshold: floa
     return files, None
 
 
-def diff_models(fp32_model, int8_model, backend: str | BackendSpec, images: list[Path], save_dir: Path, dataset=None,
+def diff_models(fp32_model, int8_model, spec: BackendSpec, images: list[Path], save_dir: Path, dataset=None,
                 limit: int | None = None, threshold: float | None = None, iou_min: float = 0.5, options=None,
                 keep_images: int | None = None, montage_size: int = 6,
                 progress: Callable[[int, int], None] | None = None,
@@ -227,10 +227,8 @@ def diff_models(fp32_model, int8_model, backend: str | BackendSpec, images: list
     from fastdet_cli.artifacts import best_fp32, detector
     from fastdet_cli.compress.defaults import int8_for
     from fastdet_cli.det.model import ModelSource, resolve_model
-    from fastdet_cli.runtime.registry import get_backend
     from fastdet_cli.outputs import atomic_dir, write_bytes_atomic, write_json_atomic
 
-    spec = get_backend(backend)  # resolved once: the artifact choice and both detectors take the spec
     int8_art = int8_for(spec, int8_model, fp32_model, log)
     if int8_art.warning:
         log(int8_art.warning)

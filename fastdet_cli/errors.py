@@ -8,9 +8,14 @@ class FastdetError(Exception):
 class MissingDependency(FastdetError):
     """A library a backend or command needs is not installed."""
 
-    def __init__(self, module: str, extra: str, what: str):
-        super().__init__(f"{what} needs the Python package '{module}', which is not installed: "
-                         f"pip install 'fastdet-cli[{extra}]'")
+    def __init__(self, module: str, extra: str, what: str, hint: str | None = None):
+        """`hint`: the install command where no pip extra of fastdet brings the package (onnxruntime-gpu); else
+        the extra's, in the CUDA flavour this machine's NVIDIA driver runs where the extra has flavours (trt)."""
+        from fastdet_cli.machine import CUDA_FLAVOURED_EXTRAS, nvidia_driver, pip_hint
+
+        if hint is None:
+            hint = pip_hint(extra, nvidia_driver() if extra in CUDA_FLAVOURED_EXTRAS else None)
+        super().__init__(f"{what} needs the Python package '{module}', which is not installed: {hint}")
         self.module, self.extra = module, extra
 
 

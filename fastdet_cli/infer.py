@@ -8,9 +8,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from collections.abc import Callable
 
 from fastdet_cli.errors import FastdetError
+
+if TYPE_CHECKING:
+    from fastdet_cli.runtime.registry import BackendSpec
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,10 @@ def check_threshold(threshold: float | None) -> None:
         raise FastdetError(f"--threshold must be a score between 0 and 1, got {threshold:g}")
 
 
-def detect_images(images: list[Path], model="default", backend="ort", options=None, threshold: float | None = None,
+def detect_images(images: list[Path], model, spec: BackendSpec, options=None, threshold: float | None = None,
                   save_dir: Path | None = None, json_out: Path | None = None, log: Callable[[str], None] = print,
                   on_image: Callable[[ImageResult], None] | None = None) -> list[ImageResult]:
-    """Detect objects in `images` (files; folders are expanded to their images) with `model` on `backend`.
+    """Detect objects in `images` (files; folders are expanded to their images) with `model` on `spec`'s backend.
 
     `threshold`: the score boxes must reach (default: the deploy config's draw_threshold). `save_dir`: write
     each image with its boxes drawn there. `json_out`: write every image's record to this file. `log` receives
@@ -69,7 +73,7 @@ def detect_images(images: list[Path], model="default", backend="ort", options=No
     if not files:
         raise FastdetError("no images given (folders had no image files)")
     results = []
-    with detector(model, backend, options) as det:
+    with detector(model, spec, options) as det:
         thr = det.deploy.draw_threshold if threshold is None else threshold
         _lower_nms_threshold(det, thr, log)
         if model == "default":

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.machine import VNNI_FLAGS
 from fastdet_cli.runtime.base import Kernels, OpTime
-from fastdet_cli.runtime.registry import BackendSpec, get_backend
+from fastdet_cli.runtime.registry import BackendSpec
 
 
 @dataclass
 class Inspection:
     model: str
-    backend: str
+    spec: BackendSpec  # the backend that ran the profile
     quantized: bool
     runs: int
     threads: int
@@ -24,6 +24,10 @@ class Inspection:
     cpu_flags: list[str] = field(default_factory=list)
     kernels: Kernels | None = None  # the convolution kernels' ISA, as the runtime reports it
     optimized_graph: dict | None = None  # quantized models: float ops left between quantized ops (Runner.float_islands)
+
+    @property
+    def backend(self) -> str:
+        return self.spec.name
 
     @property
     def total_ms(self) -> float:
@@ -62,7 +66,7 @@ class Inspection:
             lines.append(f"No convolution runs in INT8 on {self.backend}: the quantized graph runs in float with "
                          "fake quantization, every quantize/dequantize pair is extra work, so INT8 is slower than "
                          "FP32.")
-            if get_backend(self.backend).int8_kinds[0] == "ort-qdq":  # it runs ORT-quantized graphs best
+            if self.spec.int8_kinds[0] == "ort-qdq":  # it runs ORT-quantized graphs best
                 lines.append("ONNX Runtime builds QLinearConv only from DequantizeLinear → Conv → QuantizeLinear; "
                              "this export quantizes convolution inputs only (as the Paddle program computes), so "
                              "no convolution output is quantized and nothing fuses. Quantize for ORT with "
@@ -115,7 +119,7 @@ class Inspection:
                 "verdict": self.verdict()}
 
 
-def inspect_model(model: str | None, backend: str | BackendSpec, threads: int = 1, runs: int = 50,
+def inspect_model(model: str | None, spec: BackendSpec, threads: int = 1, runs: int = 50,
                   warmup: int = 5) -> Inspection:
     from fastdet_cli.artifacts import for_backend, form_for, is_quantized
     from fastdet_cli.data.synth import sample_inputs
@@ -123,7 +127,6 @@ def inspect_model(model: str | None, backend: str | BackendSpec, threads: int = 
     from fastdet_cli.machine import cpu_model_and_flags
     from fastdet_cli.runtime.registry import create_runner
 
-    spec = get_backend(backend)
     if not spec.profiles_ops:  # before any model work
         from fastdet_cli.runtime.registry import BACKENDS
 
@@ -142,5 +145,5 @@ def inspect_model(model: str | None, backend: str | BackendSpec, threads: int = 
         ops = runner.op_profile(feed, runs)
         kernels = runner.kernels(feed)
         islands = runner.float_islands() if quantized else None
-    return Inspection(str(source.path), spec.name, quantized, runs, threads, ops, cpu_model_and_flags()[1], kernels,
+    return Inspection(str(source.path), spec, quantized, runs, threads, ops, cpu_model_and_flags()[1], kernels,
                       islands)

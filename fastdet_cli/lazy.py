@@ -7,15 +7,16 @@ from types import ModuleType
 from fastdet_cli.errors import MissingDependency
 
 
-def require(module: str, extra: str, what: str) -> ModuleType:
-    """Import `module` or raise MissingDependency naming the pip extra that brings it."""
+def require(module: str, extra: str, what: str, hint: str | None = None) -> ModuleType:
+    """Import `module` or raise MissingDependency naming the pip extra that brings it (or `hint`: the install
+    command where no extra does)."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
         root = module.split(".")[0]
         if e.name and e.name.split(".")[0] != root:
             raise  # the library is there but broken: that is a real error, show it
-        raise MissingDependency(module, extra, what) from None
+        raise MissingDependency(module, extra, what, hint=hint) from None
 
 
 def import_paddle() -> ModuleType:

@@ -34,12 +34,81 @@ def nvidia_gpus() -> tuple[list[str], str | None]:
                 key, _, value = line.partition(":")
                 if key.strip() == "Model":
                     names.append(value.strip())
+    return names, _proc_driver()
+
+
+def _proc_driver() -> str | None:
+    """The driver version in /proc/driver/nvidia/version ("NVRM version: NVIDIA UNIX x86_64 Kernel Module
+    535.104.05 …"), None without that file."""
     version = Path("/proc/driver/nvidia/version")
-    driver = None
-    if version.is_file():
-        words = version.read_text(errors="replace").split()
-        driver = next((w for w in words if w.count(".") >= 1 and w.replace(".", "").isdigit()), None)
-    return names, driver
+    if not version.is_file():
+        return None
+    words = version.read_text(errors="replace").split()
+    return next((w for w in words if w.count(".") >= 1 and w.replace(".", "").isdigit()), None)
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver's version ("535.104.05"): /proc/driver/nvidia/version, else `nvidia-smi
+    --query-gpu=driver_version` (containers often hide /proc's entry); None when neither answers."""
+    driver = _proc_driver()
+    if driver is not None:
+        return driver
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return next((w for w in out.split() if w.replace(".", "").isdigit() and "." in w), None)
+
+
+# Wheels built per CUDA major (TensorRT's tensorrt-cu12/-cu13, cuda-python 12/13, onnxruntime-gpu) and the oldest
+# NVIDIA driver branch each runs on, newest first: CUDA 13 needs r580, CUDA 12 r525 (NVIDIA's CUDA compatibility
+# table). pyproject.toml has `<extra>-cu12` and `<extra>-cu13` for each extra in CUDA_FLAVOURED_EXTRAS.
+CUDA_FLAVOURS = (("cu13", 580), ("cu12", 525))
+CUDA_FLAVOURED_EXTRAS = ("trt",)
+
+
+def pip_hint(extra: str, driver: str | None) -> str:
+    """The pip command that installs fastdet's `extra`. For an extra built per CUDA major (CUDA_FLAVOURED_EXTRAS),
+    the flavour NVIDIA driver `driver` runs (None: no driver found): trt-cu13 on r580+, trt-cu12 on r525–r579
+    (the CUDA 13 wheels fail there), trt-cu12 after a driver update below r525, and both, with the rule, when the
+    driver is unknown."""
+    def cmd(name: str) -> str:
+        return f"pip install 'fastdet-cli[{name}]'"
+
+    if extra not in CUDA_FLAVOURED_EXTRAS:
+        return cmd(extra)
+    rule = ", ".join(f"{extra}-{f} on NVIDIA driver >= {low}" for f, low in reversed(CUDA_FLAVOURS))
+    major = driver.split(".")[0] if driver else ""
+    if not major.isdigit():
+        both = " or ".join(cmd(f"{extra}-{f}") for f, _ in reversed(CUDA_FLAVOURS))
+        return f"{both} ({rule}; no NVIDIA driver version found here)"
+    for flavour, low in CUDA_FLAVOURS:
+        if int(major) >= low:
+            return f"{cmd(f'{extra}-{flavour}')} (NVIDIA driver {driver} runs CUDA {flavour[2:]})"
+    flavour, low = CUDA_FLAVOURS[-1]
+    return f"update the NVIDIA driver to r{low} or newer (this one is {driver}), then {cmd(f'{extra}-{flavour}')}"
+
+
+def installed_distribution(dists) -> tuple[str, str] | None:
+    """(name, version) of the first of the distributions `dists` that is installed, None when none is: the one
+    lookup of a library's version, which may be installed under several names (TensorRT as `tensorrt`,
+    `tensorrt-cu12`, `tensorrt-cu13`, or only their `_bindings` / `_libs` wheels). `fastdet env`, the backend
+    table (BackendSpec.version) and the reports' versions all read it."""
+    import importlib.metadata
+
+    for dist in dists:
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def machine_info() -> dict[str, str]:

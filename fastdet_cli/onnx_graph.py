@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdet_cli.hard_swish import find_all, match_gated, match_pieces
+
 
 def constant_values(graph) -> dict[str, np.ndarray]:
     """Every constant tensor of `graph` by name: initializers and Constant nodes (paddle2onnx writes both)."""
@@ -81,71 +83,77 @@ def _opset_at_least(model, version: int) -> None:
             op.version = version
 
 
+class _OnnxOps:
+    """An ONNX graph as the hard-swish matcher reads it (hard_swish.OpGraph)."""
+
+    KINDS = {"Add": "add", "Mul": "mul", "Div": "div", "Clip": "clip", "HardSigmoid": "hard_sigmoid"}
+
+    def __init__(self, graph):
+        self.consts = constant_values(graph)
+        self._producer, self._readers = _producers_and_readers(graph)
+
+    def producer(self, value: str):
+        return self._producer.get(value)
+
+    def readers(self, value: str) -> int:
+        return self._readers.get(value, 0)
+
+    def kind(self, op) -> str:
+        return self.KINDS.get(op.op_type, "")
+
+    def inputs(self, op) -> list[str]:
+        return list(op.input[:1]) if op.op_type in ("Clip", "HardSigmoid") else list(op.input)
+
+    def output(self, op) -> str:
+        return op.output[0]
+
+    def constant(self, value: str) -> float | None:
+        v = self.consts.get(value)
+        return float(np.asarray(v).reshape(-1)[0]) if v is not None and np.asarray(v).size == 1 else None
+
+    def params(self, op) -> dict[str, float | None]:
+        attrs = {a.name: a.f for a in op.attribute}
+        if op.op_type == "Clip":  # bounds as inputs from opset 11, as attributes before
+            if len(op.input) >= 3:
+                return {"lo": self.constant(op.input[1]), "hi": self.constant(op.input[2])}
+            return {"lo": attrs.get("min"), "hi": attrs.get("max")}
+        if op.op_type == "HardSigmoid":
+            return {"slope": attrs.get("alpha", 0.2), "offset": attrs.get("beta", 0.5)}
+        return {}
+
+
+def _replace_by_hardswish(graph, found, name: str) -> None:
+    """One HardSwish node where the last of `found`'s nodes was; its nodes removed."""
+    from onnx import helper
+
+    graph.node.insert(list(graph.node).index(found.ops[-1]),
+                      helper.make_node("HardSwish", [found.x], [found.out], name=name))
+    for n in found.ops:
+        graph.node.remove(n)
+
+
+def _drop_unread_constants(graph) -> None:
+    read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for n in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in read]:
+        graph.node.remove(n)
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
+
+
 def fuse_hardswish(model) -> int:
     """Replace every hard-swish written as elementary ops — x · clip(x + 3, 0, 6) / 6 (Add → Clip → Mul → Div, or
     Mul by 1/6), how paddle2onnx writes it at opset 13 — by one HardSwish node (opset 14), in place. Returns how
     many were fused. Quantizers put a Q/DQ pair on every elementary op's output (four roundings per activation
     instead of none) and runtimes stop fusing the activation into the convolution once Q/DQ pairs sit between
-    its pieces; one HardSwish node is what the network computes."""
-    from onnx import helper
-
+    its pieces; one HardSwish node is what the network computes. The pattern: hard_swish.match_pieces."""
     graph = model.graph
-    consts = constant_values(graph)
-    producer, users = _producers_and_readers(graph)
-
-    def scalar(name: str) -> float | None:
-        v = consts.get(name)
-        return float(np.asarray(v).reshape(-1)[0]) if v is not None and np.asarray(v).size == 1 else None
-
-    def near(v: float | None, want: float) -> bool:
-        return v is not None and abs(v - want) <= 1e-6 * max(1.0, abs(want))
-
-    def other(node, name: str) -> str | None:
-        rest = [i for i in node.input if i != name]
-        return rest[0] if len(rest) == 1 else None
-
-    def clip_bounds(clip) -> tuple[float | None, float | None]:
-        if len(clip.input) >= 3:
-            return scalar(clip.input[1]), scalar(clip.input[2])
-        attrs = {a.name: a.f for a in clip.attribute}
-        return attrs.get("min"), attrs.get("max")
-
-    fused, dead = 0, set()
-    for last in list(graph.node):
-        if last.op_type not in ("Div", "Mul") or last.name in dead:
-            continue
-        tail = {"Div": 6.0, "Mul": 1 / 6}[last.op_type]
-        prod = next((producer.get(i) for i in last.input if producer.get(i) is not None
-                     and producer[i].op_type == "Mul" and near(scalar(other(last, i) or ""), tail)), None)
-        if prod is None or users.get(prod.output[0]) != 1:
-            continue
-        clip = next((producer.get(i) for i in prod.input if producer.get(i) is not None
-                     and producer[i].op_type == "Clip"), None)
-        if clip is None or users.get(clip.output[0]) != 1 or clip_bounds(clip) == (None, None):
-            continue
-        lo, hi = clip_bounds(clip)
-        add = producer.get(clip.input[0])
-        if (not (near(lo, 0.0) and near(hi, 6.0)) or add is None or add.op_type != "Add"
-                or users.get(add.output[0]) != 1):
-            continue
-        x = other(prod, clip.output[0])
-        if x is None or other(add, x) is None or not near(scalar(other(add, x)), 3.0):
-            continue
-        node = helper.make_node("HardSwish", [x], [last.output[0]], name=f"{last.name or x}_hardswish")
-        idx = list(graph.node).index(last)
-        graph.node.insert(idx, node)
-        for n in (add, clip, prod, last):
-            dead.add(n.name)
-            graph.node.remove(n)
-        fused += 1
-    if fused:  # the pieces' constants are read by nothing now
-        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-        for n in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in read]:
-            graph.node.remove(n)
-        for init in [i for i in graph.initializer if i.name not in read]:
-            graph.initializer.remove(init)
+    found = find_all(_OnnxOps(graph), list(graph.node), match_pieces)
+    for m in found:
+        _replace_by_hardswish(graph, m, f"{m.ops[-1].name or m.x}_hardswish")
+    if found:  # the pieces' constants are read by nothing now
+        _drop_unread_constants(graph)
         _opset_at_least(model, 14)  # HardSwish is opset 14; the ops paddle2onnx writes mean the same there
-    return fused
+    return len(found)
 
 
 def split_hardswish(model) -> int:
@@ -183,32 +191,14 @@ def split_hardswish(model) -> int:
 
 def hardsigmoid_mul_to_hardswish(model) -> int:
     """Every x · HardSigmoid(x) with HardSwish's constants (alpha 1/6, beta 0.5; how paddle2onnx writes Paddle's
-    hard_swish op) as one HardSwish node, in place. Returns how many."""
-    from onnx import helper
-
+    hard_swish op) as one HardSwish node, in place. Returns how many. The pattern: hard_swish.match_gated."""
     graph = model.graph
-    producer, users = _producers_and_readers(graph)
-    done = 0
-    for mul in list(graph.node):
-        if mul.op_type != "Mul" or len(mul.input) != 2:
-            continue
-        for gate_in, x in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
-            gate = producer.get(gate_in)
-            if gate is None or gate.op_type != "HardSigmoid" or gate.input[0] != x or users.get(gate_in) != 1:
-                continue
-            attrs = {a.name: a.f for a in gate.attribute}
-            if abs(attrs.get("alpha", 0.2) - 1 / 6) > 1e-6 or abs(attrs.get("beta", 0.5) - 0.5) > 1e-6:
-                continue
-            idx = list(graph.node).index(mul)
-            graph.node.insert(idx, helper.make_node("HardSwish", [x], [mul.output[0]],
-                                                    name=f"{mul.name or mul.output[0]}_hardswish"))
-            graph.node.remove(mul)
-            graph.node.remove(gate)
-            done += 1
-            break
-    if done:
+    found = find_all(_OnnxOps(graph), list(graph.node), match_gated)
+    for m in found:
+        _replace_by_hardswish(graph, m, f"{m.ops[-1].name or m.out}_hardswish")
+    if found:
         _opset_at_least(model, 14)
-    return done
+    return len(found)
 
 
 def hard_swish_pieces(model) -> int:

@@ -26,7 +26,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except OSError as e:
         raise FastdetError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. its parent is a file: the error above is the one to show
+            tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, obj) -> None:

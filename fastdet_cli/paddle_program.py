@@ -1,14 +1,16 @@
-"""Reading a Paddle inference program (`model.pdmodel`, old ProgramDesc format) without running it."""
+"""Reading a Paddle inference program (`model.pdmodel`, old ProgramDesc format) without running it, and rewriting a
+loaded one (cut before NMS, integer-weight convolutions, hard-swish fused). A quantized program's scales:
+paddle_quant.py."""
 from __future__ import annotations
 
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.hard_swish import find_all, match_pieces
 
 _ATTR_FIELDS = {0: "i", 1: "f", 2: "s", 6: "b", 9: "l", 12: "float64"}
 NMS_OPS = ("multiclass_nms3", "multiclass_nms2", "multiclass_nms")
@@ -271,66 +273,6 @@ def save_without_nms(model_dir: Path, out_dir: Path) -> bool:
     return True
 
 
-def perturb_quant_scales(model_dir: Path, delta: float, seed: int = 0) -> int:
-    """Multiply every activation/weight Scale of a quantized program in `model_dir` by (1 + u·delta), u uniform in
-    [−1, 1] per value, in place (the parameters file only): values near a rounding boundary round the other way,
-    which is what two correct INT8 runtimes do to each other. Returns how many scale tensors were changed."""
-    import paddle
-
-    with static_program(model_dir) as (prog, feeds, fetches, exe, scope, prefix):
-        rng = np.random.default_rng(seed)
-        done = set()
-        for op in prog.global_block().ops:
-            if op.type in ("quantize_linear", "dequantize_linear") and op.input("Scale")[0] not in done:
-                name = op.input("Scale")[0]
-                done.add(name)
-                t = scope.find_var(name).get_tensor()
-                v = np.array(t)
-                t.set((v * (1 + delta * rng.uniform(-1, 1, v.shape))).astype(v.dtype), paddle.CPUPlace())
-        block = prog.global_block()
-        data = paddle.static.serialize_persistables([block.var(n) for n in feeds], fetches, exe, program=prog)
-        Path(prefix + ".pdiparams").write_bytes(data)
-    return len(done)
-
-
-@dataclass
-class QuantizedConv:
-    """What a quantized program computes for one convolution: the int range of its weights (bits) and their
-    scales (one per output channel; float units per integer step), and its input's scale (None: float input)."""
-
-    weight_scale: np.ndarray
-    input_scale: float | None
-    bits: int
-
-
-def quantized_convs(model_dir: Path) -> dict[str, QuantizedConv]:
-    """Weight name → QuantizedConv, for every convolution of a PaddleSlim (onnx_format) quantized program whose
-    weights are stored quantized. Paddle's Scale tensors hold the abs-max range; divided here by 2^(bits−1)−1 to
-    be the step ONNX's QuantizeLinear takes."""
-
-    with static_program(model_dir) as (prog, _, _, _, scope, _):
-        block = prog.global_block()
-        made_by = {o: op for op in block.ops for o in op.output_arg_names}
-
-        def scale_of(op):
-            step = np.array(scope.find_var(op.input("Scale")[0]).get_tensor(), np.float64).reshape(-1)
-            return step / (2 ** (op.attr("bit_length") - 1) - 1), op.attr("bit_length")
-
-        out = {}
-        for op in block.ops:
-            if op.type not in ("conv2d", "depthwise_conv2d"):
-                continue
-            w_dq = made_by.get(op.input("Filter")[0])
-            if w_dq is None or w_dq.type != "dequantize_linear":
-                continue
-            w_scale, bits = scale_of(w_dq)
-            x_dq = made_by.get(op.input("Input")[0])
-            x_q = made_by.get(x_dq.input("X")[0]) if x_dq is not None and x_dq.type == "dequantize_linear" else None
-            x_scale = float(scale_of(x_q)[0][0]) if x_q is not None and x_q.type == "quantize_linear" else None
-            out[w_dq.input("X")[0]] = QuantizedConv(w_scale, x_scale, bits)
-    return out
-
-
 def check_paddle_model(pdmodel: Path, pdiparams: Path) -> None:
     """Refuse files Paddle would crash on (an IndexError from C++, or a segfault for random bytes) with one
     clear error: the program must parse and have ops, and the weights file must hold at least one byte per
@@ -356,68 +298,76 @@ def check_paddle_model(pdmodel: Path, pdiparams: Path) -> None:
                            "the weights file is truncated or belongs to another model")
 
 
+class _ProgramOps:
+    """A loaded Paddle program's block as the hard-swish matcher reads it (hard_swish.OpGraph)."""
+
+    KINDS = {"elementwise_add": "add", "elementwise_mul": "mul", "elementwise_div": "div", "clip": "clip",
+             "relu6": "clip", "scale": "affine", "hard_sigmoid": "hard_sigmoid"}
+
+    def __init__(self, block, scope, fetches):
+        self.block, self.scope = block, scope
+        self.made_by = {o: op for op in block.ops for o in op.output_arg_names}
+        self.read = Counter(name for op in block.ops for name in op.input_arg_names)
+        self.read.update(v.name for v in fetches)  # a fetched value is read by the program's user
+
+    def producer(self, value: str):
+        return self.made_by.get(value)
+
+    def readers(self, value: str) -> int:
+        return self.read[value]
+
+    def kind(self, op) -> str:
+        return self.KINDS.get(op.type, "")
+
+    def inputs(self, op) -> list[str]:
+        return [n for slot in ("X", "Y") if slot in op.input_names for n in op.input(slot)]
+
+    def output(self, op) -> str:
+        return op.output("Out")[0]
+
+    def constant(self, value: str) -> float | None:
+        """A fill_constant's value or a one-element parameter's."""
+        op = self.made_by.get(value)
+        if op is not None:
+            return float(op.attr("str_value") or op.attr("value")) if op.type == "fill_constant" else None
+        var = self.scope.find_var(value)
+        arr = np.array(var.get_tensor()) if var is not None else np.zeros(0)
+        return float(arr.reshape(-1)[0]) if arr.size == 1 else None
+
+    def _bound(self, clip, slot: str, attr: str) -> float | None:
+        tensors = clip.input(slot) if slot in clip.input_names else []
+        return self.constant(tensors[0]) if tensors else float(clip.attr(attr))
+
+    def params(self, op) -> dict[str, float | None]:
+        if op.type == "clip":
+            return {"lo": self._bound(op, "Min", "min"), "hi": self._bound(op, "Max", "max")}
+        if op.type == "relu6":
+            return {"lo": 0.0, "hi": float(op.attr("threshold")) if op.has_attr("threshold") else 6.0}
+        if op.type == "hard_sigmoid":
+            return {"slope": float(op.attr("slope")), "offset": float(op.attr("offset"))}
+        if op.type == "scale" and not ("ScaleTensor" in op.input_names and op.input("ScaleTensor")):
+            factor, bias = float(op.attr("scale")), float(op.attr("bias"))
+            return {"factor": factor, "bias": bias if op.attr("bias_after_scale") else bias * factor}
+        return {}
+
+
 def fuse_hardswish_ops(model_dir: Path) -> int:
     """Replace every hard-swish written as elementary ops — x · clip(x + 3, 0, 6) / 6 (elementwise_add → clip →
     elementwise_mul → elementwise_div, with the constants as parameters or fill_constant outputs: how x2paddle
-    converts paddle2onnx's opset-13 graphs) — by one `hard_swish` op, in place in `model_dir`. Returns how many.
+    converts paddle2onnx's opset-13 graphs; relu6 and scale ops as well) — by one `hard_swish` op, in place in
+    `model_dir`. Returns how many. The pattern: hard_swish.match_pieces.
 
     PaddleSlim's quantization puts a quantize/dequantize pair on the output of every elementary op: four
     roundings per activation where PaddleDetection's own programs (one hard_swish op) have none."""
     with static_program(model_dir) as (prog, feeds, fetches, exe, scope, prefix):
         block = prog.global_block()
-        made_by = {o: op for op in block.ops for o in op.output_arg_names}
-        readers: dict[str, int] = {}
-        for op in block.ops:
-            for name in op.input_arg_names:
-                readers[name] = readers.get(name, 0) + 1
-
-        def value(name: str) -> float | None:
-            """A scalar constant: a fill_constant's value or a one-element parameter's."""
-            op = made_by.get(name)
-            if op is not None:
-                return float(op.attr("str_value") or op.attr("value")) if op.type == "fill_constant" else None
-            var = scope.find_var(name)
-            arr = np.array(var.get_tensor()) if var is not None else np.zeros(0)
-            return float(arr.reshape(-1)[0]) if arr.size == 1 else None
-
-        def near(v: float | None, want: float) -> bool:
-            return v is not None and abs(v - want) <= 1e-6 * max(1.0, abs(want))
-
-        def only_reader(name: str) -> bool:
-            return readers.get(name, 0) == 1 and name not in {v.name for v in fetches}
-
-        def bound(clip, slot: str, attr: str) -> float | None:
-            tensors = clip.input(slot) if slot in clip.input_names else []
-            return value(tensors[0]) if tensors else float(clip.attr(attr))
-
-        fused = 0
-        for idx in range(len(block.ops) - 1, -1, -1):
-            div = block.ops[idx]
-            if div.type != "elementwise_div" or not near(value(div.input("Y")[0]), 6.0):
-                continue
-            mul = made_by.get(div.input("X")[0])
-            if mul is None or mul.type != "elementwise_mul" or not only_reader(mul.output("Out")[0]):
-                continue
-            pair = [mul.input("X")[0], mul.input("Y")[0]]
-            clip = next((made_by.get(n) for n in pair if made_by.get(n) is not None and made_by[n].type == "clip"),
-                        None)
-            if clip is None or not only_reader(clip.output("Out")[0]):
-                continue
-            x = next(n for n in pair if n != clip.output("Out")[0])
-            if not (near(bound(clip, "Min", "min"), 0.0) and near(bound(clip, "Max", "max"), 6.0)):
-                continue
-            add = made_by.get(clip.input("X")[0])
-            if (add is None or add.type != "elementwise_add" or add.input("X")[0] != x
-                    or not near(value(add.input("Y")[0]), 3.0) or not only_reader(add.output("Out")[0])):
-                continue
-            out = div.output("Out")[0]
-            positions = sorted(list(block.ops).index(op) for op in (add, clip, mul, div))
+        found = find_all(_ProgramOps(block, scope, fetches), list(block.ops), match_pieces)
+        for m in found:
+            positions = sorted(block.ops.index(op) for op in m.ops)
             for pos in reversed(positions):
                 block._remove_op(pos)
-            block._insert_op(positions[0], type="hard_swish", inputs={"X": [x]}, outputs={"Out": [out]},
+            block._insert_op(positions[0], type="hard_swish", inputs={"X": [m.x]}, outputs={"Out": [m.out]},
                              attrs={"threshold": 6.0, "scale": 6.0, "offset": 3.0})
-            made_by = {o: op for op in block.ops for o in op.output_arg_names}
-            fused += 1
-        if fused:
+        if found:
             save_program(prefix, prog, feeds, fetches, exe)
-    return fused
+    return len(found)

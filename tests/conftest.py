@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
     }
     for item in items:
         for mark, reason in reasons.items():
-            if reason and mark in item.keywords:
+            if reason and item.get_closest_marker(mark) is not None:  # marks only, not test ids
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
@@ -111,3 +111,18 @@ def default_ptq(default_artifacts):
 def default_ptq_ort(default_artifacts):
     """The ONNX Runtime engine's PTQ version of the embedded model."""
     return default_artifacts["ort-qdq"]
+
+
+@pytest.fixture
+def stand_in_tool(tmp_path, monkeypatch):
+    """`stand_in_tool(name, output)`: a stand-in command-line tool (e.g. nvidia-smi) printing `output`, the only
+    thing on PATH."""
+    def make(name: str, output: str) -> Path:
+        tool = tmp_path / "bin" / name
+        tool.parent.mkdir(exist_ok=True)
+        tool.write_text("#!/bin/sh\n" + "".join(f"echo '{line}'\n" for line in output.splitlines()))
+        tool.chmod(0o755)
+        monkeypatch.setenv("PATH", str(tool.parent))
+        return tool
+
+    return make

@@ -106,11 +106,20 @@ def test_bench_takes_settings_or_their_fields(monkeypatch):
     from fastdet_cli.bench import run
     from fastdet_cli.bench.run import BenchSettings
 
+    from fastdet_cli.runtime.registry import BACKENDS
+
     seen = []
-    monkeypatch.setattr(run, "run_bench", lambda settings, log, progress: seen.append(settings) or {"rows": []})
-    assert api.bench(backends=("ort",), repeat=5) == {"rows": []}
-    assert api.bench(BenchSettings(warmup=3), repeat=7, log=print) == {"rows": []}
-    assert seen[0] == BenchSettings(backends=("ort",), repeat=5) and seen[1] == BenchSettings(warmup=3, repeat=7)
+    monkeypatch.setattr(run, "run_bench", lambda settings, log, progress: seen.append(settings) or "report")
+    assert api.bench(backends=("ort",), repeat=5) == "report"
+    assert api.bench(BenchSettings(warmup=3), repeat=7, log=print) == "report"
+    assert api.bench(backends="openvino, ort", repeat=2) == "report"  # as --backend gives them
+    assert seen[0] == BenchSettings(backends=(BACKENDS["ort"],), repeat=5)  # names resolved once, by the api
+    assert seen[1] == BenchSettings(warmup=3, repeat=7)
+    assert seen[2].backends == (BACKENDS["openvino"], BACKENDS["ort"])
+    with pytest.raises(FastdetError, match="unknown backend 'onnx'"):
+        api.bench(backends=("onnx",))
+    with pytest.raises(FastdetError, match="empty item"):
+        api.bench(backends="ort,")
 
 
 def test_importing_the_api_is_light():

@@ -3,6 +3,7 @@ import pytest
 import yaml
 
 from fastdet_cli.paths import DEFAULT_MODEL_DIR
+from fastdet_cli.runtime.registry import BACKENDS
 
 
 def test_default_model_ships_in_the_package():
@@ -19,7 +20,7 @@ def test_default_model_meets_the_bar_on_onnx_runtime(val_dataset):
     from fastdet_cli.artifacts import detector
     from fastdet_cli.evaluate.coco import coco_evaluate
 
-    with detector("default", "ort") as det:
+    with detector("default", BACKENDS["ort"]) as det:
         res = coco_evaluate(det, val_dataset)
     assert res.stats["AP"] >= 0.50 and res.stats["AP50"] >= 0.80
     assert res.stats["AP"] < 0.97  # not saturated: a quantization loss must be visible

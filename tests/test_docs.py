@@ -145,13 +145,15 @@ def test_shipped_config_loads(config):
 def test_the_plot_extra_is_documented_and_its_absence_reported(tmp_path, monkeypatch):
     """Without matplotlib (the `plot` extra) report.md says the PNG was not written, in the words docs/bench.md
     quotes; the README's extras list names the extra."""
-    from fastdet_cli.bench import report as rep
+    from fastdet_cli.bench.report import BenchReport
+    from fastdet_cli.render import bench as rep
 
+    empty = BenchReport({}, {}, {}, [])
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
-    assert rep.plot_png({"rows": []}) is None
+    assert rep.plot_png(empty) is None
     monkeypatch.setattr(rep, "markdown", lambda report: "# fastdet bench\n")
     monkeypatch.setattr(rep, "csv_text", lambda report: "backend\n")
-    files = rep.write_report({"rows": []}, tmp_path)
+    files = rep.write_report(empty, tmp_path)
     assert sorted(p.name for p in files) == ["report.csv", "report.json", "report.md"]
     assert (tmp_path / "report.md").read_text().splitlines()[-1] == rep.PLOT_MISSING
     assert rep.PLOT_MISSING in " ".join((ROOT / "docs" / "bench.md").read_text(encoding="utf-8").split())
@@ -194,10 +196,40 @@ def test_compress_doc_lists_every_key_the_loader_accepts():
 
 
 RESULTS_BLOCK = re.compile(r"<!-- results: (\S+)[^\n]*-->\n(.*?)\n<!-- /results -->", re.S)
+
+
+def bench_results_table(results: dict) -> str:
+    """A bench report kept as a results file (report.json, schema fastdet-bench/…, plus keys naming the run: script,
+    date, command, commit, commit_note, copied_from) as the docs show it: which run, bench's own runtime table and
+    None reasons, and the kernels each row ran, all formatted by fastdet_cli.render.bench (the same code as
+    `fastdet bench`'s report.md)."""
+    from fastdet_cli.bench.report import BenchReport
+    from fastdet_cli.render import bench as render
+
+    report = BenchReport.from_dict(results, "the results file")
+
+    def md_table(head, rows):
+        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                          *("| " + " | ".join(r) + " |" for r in rows)])
+
+    parts = [f"{results['date']}, `{results['command']}` (commit {results['commit']}); {render.caption(report)}. "
+             f"Runtime: {report.settings['runtime_includes']}.",
+             md_table(render.header(report), render.table_rows(report, "runtime_ms"))]
+    notes = render.status_notes(report) + render.fp32_notes(report)
+    if notes:
+        parts.append("\n".join(f"- {n}" for n in notes))
+    if render.kernel_rows(report):
+        parts.append(md_table(render.kernel_header(report), render.kernel_rows(report)))
+    return "\n\n".join(parts)
+
+
 def _renderer(results: Path):
-    """`table` of the benchmark script that wrote `results` (its `script` field)."""
+    """`table` of the benchmark script that wrote `results` (its `script` field); a bench report kept as a results
+    file is rendered by `bench_results_table`."""
     import importlib.util
 
+    if str(json.loads(results.read_text()).get("schema", "")).startswith("fastdet-bench/"):
+        return bench_results_table
     script = ROOT / json.loads(results.read_text())["script"]
     spec = importlib.util.spec_from_file_location(script.stem, script)
     module = importlib.util.module_from_spec(spec)
@@ -214,7 +246,27 @@ def test_tables_naming_a_results_file_are_rendered_from_it():
         results = ROOT / m.group(1)
         assert results.is_file(), f"{doc.name} names {m.group(1)}, which is not there"
         want = _renderer(results)(json.loads(results.read_text()))
-        assert m.group(2).strip() == want.strip(), f"{doc.name}: the table differs from {m.group(1)}; re-render it"
+        assert m.group(2).strip() == want.strip(), \
+            f"{doc.name}: the table differs from {m.group(1)}; re-render it. It renders as:\n{want}"
     for results in (ROOT / "docs" / "results").glob("*.json"):
         data = json.loads(results.read_text())
         assert {"script", "date", "command", "machine", "versions", "rows"} <= set(data), results.name
+
+
+def test_bench_results_files_are_the_reports_bench_wrote():
+    """A bench report kept under docs/results/ holds bench's report.json unchanged (it loads as one) plus the keys
+    naming its run; where the original is in the repository (tests/recorded/), the figures are the same."""
+    from fastdet_cli.bench.report import BenchReport
+
+    kept = [p for p in (ROOT / "docs" / "results").glob("*.json")
+            if str(json.loads(p.read_text()).get("schema", "")).startswith("fastdet-bench/")]
+    assert kept, "no bench report under docs/results/"
+    for path in kept:
+        data = json.loads(path.read_text())
+        assert data["script"] in data["command"] and re.fullmatch(r"\d{4}-\d{2}-\d{2}", data["date"]), path.name
+        assert data["date"] in path.name and data["commit"].split()[0] in path.name, path.name
+        BenchReport.from_dict(data, path.name)
+        source = ROOT / data["copied_from"].split(":")[0].split()[0]
+        if source.is_file() and source.is_relative_to(ROOT / "tests"):  # build/ is scratch, not the repository
+            original = json.loads(source.read_text())
+            assert {k: data[k] for k in original} == original, f"{path.name} differs from {source.name}"

@@ -6,19 +6,20 @@ import pytest
 from fastdet_cli.cli import main
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.inspection import inspect_model
+from fastdet_cli.runtime.registry import BACKENDS
 
 pytestmark = pytest.mark.paddle  # the INT8 model comes from PaddleSlim
 
 
 def test_fp32_on_ort_has_no_int8_and_says_so():
-    r = inspect_model("default", "ort", runs=3)
+    r = inspect_model("default", BACKENDS["ort"], runs=3)
     assert not r.quantized and r.convs()[0] == 0 and r.convs()[1] > 50
     assert r.total_ms > 0 and [o.ms for o in r.ops] == sorted((o.ms for o in r.ops), reverse=True)
     assert r.verdict()[0].startswith("FP32 model")
 
 
 def test_int8_on_ort_runs_fake_quantized_and_the_verdict_names_it(default_ptq):
-    r = inspect_model(str(default_ptq), "ort", runs=3)
+    r = inspect_model(str(default_ptq), BACKENDS["ort"], runs=3)
     assert r.quantized and r.convs()[0] == 0  # Q/DQ on conv inputs only: ORT builds no QLinearConv
     assert r.by_precision()["q/dq"][0] > 100
     assert r.verdict()[0].startswith("No convolution runs in INT8 on ort")
@@ -26,7 +27,7 @@ def test_int8_on_ort_runs_fake_quantized_and_the_verdict_names_it(default_ptq):
 
 @pytest.mark.openvino
 def test_int8_on_openvino_runs_convolutions_in_int8(default_ptq):
-    r = inspect_model(str(default_ptq), "openvino", runs=3)
+    r = inspect_model(str(default_ptq), BACKENDS["openvino"], runs=3)
     int8, fp = r.convs()
     assert int8 > 50 and fp < int8
     assert not any(line.startswith("No convolution") for line in r.verdict())
@@ -35,7 +36,7 @@ def test_int8_on_openvino_runs_convolutions_in_int8(default_ptq):
 
 def test_backend_without_profile_is_a_clear_error():
     with pytest.raises(FastdetError, match="no per-op profile"):
-        inspect_model("default", "paddle", runs=1)
+        inspect_model("default", BACKENDS["paddle"], runs=1)
 
 
 def test_cli_writes_json(tmp_path, capsys, monkeypatch):

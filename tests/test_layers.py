@@ -9,8 +9,9 @@ PKG = Path(__file__).resolve().parents[1] / "fastdet_cli"
 
 # lowest first; a module may import its own layer or lower ones (docs/architecture.md draws this)
 LAYERS = [
-    ("errors", "paths", "interrupt", "outputs", "lazy", "machine", "ui", "onnx_graph", "distributed", "outcome"),
-    ("runtime", "paddle_program"),
+    ("errors", "paths", "interrupt", "outputs", "lazy", "machine", "ui", "onnx_graph", "hard_swish", "distributed",
+     "outcome"),
+    ("runtime", "paddle_program", "paddle_quant", "environment"),
     ("det.config", "det.preprocess", "det.postprocess", "det.model", "det.draw", "det.match", "export.qdq", "train"),
     ("data",),  # generated scenes go through the model's preprocessing (data.synth.sample_inputs): above det/
     ("det.pipeline", "evaluate", "export", "fetch"),
@@ -18,6 +19,7 @@ LAYERS = [
     ("agreement",),
     ("compress", "inspection", "diff", "infer"),
     ("bench",),
+    ("render",),  # tables, Markdown, CSV and plots from typed results
     ("api",),  # the Python API: one function per command
     ("commands", "cli", "__main__", "cli_reference"),
 ]
@@ -163,7 +165,8 @@ def test_the_comparison_check_can_fail():
     assert len(_backend_comparisons(src)) == 2  # the format comparison is not a backend comparison
 
 
-FLAVOURS = ("tensorrt", "openvino")  # ONNX flavour names (export/targets.py); "onnxruntime" is an engine name too
+FLAVOURS = ("tensorrt", "openvino", "onnxruntime")  # ONNX flavour names (export/targets.py), "onnxruntime" also the
+# compress engine's (config.QuantEngine: .ort / .paddleslim)
 
 
 def _flavour_comparisons(src: str) -> list[str]:
@@ -183,7 +186,8 @@ def test_no_onnx_flavour_comparisons_outside_targets():
              if f.relative_to(PKG).parts[0] != "runtime" and f.relative_to(PKG) != Path("export/targets.py")
              for hit in _flavour_comparisons(f.read_text())]
     assert found == []
-    assert len(_flavour_comparisons('if target == "tensorrt":\n    pass\nif t != "openvino":\n    pass\n')) == 2
+    assert len(_flavour_comparisons('if target == "tensorrt":\n    pass\nif t != "openvino":\n    pass\n'
+                                    'if engine == "onnxruntime":\n    pass\n')) == 3
 
 
 def test_no_module_named_like_the_standard_library():
@@ -193,3 +197,38 @@ def test_no_module_named_like_the_standard_library():
 
     clash = [str(f.relative_to(PKG)) for f in PKG.rglob("*.py") if f.stem in sys.stdlib_module_names | {"eval"}]
     assert clash == []
+
+
+def test_commands_go_through_the_api():
+    """Every command parses its options, calls fastdet_cli.api and renders what comes back: a command imports the
+    api and, besides it, only other commands, ui, errors and the renderers (render/)."""
+    allowed = ("api", "ui", "errors", "render", "commands")
+    graph = _graph()
+    leaks = [f"{m} -> {d}" for m, deps in graph.items() if m.startswith("commands.")
+             for d in deps if d.split(".")[0] not in allowed]
+    assert leaks == []
+    callers = [m for m in graph if m.startswith("commands.") and m != "commands.options"]
+    assert callers and all("api" in graph[m] or "commands.options" in graph[m] for m in callers)
+
+
+def test_backends_are_looked_up_by_name_only_at_the_door():
+    """Names are resolved once (api.py; the option's choices); below it the library takes BackendSpecs."""
+    door = {Path("api.py"), Path("runtime/registry.py"), Path("commands/options.py")}
+    calls = [f"{f.relative_to(PKG)}:{n.lineno}" for f in PKG.rglob("*.py") if f.relative_to(PKG) not in door
+             for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.Call)
+             and getattr(n.func, "id", getattr(n.func, "attr", None)) == "get_backend"]
+    assert calls == []
+
+
+def test_functions_and_modules_stay_short():
+    """A function longer than 60 lines is broken at its natural steps; a module over 400 lines split by what it
+    does (a newcomer reads one screen at a time)."""
+    long_functions, long_modules = [], []
+    for f in PKG.rglob("*.py"):
+        src = f.read_text()
+        if src.count("\n") > 400:
+            long_modules.append(f"{f.relative_to(PKG)}: {src.count(chr(10))} lines")
+        for n in ast.walk(ast.parse(src)):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60:
+                long_functions.append(f"{f.relative_to(PKG)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1})")
+    assert long_functions == [] and long_modules == []

@@ -1,5 +1,6 @@
 """Rewriting a Paddle program: the integer-weight 1×1 convolution (PP-YOLOE's DFL projection) becomes the same
-weighted sum in ops Paddle 2.6.2's oneDNN INT8 pass does not mistake for a quantized convolution."""
+weighted sum in ops Paddle 2.6.2's oneDNN INT8 pass does not mistake for a quantized convolution; a hard-swish
+written in elementary ops becomes one hard_swish op (hard_swish.py's matcher), its look-alikes are left alone."""
 import shutil
 from pathlib import Path
 
@@ -76,3 +77,62 @@ def test_skip_quant_marks_load_under_onednn_int8_all(default_ptq, tmp_path):
     with create_runner("paddle", model, RunnerOptions(threads=1, precision="int8", mkldnn_int8_ops="all")) as r:
         boxes = r.infer({k: feed[k] for k in r.input_metadata()})[0]
     assert boxes.ndim == 2 and boxes.shape[1] == 6
+
+
+def _program_with_hard_swish(out_dir: Path, form: str) -> None:
+    """image → conv → a hard-swish written in elementary ops → out. `form`: "ops" (elementwise_add of a
+    fill_constant → clip → elementwise_mul → elementwise_div, how x2paddle converts paddle2onnx's pieces),
+    "python" (x * relu6(x + 3) / 6 in Python: scale → relu6 → elementwise_mul → scale), or a near miss: "plus2"
+    (x + 2), "clip5" (clip to 0..5), "clip_read" (the clip's output read by another op too)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    paddle.enable_static()
+    try:
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            image = paddle.static.data("image", [1, 3, 8, 8], "float32")
+            x = paddle.static.nn.conv2d(image, 4, 3, padding=1)
+            if form == "python":
+                out = x * F.relu6(x + 3) / 6
+            else:
+                gate = paddle.clip(paddle.add(x, paddle.full([1], 2.0 if form == "plus2" else 3.0)), 0.0,
+                                   5.0 if form == "clip5" else 6.0)
+                out = paddle.divide(paddle.multiply(x, gate), paddle.full([1], 6.0))
+                out = out + gate if form == "clip_read" else out
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        exe.run(startup)
+        paddle.static.save_inference_model(str(out_dir / "model"), [image], [out], exe, program=main)
+    finally:
+        paddle.disable_static()
+
+
+@pytest.mark.parametrize("form", ["ops", "python"])
+def test_hard_swish_pieces_become_one_op(tmp_path, form):
+    from fastdet_cli.paddle_program import fuse_hardswish_ops, load_program, op_counts
+    from fastdet_cli.runtime.base import RunnerOptions
+    from fastdet_cli.runtime.registry import create_runner
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _program_with_hard_swish(src, form)
+    shutil.copytree(src, dst)
+    assert fuse_hardswish_ops(dst) == 1
+    ops = op_counts(load_program(dst / "model.pdmodel"))
+    assert ops["hard_swish"] == 1 and not {"clip", "relu6", "elementwise_mul", "elementwise_div"} & set(ops)
+    feed = {"image": np.random.default_rng(0).normal(0, 3, (1, 3, 8, 8)).astype(np.float32)}
+    outs = []
+    for d in (src, dst):
+        with create_runner("paddle", d, RunnerOptions(threads=1, mkldnn=False)) as r:
+            outs.append(r.infer(feed)[0])
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    assert fuse_hardswish_ops(dst) == 0
+
+
+@pytest.mark.parametrize("form", ["plus2", "clip5", "clip_read"])
+def test_hard_swish_look_alikes_are_left_alone(tmp_path, form):
+    from fastdet_cli.paddle_program import fuse_hardswish_ops
+
+    _program_with_hard_swish(tmp_path, form)
+    before = (tmp_path / "model.pdmodel").read_bytes()
+    assert fuse_hardswish_ops(tmp_path) == 0
+    assert (tmp_path / "model.pdmodel").read_bytes() == before

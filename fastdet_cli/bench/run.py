@@ -19,15 +19,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fastdet_cli.artifacts import Int8Artifact
+from fastdet_cli.artifacts import Fp32Form, Int8Artifact
 from fastdet_cli.bench.latency import Stats, time_calls
-from fastdet_cli.bench.merge import SCHEMA
+from fastdet_cli.bench.report import BenchReport
 from fastdet_cli.bench.rows import Row
 from fastdet_cli.errors import FastdetError, UnsupportedMode
 from fastdet_cli.outcome import FAILED, NONE, Outcome
 from fastdet_cli.runtime.registry import AS_GIVEN, BACKENDS, FP32_MODEL_MODES, MAP_MODES, BackendSpec
 
-CPU_BACKENDS = tuple(name for name, spec in BACKENDS.items() if not spec.gpu_only)
+CPU_BACKENDS = tuple(spec for spec in BACKENDS.values() if not spec.gpu_only)
 
 
 @dataclass
@@ -35,7 +35,7 @@ class BenchSettings:
     model: str = "default"
     int8_models: tuple[str, ...] = ()  # INT8 artifacts (or multi-form folders); each backend takes the one it runs best
     compress_config: Path | None = None
-    backends: tuple[str, ...] = CPU_BACKENDS
+    backends: tuple[BackendSpec, ...] = CPU_BACKENDS  # resolved by api.bench from the names given
     int8: bool = True
     fp16: bool = False
     bf16: bool | None = None  # the FP32 model in bf16; None: where the CPU has bf16 in hardware
@@ -86,7 +86,7 @@ def bench_one(model_path, spec: BackendSpec, options, image: np.ndarray, setting
             stages = {k: round(v / runs * 1000, 4) for k, v in stages.items()}
             stages.update({"h2d": None, "d2h": None})  # inside compute on GPU backends; none on CPU
         kernels = det.runner.kernels(feed)
-        row = Row(spec.name, "", Outcome(), Stats.of(runtime).as_dict(), end2end, stages,
+        row = Row(spec, "", Outcome(), Stats.of(runtime).as_dict(), end2end, stages,
                   model=str(det.source.path), rss_mb=round(rss_mb(), 1),
                   kernels=dataclasses.asdict(kernels) if kernels else None)
         if settings.time_limit is not None:  # which bound ended each timed loop
@@ -121,17 +121,17 @@ NO_INT8 = "no INT8 model given: --int8-model DIR (a compress output) or --compre
 
 
 def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
-              progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
-    """Measure every requested backend × mode; returns the report dict (see docs/bench.md). A backend that
-    cannot run here (library or device missing) gets "skipped" rows, named or not; a row that fails never
-    loses the rows measured."""
+              progress: Callable[[str, int], Callable[[int], None]] | None = None) -> BenchReport:
+    """Measure every requested backend × mode; returns the report (report.json: its as_dict, docs/bench.md). A
+    backend that cannot run here (library or device missing) gets "skipped" rows, named or not; a row that fails
+    never loses the rows measured."""
     from fastdet_cli.data.dataset import ImageFolder, resolve_eval_data
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.det.preprocess import read_image
     from fastdet_cli.machine import BF16_FLAGS, cpu_has, machine_info
-    from fastdet_cli.runtime.registry import cuda_device_count, get_backend
+    from fastdet_cli.runtime.registry import cuda_device_count
 
-    specs = [get_backend(b) for b in settings.backends]  # resolved once: the rest takes specs
+    specs = settings.backends
     on_cpu = [s.name for s in specs if not s.gpu_only]
     if on_cpu and any(s.gpu_only for s in specs) and cuda_device_count():  # say it: a GPU is there, unused by these
         log(f"{', '.join(on_cpu)}: measured on the CPU (bench runs CPU-capable backends on the CPU; the GPU rows "
@@ -157,31 +157,33 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print,
 
     set_speedups(rows)
     recommendation = recommend(rows, settings.max_map_drop)
-    return {
-        "schema": SCHEMA,
-        "settings": {**dataclasses.asdict(settings), "compress_config": str(settings.compress_config or ""),
-                     "int8_artifacts": [a.as_dict() for a in artifacts],
-                     "runtime_includes": "model run incl. host<->device copies on GPU backends; no pre/post-processing",
-                     "end2end_includes": "decoded BGR image -> boxes: preprocess + runtime + decode + NMS",
-                     "dataset_used": str(data.path if isinstance(data, ImageFolder) else data.ann_file),
-                     "timing_image": str(timing_image),
-                     "metric": ("agreement mAP: each backend's FP32 detections (score >= draw_threshold) as ground "
-                                "truth" if isinstance(data, ImageFolder) else "COCO mAP against the annotations")},
-        "machine": {**machine_info(),
-                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1)},
-        "versions": _versions(),
-        "rows": [r.as_dict() for r in rows],
-        "per_class_delta": per_class_deltas(rows),
-        "int8_verdict": int8_verdicts(rows, settings.threads, log),
-        "recommendation": recommendation,
-        "diff_target": diff_target(rows, recommendation),
-    }
+    return BenchReport(
+        settings=_record(settings, artifacts, data, timing_image),
+        machine={**machine_info(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1)},
+        versions=_versions(), rows=rows, per_class_delta=per_class_deltas(rows),
+        int8_verdict=int8_verdicts(rows, settings.threads, log), recommendation=recommendation,
+        diff_target=diff_target(rows, recommendation))
+
+
+def _record(settings: BenchSettings, artifacts: list, data, timing_image: Path) -> dict:
+    """The report's `settings`: BenchSettings' fields (backends by name) and what the figures include."""
+    from fastdet_cli.data.dataset import ImageFolder
+
+    folder = isinstance(data, ImageFolder)
+    return {**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)},
+            "backends": [s.name for s in settings.backends], "compress_config": str(settings.compress_config or ""),
+            "int8_artifacts": [a.as_dict() for a in artifacts],
+            "runtime_includes": "model run incl. host<->device copies on GPU backends; no pre/post-processing",
+            "end2end_includes": "decoded BGR image -> boxes: preprocess + runtime + decode + NMS",
+            "dataset_used": str(data.path if folder else data.ann_file), "timing_image": str(timing_image),
+            "metric": ("agreement mAP: each backend's FP32 detections (score >= draw_threshold) as ground truth"
+                       if folder else "COCO mAP against the annotations")}
 
 
 def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, data, image, settings: BenchSettings,
                   log: Callable[[str], None], progress) -> list[Row]:
     """One backend's rows, one per mode; what keeps a mode from running becomes that row's outcome."""
-    from fastdet_cli.artifacts import Fp32Form, best_fp32, choose, nms_free_onnx
+    from fastdet_cli.artifacts import choose
     from fastdet_cli.data.dataset import ImageFolder
 
     try:
@@ -189,44 +191,19 @@ def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, da
         if spec.model_format != fp32.format and spec.model_format == "paddle":
             raise UnsupportedMode(f"{spec.description.split(' (')[0]} needs a Paddle program; {fp32.path.name} is ONNX")
     except FastdetError as e:
-        return [Row(spec.name, m, Outcome.of(e)) for m in modes]
+        return [Row(spec, m, Outcome.of(e)) for m in modes]
     chosen: Int8Artifact | Outcome = Outcome(NONE, NO_INT8)
     if artifacts:
         try:
             chosen = choose(spec, artifacts)
         except UnsupportedMode as e:
             chosen = Outcome.of(e)
-    # FP32 the way INT8 runs (an ONNX model's in-graph NMS cut: host NMS, as every INT8 artifact has it), in the
-    # fastest graph fastdet makes of it without changing its outputs: INT8 is compared with the best FP32
-    try:
-        form = best_fp32(fp32, spec, settings.threads)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # a failing rewrite or timing loses nothing: the graph as given is measured
-        log(f"{spec.name}: FP32 rewrite not measured ({Outcome.of(e).why}): FP32 rows run the graph as given")
-        try:
-            as_given = nms_free_onnx(fp32) if spec.model_format == "onnx" else fp32
-        except KeyboardInterrupt:
-            raise
-        except Exception as e2:  # no FP32 form at all (e.g. an NMS cut that fails its check): this backend's rows
-            return [Row(spec.name, m, Outcome.of(e2)) for m in modes]
-        form = Fp32Form(as_given, as_given)
-    if form.timing:
-        log(f"{spec.name}: FP32 rows run {form.rewrite or 'the graph as given'} ({form.timing})")
+    form = _fp32_form(spec, fp32, settings, log)
+    if isinstance(form, Outcome):  # no FP32 form at all (e.g. an NMS cut that fails its check): this backend's rows
+        return [Row(spec, m, form) for m in modes]
     fp32_form = form.model
-    dataset = data
-    if isinstance(data, ImageFolder) and settings.eval:
-        from fastdet_cli.agreement import with_reference
-
-        log(f"{spec.name}: FP32 detections on {data.path} as the reference (agreement mAP)")
-        try:
-            dataset = with_reference(data, fp32_form, spec, spec.mode_options("fp32", settings.threads),
-                                     settings.eval_limit)
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # the rows are still timed; their mAP cells stay empty and the log says why
-            dataset = None
-            log(f"{spec.name}: no agreement mAP ({Outcome.of(e).why}): FP32 detections on {data.path} failed")
+    dataset = _reference(spec, fp32_form, data, settings, log) if isinstance(data, ImageFolder) and settings.eval \
+        else data
     rows = []
     for mode in modes:
         int8_mode = mode not in FP32_MODEL_MODES
@@ -243,12 +220,51 @@ def _backend_rows(spec: BackendSpec, modes: list[str], fp32, artifacts: list, da
     return rows
 
 
+def _fp32_form(spec: BackendSpec, fp32, settings: BenchSettings, log: Callable[[str], None]) -> Fp32Form | Outcome:
+    """FP32 the way INT8 runs (an ONNX model's in-graph NMS cut: host NMS, as every INT8 artifact has it), in the
+    fastest graph fastdet makes of it without changing its outputs: INT8 is compared with the best FP32. A failing
+    rewrite or timing loses nothing (the graph as given is measured); no FP32 form at all is the rows' outcome."""
+    from fastdet_cli.artifacts import best_fp32, nms_free_onnx
+
+    try:
+        form = best_fp32(fp32, spec, settings.threads)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        log(f"{spec.name}: FP32 rewrite not measured ({Outcome.of(e).why}): FP32 rows run the graph as given")
+        try:
+            as_given = nms_free_onnx(fp32) if spec.model_format == "onnx" else fp32
+        except KeyboardInterrupt:
+            raise
+        except Exception as e2:
+            return Outcome.of(e2)
+        form = Fp32Form(as_given, as_given)
+    if form.timing:
+        log(f"{spec.name}: FP32 rows run {form.rewrite or 'the graph as given'} ({form.timing})")
+    return form
+
+
+def _reference(spec: BackendSpec, fp32_form, data, settings: BenchSettings, log: Callable[[str], None]):
+    """An image folder labelled by this backend's FP32 detections (agreement mAP); None when that fails (the rows
+    are still timed, their mAP cells stay empty and the log says why)."""
+    from fastdet_cli.agreement import with_reference
+
+    log(f"{spec.name}: FP32 detections on {data.path} as the reference (agreement mAP)")
+    try:
+        return with_reference(data, fp32_form, spec, spec.mode_options("fp32", settings.threads), settings.eval_limit)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        log(f"{spec.name}: no agreement mAP ({Outcome.of(e).why}): FP32 detections on {data.path} failed")
+        return None
+
+
 def _mode_row(spec: BackendSpec, mode: str, model, image, settings: BenchSettings, dataset,
               log: Callable[[str], None], progress, label: str | None = None) -> Row:
     """One backend × mode measured, or the outcome that kept it from running (`model` is an Outcome when this
     backend can run none of the INT8 artifacts)."""
     if isinstance(model, Outcome):
-        return Row(spec.name, mode, model)
+        return Row(spec, mode, model)
     try:
         opts = spec.mode_options(mode, settings.threads)
         runs = (2 if settings.end2end else 1) * (settings.warmup + settings.repeat)
@@ -259,7 +275,7 @@ def _mode_row(spec: BackendSpec, mode: str, model, image, settings: BenchSetting
     except KeyboardInterrupt:
         raise
     except Exception as e:  # one failing row (a runtime error, a bug) never loses the rows measured
-        row = Row(spec.name, mode, Outcome.of(e))
+        row = Row(spec, mode, Outcome.of(e))
         if row.outcome.state == FAILED:
             log(f"{spec.name} {mode} failed: {row.outcome.why}")
     row.precision = mode
@@ -267,6 +283,6 @@ def _mode_row(spec: BackendSpec, mode: str, model, image, settings: BenchSetting
 
 
 def _versions() -> dict:
-    from fastdet_cli.compress.common import versions
+    from fastdet_cli.compress.report import versions
 
     return versions()

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from fastdet_cli.runtime.registry import AS_GIVEN, FP32_MODEL_MODES
 
+from fastdet_cli.bench.report import DiffTarget, Recommendation
+
 if TYPE_CHECKING:
     from fastdet_cli.bench.rows import Row
 
@@ -43,7 +45,7 @@ def set_speedups(rows: list[Row]) -> None:
                      for k in ("runtime", "end2end")}
 
 
-def recommend(rows: list[Row], max_map_drop: float) -> dict:
+def recommend(rows: list[Row], max_map_drop: float) -> Recommendation:
     """The fastest backend × precision whose mAP is within `max_map_drop` points of FP32 on the same backend
     (end-to-end mean when measured, else runtime mean); BF16 is weighed like INT8, and preferred to an INT8 row
     that is not more than 5% faster. INT8/BF16 rows without mAP cannot qualify unless no row has mAP at all
@@ -51,7 +53,7 @@ def recommend(rows: list[Row], max_map_drop: float) -> dict:
     key = "end2end_ms" if any(r.end2end_ms for r in rows) else "runtime_ms"
     ok = [r for r in rows if r.ok and getattr(r, key) and r.precision != AS_GIVEN]
     if not ok:
-        return {"text": "no backend ran", "backend": None, "precision": None}
+        return Recommendation("no backend ran")
     fp32 = {r.backend: r for r in ok if r.precision == "fp32"}
     with_map = any(r.map is not None for r in ok)
 
@@ -92,8 +94,7 @@ def recommend(rows: list[Row], max_map_drop: float) -> dict:
         made = ("the FP32 model with bf16 arithmetic" if best.precision == "bf16" else
                 f"{best.int8_artifact['method']}, {best.int8_artifact['path']}")
         text = f"{best.precision.upper()} on {best.backend} ({mean(best):.2f} ms {what}{speed}{acc}; {made}){preferred}"
-    return {"text": text, "backend": best.backend, "precision": best.precision, "latency": what,
-            "max_map_drop_points": max_map_drop}
+    return Recommendation(text, best.backend, best.precision, what, max_map_drop)
 
 
 def int8_verdicts(rows: list[Row], threads: int, log: Callable[[str], None]) -> dict[str, list[str]]:
@@ -102,14 +103,13 @@ def int8_verdicts(rows: list[Row], threads: int, log: Callable[[str], None]) -> 
     load on the other core moves them more than the difference), then `fastdet inspect`'s verdict (a short
     profile of 10 runs) on why, when the backend has a per-op profile."""
     from fastdet_cli.inspection import inspect_model
-    from fastdet_cli.runtime.registry import get_backend
 
     fp32 = {r.backend: r for r in rows if r.precision == "fp32" and r.ok and r.model}
     out = {}
     for r in rows:
         if r.precision != "int8" or not r.ok or not r.runtime_ms or (r.speedup or {}).get("runtime", 0.0) > 1.0:
             continue
-        spec = get_backend(r.backend)
+        spec = r.spec
         lines = []
         if r.backend in fp32 and not spec.gpu_only:
             log(f"INT8 is not faster than FP32 on {r.backend} in the table: timing both alternately")
@@ -118,7 +118,7 @@ def int8_verdicts(rows: list[Row], threads: int, log: Callable[[str], None]) -> 
             lines.append(kernel_count_line(r) or f"no per-op profile: backend '{r.backend}' has none in fastdet")
         else:
             log(f"profiling INT8 on {r.backend} (fastdet inspect) to say why it is not faster")
-            lines += inspect_model(r.int8_artifact["path"], r.backend, threads, runs=10).verdict()
+            lines += inspect_model(r.int8_artifact["path"], spec, threads, runs=10).verdict()
         out[r.backend] = lines
     return out
 
@@ -139,10 +139,9 @@ def alternate_check(fp32: Row, int8: Row, threads: int) -> str:
     """The FP32 and INT8 rows' models timed alternately, one run each (runtime.timing.alternate_ms): one line."""
     from fastdet_cli.artifacts import detector
     from fastdet_cli.data.synth import sample_inputs
-    from fastdet_cli.runtime.registry import get_backend
     from fastdet_cli.runtime.timing import alternate_ms
 
-    spec = get_backend(int8.backend)
+    spec = int8.spec
     with detector(fp32.model, spec, spec.mode_options("fp32", threads)) as f, \
             detector(int8.int8_artifact["path"], spec, spec.mode_options("int8", threads)) as q:
         feeds = [{k: v for k, v in sample_inputs(d.source.deploy).items() if k in d.inputs} for d in (q, f)]
@@ -153,12 +152,12 @@ def alternate_check(fp32: Row, int8: Row, threads: int) -> str:
     return text + ": INT8 is not faster"
 
 
-def diff_target(rows: list[Row], recommendation: dict) -> dict | None:
+def diff_target(rows: list[Row], recommendation: Recommendation) -> DiffTarget | None:
     """{backend, int8_model} whose FP32 and INT8 rows were both evaluated, for the report's FP32-vs-INT8 images:
     the recommended backend when it is one, else the first such backend; None when no backend has both."""
     evaluated = {(r.backend, r.precision): r for r in rows if r.map is not None}
     both = [b for (b, p) in evaluated if p == "int8" and (b, "fp32") in evaluated and evaluated[(b, p)].int8_artifact]
     if not both:
         return None
-    backend = recommendation.get("backend") if recommendation.get("backend") in both else both[0]
-    return {"backend": backend, "int8_model": evaluated[(backend, "int8")].int8_artifact["path"]}
+    backend = recommendation.backend if recommendation.backend in both else both[0]
+    return DiffTarget(backend, evaluated[(backend, "int8")].int8_artifact["path"])

@@ -42,84 +42,32 @@ def bench(
 ) -> int:
     """Latency (runtime and end-to-end) and mAP for FP32 / BF16 / INT8 / INT8+FP16 / INT8+FP16+PM per backend.
     A backend that cannot run here gets "skipped" rows (exit 0); the exit code is 1 when no row ran at all."""
-    from fastdet_cli.bench.report import print_tables, write_report
-    from fastdet_cli.bench.run import BenchSettings
-    from fastdet_cli.outputs import check_output_dir
-    from fastdet_cli.outcome import RAN
-    from fastdet_cli.paths import library_log_path
+    from fastdet_cli.render.bench import print_tables
     from fastdet_cli.ui import make_console
 
-    check_output_dir(report, "--report")
-    settings = BenchSettings(model=model, int8_models=tuple(int8_model or ()), compress_config=compress_config,
-                             backends=_backend_names(backend), max_map_drop=max_map_drop, int8=int8,
-                             fp16=fp16, bf16=bf16, pinned=pinned, repeat=repeat, warmup=warmup, time_limit=time_limit,
-                             threads=threads,
-                             dataset=dataset, eval=eval_, eval_limit=eval_limit, end2end=end2end)
-    console, chatter = make_console(own_fd=True), library_log_path("bench")
-    result = _run(settings, console, chatter)
+    console = make_console(own_fd=True)
+    result = _run(console, report_dir=report, diff_images=diff_images, library_log=True, model=model,
+                  int8_models=tuple(int8_model or ()), compress_config=compress_config, backends=backend,
+                  max_map_drop=max_map_drop, int8=int8, fp16=fp16, bf16=bf16, pinned=pinned, repeat=repeat,
+                  warmup=warmup, time_limit=time_limit, threads=threads, dataset=dataset, eval=eval_,
+                  eval_limit=eval_limit, end2end=end2end)
     print_tables(result, console)
-    if report is not None:
-        for path in write_report(result, report):
-            console.print(f"wrote {path}", highlight=False, markup=False)
-        if diff_images and result["diff_target"]:
-            try:
-                _diff_images(result["diff_target"], settings, report / "diff", console, chatter)
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # the report is written: a failing extra never turns it into a failed run
-                from fastdet_cli.outcome import Outcome
-
-                console.print(f"warning: no FP32 vs INT8 images ({Outcome.of(e).why}); the report in {report} is "
-                              "complete", highlight=False, markup=False)
-    return 0 if any(r["status"] == RAN for r in result["rows"]) else 1
+    for path in result.files:
+        console.print(f"wrote {path}", highlight=False, markup=False)
+    return 0 if any(r.ok for r in result.rows) else 1
 
 
-def _backend_names(backend: str) -> tuple[str, ...]:
-    """--backend: comma-separated names, or 'all' (names are checked by run_bench, once)."""
-    from fastdet_cli.errors import FastdetError
-    from fastdet_cli.runtime.registry import BACKENDS
-
-    names = tuple(BACKENDS) if backend == "all" else tuple(b.strip() for b in backend.split(","))
-    if not all(names):
-        raise FastdetError(f"--backend '{backend}' has an empty item: give comma-separated backend names, or 'all'")
-    return names
-
-
-def _run(settings, console, chatter: Path) -> dict:
-    """run_bench with the libraries' output sent to a log file and fastdet's own progress bar."""
+def _run(console, **kwargs):
+    """api.bench with fastdet's own progress bar (one line per row where there is no live bar)."""
     from rich.progress import Progress
 
-    from fastdet_cli.bench.run import run_bench
-    from fastdet_cli.outputs import library_output_to
+    from fastdet_cli import api
 
-    console.print(f"library output (Paddle, PaddleSlim, ONNX Runtime, OpenVINO) goes to {chatter}",
-                  highlight=False, markup=False)
-    with library_output_to(chatter), Progress(console=console, transient=True) as bar:
+    with Progress(console=console, transient=True) as bar:
         def progress(label: str, total: int):
             task = bar.add_task(f"timing {label}", total=total)
             if not console.is_terminal:  # no live bar in a pipe or a CI log: one line per row instead
                 console.print(f"timing {label}: {total} runs", highlight=False, markup=False)
             return lambda n: bar.advance(task, n)
 
-        return run_bench(settings, log=lambda m: console.print(m, highlight=False, markup=False), progress=progress)
-
-
-def _diff_images(target: dict, settings, out: Path, console, chatter: Path) -> None:
-    """A few side-by-side FP32 vs INT8 images of the least-agreeing dataset images, beside the report."""
-    from fastdet_cli.data.dataset import ImageFolder, resolve_eval_data
-    from fastdet_cli.diff import diff_models
-    from fastdet_cli.outputs import library_output_to
-
-    backend, int8_model = target["backend"], target["int8_model"]
-    data = resolve_eval_data(settings.dataset)  # an image folder (agreement mAP): its images, no ground truth
-    limit = min(settings.eval_limit or 50, 50)
-    images = data.image_files(limit) if isinstance(data, ImageFolder) else []
-    with library_output_to(chatter):
-        diff = diff_models(settings.model, int8_model, backend, images, out,
-                        dataset=None if isinstance(data, ImageFolder) else data, limit=limit,
-                        options=options.runner_options(settings.threads, "cpu"), keep_images=3, montage_size=3,
-                        log=lambda m: None)
-    s = diff.summary
-    console.print(f"FP32 vs INT8 on {backend} ({s.images} images): {s.matched} boxes matched, {s.missed} "
-                  f"missed by INT8, {s.extra} extra; the 3 least-agreeing images are in {out}",
-                  highlight=False, markup=False)
+        return api.bench(log=lambda m: console.print(m, highlight=False, markup=False), progress=progress, **kwargs)

@@ -28,23 +28,20 @@ def diff(
     """Per image: boxes both found, boxes INT8 missed, boxes INT8 added; side-by-side PNGs and diff.json."""
     from rich.progress import Progress
 
-    from fastdet_cli.diff import check_inputs, diff_models
-    from fastdet_cli.outputs import library_output_to
-    from fastdet_cli.paths import library_log_path
+    from fastdet_cli import api
     from fastdet_cli.ui import make_console
 
-    files, ds = check_inputs(images, dataset, threshold, iou, save_dir)
     console = make_console(own_fd=True)
 
     def log(message: str) -> None:
         console.print(message, highlight=False, markup=False)
 
-    with library_output_to(library_log_path("diff")), Progress(console=console, transient=True) as bar:
+    with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"FP32 vs INT8 on {backend}", total=None)
-        result = diff_models(model, int8_model, backend, files, save_dir, dataset=ds, limit=limit,
-                             threshold=threshold, iou_min=iou, options=options.runner_options(threads, device),
-                             montage_size=worst_n, log=log,
-                             progress=lambda n, total: bar.update(task, completed=n, total=total))
+        result = api.diff(images or None, model, int8_model, backend, save_dir=save_dir, dataset=dataset, limit=limit,
+                          threshold=threshold, iou=iou, worst=worst_n, threads=threads, device=device,
+                          library_log=True, log=log,
+                          progress=lambda n, total: bar.update(task, completed=n, total=total))
     console.print(_table(result))
     log(f"wrote {save_dir / 'diff.json'}, {len(result.images)} side-by-side PNGs in {save_dir / 'images'} and "
         f"{save_dir / 'montage.png'} (the least-agreeing images)")

@@ -15,13 +15,12 @@ def fetch(
     """Download and unpack a model or dataset; prints the folder to pass to --model / --dataset."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from fastdet_cli.api import fetch as run
-    from fastdet_cli.fetch import ENTRIES
+    from fastdet_cli import api
     from fastdet_cli.ui import make_console
 
     console = make_console()
     if list_ or name is None:
-        console.print(_list_table())
+        console.print(_list_table(api.fetch_list()))
         return 0
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=console, transient=True) as bar:
@@ -32,20 +31,19 @@ def fetch(
                 tasks[fname] = bar.add_task(fname, total=total)
             bar.update(tasks[fname], completed=got, total=total)
 
-        path = run(name, url=url, force=force, progress=progress)
-    flag = "--model" if ENTRIES[name].kind == "model" else "--dataset"
+        got = api.fetch(name, url=url, force=force, progress=progress)
+    path, flag = got.path, f"--{got.kind}"
     console.print(f"{name}: {path}  (use {flag} {path})", highlight=False, markup=False)
     return 0
 
 
-def _list_table():
+def _list_table(entries):
     """What can be fetched, and whether it is in the cache."""
-    from fastdet_cli.fetch import ENTRIES, target_dir
     from fastdet_cli.ui import Table
 
     table = Table(title="fastdet fetch", title_justify="left")
     for col in ("name", "kind", "what", "cached"):
         table.add_column(col)
-    for e in ENTRIES.values():
-        table.add_row(e.name, e.kind, e.description, "yes" if target_dir(e.name).exists() else "-")
+    for e in entries:
+        table.add_row(e.name, e.kind, e.description, "yes" if e.cached else "-")
     return table

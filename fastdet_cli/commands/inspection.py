@@ -20,22 +20,13 @@ def inspect(
                                                     "backend (for the embedded model: its cached PTQ version)."),
 ) -> int:
     """Per-op profile on ort or openvino: ops by precision, the slowest ops, and a verdict for INT8 models."""
-    from fastdet_cli.compress.defaults import int8_for
-    from fastdet_cli.inspection import inspect_model
-    from fastdet_cli.outputs import check_output_file, write_json_atomic
-    from fastdet_cli.runtime.registry import get_backend
+    from fastdet_cli import api
     from fastdet_cli.ui import make_console
 
     console = make_console()
-    spec = get_backend(backend)
-    check_output_file(json_out, "--json")
-    if int8:
-        model = str(int8_for(spec, None if model == "default" else model,
-                             log=lambda m: console.print(m, highlight=False, markup=False)).path)
-    result = inspect_model(model, spec, threads, runs)
+    result = api.inspect(model, backend, threads=threads, runs=runs, int8=int8, json_out=json_out,
+                         log=lambda m: console.print(m, highlight=False, markup=False))
     render(result, console, top)
-    if json_out is not None:
-        write_json_atomic(json_out, result.as_dict())
     return 0
 
 
@@ -46,7 +37,7 @@ def render(result, console, top: int) -> None:
     from fastdet_cli.ui import Table
 
     total = result.total_ms or 1e-9
-    head = Table(title=f"{result.model} on {result.backend} — {'INT8' if result.quantized else 'FP32'} model, "
+    head = Table(title=f"{escape(result.model)} on {result.backend} — {'INT8' if result.quantized else 'FP32'} model, "
                        f"{result.threads} thread(s), mean of {result.runs} profiled runs: {result.total_ms:.2f} ms "
                        "in ops", title_justify="left")
     for col in ("op type", "precision", "ops", "ms", "share"):
@@ -70,7 +61,7 @@ def render(result, console, top: int) -> None:
     for col in ("op", "type", "precision", "ms"):
         slow.add_column(col, justify="right" if col == "ms" else "left")
     for o in result.ops[:top]:
-        slow.add_row(o.name, o.op_type, o.precision, f"{o.ms:.3f}")
+        slow.add_row(escape(o.name), escape(o.op_type), o.precision, f"{o.ms:.3f}")
     console.print(slow)
     for line in result.verdict():
         console.print(f"[bold]verdict:[/bold] {escape(line)}", highlight=False)

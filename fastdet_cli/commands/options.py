@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import typer
 
-from fastdet_cli.runtime.registry import BACKENDS
+from fastdet_cli import api
 
-BACKEND_NAMES = tuple(BACKENDS)
+BACKEND_NAMES = api.backend_names()
 
 Model = typer.Option("default", "--model", "-m",
                      help="Paddle model dir, ONNX file/dir, or 'default' (the embedded model).")
@@ -22,9 +22,3 @@ def Flag(default: bool, *decls: str, help: str):  # noqa: N802 (reads like typer
     """A boolean option shown without a `<bool>` placeholder (it takes no value)."""
     return typer.Option(default, *decls, help=help, metavar="")
 
-
-def runner_options(threads: int, device: str, precision: str = "fp32"):
-    """--threads and --device as the backend's settings (api.runner_options)."""
-    from fastdet_cli.api import runner_options
-
-    return runner_options(threads, device, precision)

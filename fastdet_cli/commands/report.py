@@ -16,15 +16,13 @@ def merge(
     out: Path = typer.Option(..., "--out", help="Folder for the merged report.json/.csv/.md and plot."),
 ) -> int:
     """One table from bench reports of many machines: a hardware column, versions and settings per row."""
-    from fastdet_cli.bench.merge import merge_reports
-    from fastdet_cli.bench.report import print_tables, write_report
-    from fastdet_cli.outputs import check_output_dir
+    from fastdet_cli import api
+    from fastdet_cli.render.bench import print_tables
     from fastdet_cli.ui import make_console
 
-    check_output_dir(out, "--out")
-    merged = merge_reports(inputs)
+    merged = api.merge_reports(inputs, out)
     console = make_console()
     print_tables(merged, console)
-    for path in write_report(merged, out):
+    for path in merged.files:
         console.print(f"wrote {path}", highlight=False, markup=False)
     return 0

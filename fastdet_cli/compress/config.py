@@ -4,11 +4,12 @@ resolved relative to the config file. `default` names the embedded model and its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.export.targets import DEFAULT_TARGET, ONNX_TARGETS
+from fastdet_cli.export.targets import DEFAULT_TARGET, ONNX_TARGETS, OnnxTarget
 
 NUM = (int, float)
 # section -> key -> accepted types. Keys fastdet adds to FastDeploy's format are marked (+).
@@ -42,7 +43,26 @@ SCHEMA: dict[str, dict[str, tuple]] = {
 }
 SCHEMA["Quantization"] = SCHEMA["QuantAware"]  # the older form's name for the same section
 CALIBRATION_METHODS = ("avg", "abs_max", "hist", "KL", "mse", "emd")
-ENGINES = ("paddleslim", "onnxruntime")
+
+
+class QuantEngine(StrEnum):
+    """The quantizer (Global.engine, --engine). A str: written to reports and messages as its name."""
+
+    PADDLESLIM = "paddleslim"  # PaddleSlim on the Paddle program (quant_post_static; ACT for QAT)
+    ONNXRUNTIME = "onnxruntime"  # ONNX Runtime's quantize_static on the FP32 ONNX export
+
+    @property
+    def ort(self) -> bool:
+        """ONNX Runtime's quantizer: an ONNX graph per deploy target, made on the FP32 ONNX export."""
+        return self is QuantEngine.ONNXRUNTIME
+
+    @property
+    def paddleslim(self) -> bool:
+        """PaddleSlim: one Paddle program that every backend runs (an ONNX model is converted first)."""
+        return self is QuantEngine.PADDLESLIM
+
+
+ENGINES = tuple(QuantEngine)
 
 
 # what the onnxruntime engine's graph is made for (Global.deploy_backend): the ONNX flavours' one table
@@ -58,7 +78,7 @@ DEFAULT_METHOD = "auto"  # engine onnxruntime: the calibration is chosen on a sp
 
 def ort_method(name: str | None) -> str:
     """An ORT CalibrationMethod name from a config value (ORT's or PaddleSlim's name), or "auto" (unset: the engine
-    tries them, ort_engine.choose_calibration); FastdetError otherwise."""
+    tries them, calibration_choice.choose_calibration); FastdetError otherwise."""
     key = (name or DEFAULT_METHOD).lower()
     key = FROM_PADDLE_NAMES.get(key, key)
     if key == "auto":
@@ -84,9 +104,19 @@ class CompressConfig:
     image_limit: int | None = None
     deploy_backend: str = "onnxruntime"  # the form being made (the first of deploy_backends)
     deploy_backends: tuple[str, ...] = ("onnxruntime",)  # every form one compress makes (engine onnxruntime)
-    engine: str = "paddleslim"
+    engine: QuantEngine = QuantEngine.PADDLESLIM
     format: str = "paddle"  # Global.format: the model's format (paddle or onnx)
     model_filename: str | None = None  # Global.model_filename: the model file inside model_dir
+
+    @property
+    def target(self) -> OnnxTarget:
+        """The ONNX flavour of the form being made (`deploy_backend`, checked when the config was read)."""
+        return DEPLOY_TARGETS[self.deploy_backend]
+
+    @property
+    def targets(self) -> tuple[OnnxTarget, ...]:
+        """Every form's ONNX flavour (`deploy_backends`)."""
+        return tuple(DEPLOY_TARGETS[name] for name in self.deploy_backends)
 
 
 def _resolve(value: str, base: Path) -> str:
@@ -96,14 +126,43 @@ def _resolve(value: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def check_engine(engine: str, where: str) -> str:
+def check_engine(engine: str, where: str) -> QuantEngine:
     if engine not in ENGINES:
         raise FastdetError(f"{where}: unknown engine '{engine}' (choose {' or '.join(ENGINES)})")
-    return engine
+    return QuantEngine(engine)
 
 
 def load_compress_config(path: Path, engine: str | None = None) -> CompressConfig:
     """Read and validate `path`; `engine` (the --engine option) overrides Global.engine."""
+    raw = _read_yaml(path)
+    _check_schema(path, raw)
+    g = raw.get("Global", {})
+    if "model_dir" not in g:
+        raise FastdetError(f"{path}: 'Global.model_dir' is required (a Paddle model folder, or 'default')")
+    fmt = str(g.get("format", "paddle")).lower()
+    if fmt not in FORMATS:
+        raise FastdetError(f"{path}: Global.format '{g['format']}' is not one of {', '.join(FORMATS)}")
+    # no conversion by default: ORT quantizes an ONNX model as it is
+    default_engine = QuantEngine.ONNXRUNTIME if fmt == "onnx" else QuantEngine.PADDLESLIM
+    engine = check_engine(engine, "--engine") if engine else check_engine(g.get("engine", default_engine),
+                                                                         f"{path}: Global.engine")
+    ptq = _checked_ptq(path, dict(raw.get("PTQ", {})), engine, fmt, engine_given="engine" in g)
+    targets = deploy_targets(g.get("deploy_backend"), engine, f"{path}: Global.deploy_backend")
+    base = path.resolve().parent
+    images = g.get("ptq_image_path") or g.get("qat_image_path") or g.get("image_path") or "default"
+    quant = dict(raw.get("QuantAware") or raw.get("Quantization") or {})
+    qat_sections = ("QuantAware", "Quantization", "Distillation", "TrainConfig")
+    hint = "qat" if any(s in raw for s in qat_sections) else ("ptq" if "PTQ" in raw else None)
+    return CompressConfig(
+        path=path, raw=raw, model_dir=_resolve(g["model_dir"], base), calib_images=_resolve(images, base),
+        eval_dataset=_resolve(g["eval_dataset"], base) if g.get("eval_dataset") else None, method_hint=hint,
+        ptq=ptq, quant=quant, distill=dict(raw.get("Distillation", {})), train=dict(raw.get("TrainConfig", {})),
+        image_limit=g.get("image_limit"), deploy_backend=targets[0], deploy_backends=targets, engine=engine, format=fmt,
+        model_filename=g.get("model_filename"))
+
+
+def _read_yaml(path: Path) -> dict:
+    """The config file as a mapping (one-line errors for a missing file, bad YAML or another shape)."""
     import yaml
 
     if not path.is_file():
@@ -114,6 +173,11 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
         raise FastdetError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
     if not isinstance(raw, dict):
         raise FastdetError(f"{path}: expected a mapping with sections {', '.join(SCHEMA)}")
+    return raw
+
+
+def _check_schema(path: Path, raw: dict) -> None:
+    """Every section and key known (SCHEMA) and of an accepted type."""
     for section, body in raw.items():
         if section not in SCHEMA:
             raise FastdetError(f"{path}: unknown section '{section}' (known: {', '.join(SCHEMA)})")
@@ -129,90 +193,76 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
                 raise FastdetError(f"{path}: '{section}.{key}' must be {names}, got {type(value).__name__} {value!r}")
     if "QuantAware" in raw and "Quantization" in raw:
         raise FastdetError(f"{path}: give either 'QuantAware' or the older 'Quantization', not both")
-    g = raw.get("Global", {})
-    if "model_dir" not in g:
-        raise FastdetError(f"{path}: 'Global.model_dir' is required (a Paddle model folder, or 'default')")
-    fmt = str(g.get("format", "paddle")).lower()
-    if fmt not in FORMATS:
-        raise FastdetError(f"{path}: Global.format '{g['format']}' is not one of {', '.join(FORMATS)}")
-    ptq = dict(raw.get("PTQ", {}))
-    default_engine = "onnxruntime" if fmt == "onnx" else "paddleslim"  # no conversion: ORT quantizes ONNX as it is
-    engine = check_engine(engine, "--engine") if engine else check_engine(g.get("engine", default_engine),
-                                                                         f"{path}: Global.engine")
+
+
+def _checked_ptq(path: Path, ptq: dict, engine: QuantEngine, fmt: str, engine_given: bool) -> dict:
+    """The PTQ section checked against the engine and the model's format, its search dataset resolved."""
     if fmt == "onnx" and ptq.get("skip_tensor_list"):
         raise FastdetError(f"{path}: PTQ.skip_tensor_list names Paddle tensors; an ONNX model's layers are kept "
                            "float by the sensitivity search (PTQ.max_map_drop)")
-    if engine == "onnxruntime":
+    if engine.ort:
         try:
             ort_method(ptq.get("calibration_method"))
         except FastdetError as e:
             raise FastdetError(f"{path}: {e}") from None
     else:
-        method = ptq.get("calibration_method", "avg")
-        # the engine is paddleslim because the model is a Paddle program and Global.engine is unset: say which key
-        # to change, not only what is wrong
-        switch = "" if "engine" in g else " — or set Global.engine: onnxruntime (it quantizes Paddle models too)"
-        if method not in CALIBRATION_METHODS:
-            ours = next((m for m in CALIBRATION_METHODS if FROM_PADDLE_NAMES.get(m.lower()) == str(method).lower()),
-                        None)
-            raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of "
-                               f"{', '.join(CALIBRATION_METHODS)} (engine paddleslim)"
-                               + (f": PaddleSlim calls it '{ours}'" if ours else "") + switch)
-        for key in ("per_channel", "reduce_range"):
-            if key in ptq:
-                raise FastdetError(f"{path}: PTQ.{key} applies to engine onnxruntime only: remove it{switch}")
+        _check_paddleslim_ptq(path, ptq, engine_given)
     if ptq.get("max_map_drop", 0) < 0:
         raise FastdetError(f"{path}: PTQ.max_map_drop must be ≥ 0 (mAP points), got {ptq['max_map_drop']}")
     if ptq.get("max_float_layers", 1) < 1:
         raise FastdetError(f"{path}: PTQ.max_float_layers must be ≥ 1, got {ptq['max_float_layers']}")
     if ptq.get("search_dataset"):
         ptq["search_dataset"] = _resolve(ptq["search_dataset"], path.resolve().parent)
-    targets = deploy_targets(g.get("deploy_backend"), engine, f"{path}: Global.deploy_backend")
-    base = path.resolve().parent
-    images = g.get("ptq_image_path") or g.get("qat_image_path") or g.get("image_path") or "default"
-    quant = dict(raw.get("QuantAware") or raw.get("Quantization") or {})
-    qat_sections = ("QuantAware", "Quantization", "Distillation", "TrainConfig")
-    hint = "qat" if any(s in raw for s in qat_sections) else ("ptq" if "PTQ" in raw else None)
-    return CompressConfig(
-        path=path, raw=raw, model_dir=_resolve(g["model_dir"], base), calib_images=_resolve(images, base),
-        eval_dataset=_resolve(g["eval_dataset"], base) if g.get("eval_dataset") else None, method_hint=hint,
-        ptq=ptq, quant=quant, distill=dict(raw.get("Distillation", {})), train=dict(raw.get("TrainConfig", {})),
-        image_limit=g.get("image_limit"), deploy_backend=targets[0], deploy_backends=targets, engine=engine, format=fmt,
-        model_filename=g.get("model_filename"))
+    return ptq
+
+
+def _check_paddleslim_ptq(path: Path, ptq: dict, engine_given: bool) -> None:
+    """PaddleSlim's calibration method, and no key that only engine onnxruntime reads."""
+    method = ptq.get("calibration_method", "avg")
+    # the engine is paddleslim because the model is a Paddle program and Global.engine is unset: say which key
+    # to change, not only what is wrong
+    switch = "" if engine_given else " — or set Global.engine: onnxruntime (it quantizes Paddle models too)"
+    if method not in CALIBRATION_METHODS:
+        ours = next((m for m in CALIBRATION_METHODS if FROM_PADDLE_NAMES.get(m.lower()) == str(method).lower()),
+                    None)
+        raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of "
+                           f"{', '.join(CALIBRATION_METHODS)} (engine paddleslim)"
+                           + (f": PaddleSlim calls it '{ours}'" if ours else "") + switch)
+    for key in ("per_channel", "reduce_range"):
+        if key in ptq:
+            raise FastdetError(f"{path}: PTQ.{key} applies to engine onnxruntime only: remove it{switch}")
 
 
 def installed_targets() -> tuple[str, ...]:
     """The ONNX forms whose runtime is installed here: every CPU backend's, and TensorRT's where TensorRT is."""
     import importlib.util
 
-    from fastdet_cli.runtime.registry import get_backend
-
     out = []
     for name, t in DEPLOY_TARGETS.items():
-        if t.backend is None:
+        if t.backend_spec is None:
             if importlib.util.find_spec("tensorrt") is not None:
                 out.append(name)
             continue
         try:
-            get_backend(t.backend).check_can_run()
+            t.backend_spec.check_can_run()
         except FastdetError:
             continue
         out.append(name)
     return tuple(out)
 
 
-def deploy_targets(value, engine: str, where: str) -> tuple[str, ...]:
+def deploy_targets(value, engine: QuantEngine, where: str) -> tuple[str, ...]:
     """Global.deploy_backend as the forms to make: one name, a list, or 'all'; unset: one form per installed
     runtime for engine onnxruntime (its graph differs per runtime), the ONNX Runtime flavour for PaddleSlim (one
     program suits every backend; the flavour is only that of its ONNX export)."""
     if value is None:
-        return installed_targets() if engine == "onnxruntime" else (DEFAULT_TARGET,)
+        return installed_targets() if engine.ort else (DEFAULT_TARGET,)
     names = list(DEPLOY_BACKENDS) if value == "all" else [value] if isinstance(value, str) else value
     bad = [str(v) for v in names if v not in DEPLOY_BACKENDS]
     if bad or not names:
         raise FastdetError(f"{where} must be one of {', '.join(DEPLOY_BACKENDS)}, a list of them, or 'all'"
                            + (f" (got {', '.join(bad)})" if bad else " (got an empty list)"))
-    if len(names) > 1 and engine != "onnxruntime":
+    if len(names) > 1 and not engine.ort:
         raise FastdetError(f"{where}: several forms are made by engine onnxruntime; engine {engine} writes one "
                            "program that every backend runs")
     return tuple(dict.fromkeys(names))

@@ -41,17 +41,17 @@ def default_artifacts(model_dir: Path, log: Callable[[str], None],
     return out
 
 
-def int8_for(backend: str | BackendSpec, int8_model=None, fp32_model=None, log=print) -> Int8Artifact:
+def int8_for(spec: BackendSpec, int8_model=None, fp32_model=None, log=print) -> Int8Artifact:
     """The one answer to "which INT8 model runs on this backend" for diff, inspect --int8 and every command given
     a compress output (bench's INT8 rows choose among their candidates with the same rule, artifacts.choose):
     `int8_model` itself (an Int8Artifact, or a path: one model, or the form of a multi-form compress output
-    `backend` runs best), else — for the embedded model (`fp32_model` None or 'default') — the cached PTQ version
-    it runs best (above)."""
+    `spec`'s backend runs best), else — for the embedded model (`fp32_model` None or 'default') — the cached PTQ
+    version it runs best (above)."""
     if isinstance(int8_model, Int8Artifact):
         return int8_model
     if int8_model is not None:  # given: itself ("default", the FP32 embedded model, is refused by describe)
         found = describe_all(int8_model)
-        return found[0] if len(found) == 1 else choose(backend, found)
+        return found[0] if len(found) == 1 else choose(spec, found)
     if fp32_model not in (None, "default"):
         raise FastdetError("--int8-model is needed for a model other than 'default'")
-    return choose(backend, default_artifacts(DEFAULT_MODEL_DIR, log))
+    return choose(spec, default_artifacts(DEFAULT_MODEL_DIR, log))

@@ -101,10 +101,10 @@ def _paddle_outputs(model_dir: Path, feed: dict[str, np.ndarray], delete: tuple[
     import yaml
 
     from fastdet_cli.runtime.base import RunnerOptions
-    from fastdet_cli.runtime.registry import create_runner
+    from fastdet_cli.runtime.registry import BACKENDS, create_runner
 
     (model_dir / SIDECAR).write_text(yaml.safe_dump({"paddle_delete_passes": list(delete)}))
-    with create_runner("paddle", model_dir, RunnerOptions(threads=1)) as runner:
+    with create_runner(BACKENDS["paddle"], model_dir, RunnerOptions(threads=1)) as runner:
         return runner.infer(feed)
 
 
@@ -126,9 +126,9 @@ def validate(source: ModelSource, model_dir: Path, feed: dict[str, np.ndarray], 
     the difference) or raises when no pass list makes it match."""
     from fastdet_cli.export.onnx import FP32_TOL
     from fastdet_cli.runtime.base import RunnerOptions
-    from fastdet_cli.runtime.registry import create_runner
+    from fastdet_cli.runtime.registry import BACKENDS, create_runner
 
-    with create_runner("ort", source.path, RunnerOptions(threads=1)) as ort:
+    with create_runner(BACKENDS["ort"], source.path, RunnerOptions(threads=1)) as ort:
         reference = ort.infer(feed)
     tried = []
     for delete in [(), *((p,) for p in SUSPECT_PASSES), SUSPECT_PASSES]:

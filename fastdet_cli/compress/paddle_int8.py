@@ -30,13 +30,13 @@ def choose_int8_ops(model_dir: Path, runs: int = 5, log=print) -> dict:
     from fastdet_cli.export.int8_check import SEEDS, output_agreement, program_before_nms, rounding_spread, runs_on
     from fastdet_cli.runtime.base import RunnerOptions
     from fastdet_cli.runtime.paddle import INT8_OP_SETS
-    from fastdet_cli.runtime.registry import create_runner
+    from fastdet_cli.runtime.registry import BACKENDS, create_runner
 
     feeds = [sample_inputs(resolve_model(str(model_dir)).deploy, seed) for seed in SEEDS]
     out: dict = {"candidates": {}, "compared": "outputs before NMS on generated scenes (export/int8_check.py)"}
     with program_before_nms(model_dir) as raw:
         def run(opts: RunnerOptions) -> tuple[list, list[float]]:
-            with create_runner("paddle", raw, opts) as runner:
+            with create_runner(BACKENDS["paddle"], raw, opts) as runner:
                 outs = [runner.infer({k: f[k] for k in runner.input_metadata()}) for f in feeds]
                 feed = {k: feeds[0][k] for k in runner.input_metadata()}
                 times = []

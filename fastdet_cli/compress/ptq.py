@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastdet_cli.compress.common import FeedSamples
+from fastdet_cli.compress.samples import FeedSamples
 from fastdet_cli.compress.config import CompressConfig
 from fastdet_cli.det.model import ModelSource
 
@@ -79,15 +79,17 @@ def run_ptq_with_search(cfg: CompressConfig, source: ModelSource, samples: FeedS
     import shutil
     import time
 
-    from fastdet_cli.compress.sensitivity import ranking_feeds, search_float_layers
+    from fastdet_cli.compress.search import search_float_layers
+    from fastdet_cli.compress.sensitivity import ranking_feeds
     from fastdet_cli.agreement import labelled
     from fastdet_cli.det.model import resolve_model
     from fastdet_cli.artifacts import onnx_for
     from fastdet_cli.export.onnx import export_onnx
+    from fastdet_cli.runtime.registry import BACKENDS
 
     spec, why = search_dataset_spec(cfg)
     fp32 = onnx_for(source)
-    dataset = labelled(spec, fp32, "ort")  # an image folder: agreement with the FP32 model (before PTQ runs)
+    dataset = labelled(spec, fp32, BACKENDS["ort"])  # an image folder: agreement with the FP32 model (before PTQ runs)
     settings = run_ptq(cfg, source, samples, out_dir, skip_tensors)
     t0 = time.perf_counter()
     log(f"sensitivity search on {spec} ({why})")

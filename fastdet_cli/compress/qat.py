@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fastdet_cli.compress.common import FeedSamples
+from fastdet_cli.compress.samples import FeedSamples
 from fastdet_cli.compress.config import CompressConfig
 from fastdet_cli.det.model import ModelSource
 

@@ -14,7 +14,7 @@ from fastdet_cli.det.postprocess import (Detections, decode_pico_heads, from_nms
 from fastdet_cli.det.preprocess import ImageInfo, Preprocessor
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.runtime.base import RunnerOptions
-from fastdet_cli.runtime.registry import create_runner, get_backend
+from fastdet_cli.runtime.registry import BackendSpec, create_runner
 
 
 @dataclass
@@ -62,12 +62,16 @@ class Detector:
     """`with detector(model, backend) as det: det(bgr_image)` → Detections."""
 
     source: ModelSource
-    backend: str  # its name (a BackendSpec given here is replaced by its name; the spec is `self.spec`)
+    spec: BackendSpec  # the backend, resolved by the caller (api.py)
     options: RunnerOptions = field(default_factory=RunnerOptions)
 
+    @property
+    def backend(self) -> str:
+        """The backend's name (for records and messages)."""
+        return self.spec.name
+
     def __post_init__(self) -> None:
-        self.spec = spec = get_backend(self.backend)
-        self.backend = spec.name
+        spec = self.spec
         if self.source.format != spec.model_format:  # artifacts.detector() hands over the right form
             raise FastdetError(f"backend '{self.backend}' loads {spec.model_format} models; {self.source.path} is "
                                f"{self.source.format}")

@@ -132,7 +132,7 @@ def _pair_problem(what: str, p: _Pair, expected: np.ndarray) -> str | None:
 
 
 def structure_problems(program: dict, graph: dict[str, tuple[_Pair | None, _Pair | None]]) -> list[str]:
-    """Compare paddle_program.quantized_convs (the program) with onnx_conv_quantization (the export)."""
+    """Compare paddle_quant.quantized_convs (the program) with onnx_conv_quantization (the export)."""
     problems = []
     for weight, qc in program.items():
         if weight not in graph:
@@ -267,7 +267,7 @@ def rounding_spread(program: Path, feeds: list[dict], reference: list) -> dict[s
     import os
 
     from fastdet_cli.outputs import library_output_to
-    from fastdet_cli.paddle_program import perturb_quant_scales
+    from fastdet_cli.paddle_quant import perturb_quant_scales
 
     with library_output_to(Path(os.devnull)):
         perturb_quant_scales(program, SCALE_PERTURBATION)
@@ -313,7 +313,7 @@ def check_int8_export(model_dir: Path, onnx_path: Path, deploy) -> Int8Check:
     import onnx
 
     from fastdet_cli.outputs import library_output_to
-    from fastdet_cli.paddle_program import quantized_convs
+    from fastdet_cli.paddle_quant import quantized_convs
 
     with library_output_to(Path(os.devnull)):  # Paddle's executor logs through glog
         program = quantized_convs(model_dir)

@@ -14,10 +14,10 @@ import numpy as np
 
 from fastdet_cli.det.model import SIDECAR, ModelSource
 from fastdet_cli.errors import FastdetError
-from fastdet_cli.export.targets import EXPORT_TARGETS
+from fastdet_cli.export.targets import DEFAULT_TARGET, EXPORT_TARGETS, ONNX_TARGETS, OnnxTarget, made_by_ort
 from fastdet_cli.outputs import atomic_dir
 from fastdet_cli.onnx_graph import cut_nms
-from fastdet_cli.paddle_program import QUANT_OPS
+from fastdet_cli.paddle_program import QUANT_OPS, check_paddle_model, paddle_model_files
 
 OPSET = 13
 EXPORT_VERSION = 3  # bumped when the same source exports differently (cached exports are keyed on it); 2: 7-bit
@@ -37,7 +37,7 @@ class ExportResult:
     max_diff: dict[str, float] = field(default_factory=dict)  # INT8: the check's figures (export/int8_check.py)
     int8_tolerances: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    target: str = "onnxruntime"
+    target: str = DEFAULT_TARGET
 
 
 def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None,
@@ -70,7 +70,7 @@ FP32_TOL = 1e-3
 
 def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, int8: bool = False,
                 validate: bool = True, ort_u8: bool = True, weight_bits: int | None = None,
-                target: str = "onnxruntime") -> ExportResult:
+                target: str = DEFAULT_TARGET) -> ExportResult:
     """Export `source` (a Paddle model) to `output_dir`/model.onnx with its deploy config and a fastdet.yml
     sidecar; written into a temporary folder and renamed into place when complete. For quantized models,
     `ort_u8` moves activation Q/DQ pairs to uint8 (export/qdq.py), same function; `weight_bits=7` limits the
@@ -80,11 +80,40 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
     quantization placement) with int8 activations at zero point 0, 8-bit per-channel weights on axis 0, no
     quantized biases, NMS cut — held against TensorRT's ONNX parser rules
     (export/trt_check.py); any problem is an error and nothing is written."""
+    flavour, ort_u8, weight_bits, bits_reason = _flavour_settings(target, ort_u8, weight_bits)
+    pdmodel, pdiparams = _checked_paddle_files(source)
+    output_dir = output_dir.resolve()
+    with atomic_dir(output_dir) as tmp:
+        full, final = tmp / "model_full.onnx", tmp / "model.onnx"
+        # paddle2onnx's own "tensorrt" mode drops every Q/DQ pair (it expects a calibration table) and writes NMS as
+        # a TensorRT plugin: its "onnxruntime" mode is the explicit int8 Q/DQ graph TensorRT builds INT8 from
+        info = run_paddle2onnx(pdmodel, pdiparams, full)
+        quantized = any(k in info["ops"] for k in QUANT_OPS)
+        if int8 and not quantized:
+            raise FastdetError(f"{source.dir} is not a quantized model (no quantize ops): compress it first "
+                               "(fastdet compress), or drop --int8")
+        result = ExportResult(output_dir, output_dir / "model.onnx", False, None, quantized)
+        _cut_or_keep_nms(info, full, final, result, remove_nms)
+        if quantized:
+            _rewrite_qdq(final, result, ort_u8)
+        if validate:
+            _validate(source, final, result)
+        if quantized:
+            _limit_weight_bits(final, result, weight_bits, bits_reason)
+        full.unlink(missing_ok=True)
+        if flavour.symmetric:
+            _tensorrt_form(source, final, result)
+        result.target = target
+        shutil.copy2(source.deploy.path, tmp / source.deploy.path.name)
+        _write_sidecar(tmp / SIDECAR, source, result)
+    return result
+
+
+def _flavour_settings(target: str, ort_u8: bool, weight_bits: int | None) -> tuple[OnnxTarget, bool, int, str]:
+    """The row of flavour `target`, and for it: uint8 activations or not, the weight bits and why."""
     if target not in TARGETS:
         raise FastdetError(f"unknown export target '{target}' (choose {' or '.join(TARGETS)})")
     from fastdet_cli.machine import int8_weight_bits
-
-    from fastdet_cli.export.targets import ONNX_TARGETS
 
     flavour = ONNX_TARGETS[target]
     bits_reason = "set by the caller"
@@ -92,86 +121,86 @@ def export_onnx(source: ModelSource, output_dir: Path, remove_nms: bool = True, 
         ort_u8, (weight_bits, bits_reason) = False, int8_weight_bits(flavour.gpu)
     elif weight_bits is None:
         weight_bits, bits_reason = int8_weight_bits(flavour.gpu)
-    from fastdet_cli.paddle_program import paddle_model_files
+    return flavour, ort_u8, weight_bits, bits_reason
 
+
+def _checked_paddle_files(source: ModelSource) -> tuple[Path, Path]:
+    """(model.pdmodel, model.pdiparams) of a Paddle model `source`, checked to be a readable program and weights."""
     if source.format != "paddle":
         made = " (compress --engine onnxruntime wrote it ready to deploy: infer, eval, bench and inspect take " \
-               "it as it is)" if source.sidecar().get("engine") == "onnxruntime" else ""
+               "it as it is)" if made_by_ort(source.sidecar()) else ""
         raise FastdetError(f"{source.path} is already ONNX{made}; export takes a Paddle inference model dir")
     pdmodel, pdiparams = paddle_model_files(source.dir)
-    from fastdet_cli.paddle_program import check_paddle_model
-
     check_paddle_model(pdmodel, pdiparams)
-    output_dir = output_dir.resolve()
-    with atomic_dir(output_dir) as tmp:
-        full = tmp / "model_full.onnx"
-        # paddle2onnx's own "tensorrt" mode drops every Q/DQ pair (it expects a calibration table) and writes NMS as
-        # a TensorRT plugin: its "onnxruntime" mode is the explicit int8 Q/DQ graph TensorRT builds INT8 from
-        info = run_paddle2onnx(pdmodel, pdiparams, full)
-        ops = info["ops"]
-        quantized = any(k in ops for k in QUANT_OPS)
-        if int8 and not quantized:
-            raise FastdetError(f"{source.dir} is not a quantized model (no quantize ops): compress it first "
-                               "(fastdet compress), or drop --int8")
-        result = ExportResult(output_dir, output_dir / "model.onnx", False, None, quantized)
-        final = tmp / "model.onnx"
-        if remove_nms and info.get("nms"):
-            graph_nms = cut_nms(full, final)
-            if graph_nms is None:
-                raise FastdetError("the Paddle program has multiclass NMS but the ONNX graph has no "
-                                   "NonMaxSuppression node to cut")
-            nms = dict(info["nms"])
-            result.nms_removed, result.nms = True, nms
-            result.notes.append(f"multiclass NMS cut out of the graph; host NMS uses {nms}")
-        else:
-            full.rename(final)
-            result.nms = info.get("nms")
-        if quantized:
-            from fastdet_cli.export.qdq import activations_to_uint8, restrict_to_compute_inputs
+    return pdmodel, pdiparams
 
-            n = restrict_to_compute_inputs(final, final)
-            result.notes.append(f"{n} non-convolution inputs read the float tensor instead of a Q/DQ pair "
-                                "(as the Paddle quantized program computes; paddle2onnx's out-scale pairs)")
-            if ort_u8:
-                n = activations_to_uint8(final, final)
-                result.activation_uint8 = n > 0
-                result.notes.append(f"{n} activation Q/DQ pairs moved from int8 to uint8 (zero point 128) for "
-                                    "ONNX Runtime's u8 activation kernels (same function)")
-        if validate and quantized:  # against the same program: before the weight range changes
-            result.max_diff, result.int8_tolerances, notes = validate_int8_export(source, final)
-            result.notes += notes
-        elif validate:
-            result.max_diff = validate_export(source, final, result.nms if result.nms_removed else None)
-        if quantized:
-            result.weight_bits, result.weight_bits_reason = weight_bits, bits_reason
-        if quantized and weight_bits < 8:
-            from fastdet_cli.export.qdq import reduce_weight_range
 
-            n = reduce_weight_range(final, final, weight_bits)
-            result.notes.append(f"{n} weight Q/DQ pairs limited to {weight_bits} bits after validation (weight bits "
-                                f"{bits_reason}; --weight-bits 8 keeps the full range)")
-        elif quantized:
-            result.notes.append(f"weights kept at 8 bits (weight bits {bits_reason}; --weight-bits 7 for CPUs "
-                                "without VNNI)")
-        full.unlink(missing_ok=True)
-        if flavour.symmetric:
-            from fastdet_cli.export.qdq import float_biases
-            from fastdet_cli.export.trt_check import check_for_tensorrt
+def _cut_or_keep_nms(info: dict, full: Path, final: Path, result: ExportResult, remove_nms: bool) -> None:
+    """`final`: paddle2onnx's graph `full` cut before its NMS (when asked and the program has one), or as it is."""
+    if remove_nms and info.get("nms"):
+        if cut_nms(full, final) is None:
+            raise FastdetError("the Paddle program has multiclass NMS but the ONNX graph has no "
+                               "NonMaxSuppression node to cut")
+        nms = dict(info["nms"])
+        result.nms_removed, result.nms = True, nms
+        result.notes.append(f"multiclass NMS cut out of the graph; host NMS uses {nms}")
+    else:
+        full.rename(final)
+        result.nms = info.get("nms")
 
-            if quantized:
-                n = float_biases(final, final)
-                result.notes.append(f"{n} quantized (int32) convolution biases written as float constants "
-                                    "(TensorRT takes int8 Q/DQ only)")
 
-            problems = check_for_tensorrt(final)
-            if problems:
-                raise FastdetError(f"the TensorRT export of {source.dir} would not parse in TensorRT "
-                                   f"({len(problems)} problem(s)): " + "; ".join(problems[:3]))
-            result.notes.append("TensorRT flavour: checked against TensorRT's ONNX parser rules, no problem found")
-        result.target = target
-        shutil.copy2(source.deploy.path, tmp / source.deploy.path.name)
-        _write_sidecar(tmp / SIDECAR, source, result)
-    return result
+def _rewrite_qdq(final: Path, result: ExportResult, ort_u8: bool) -> None:
+    """Q/DQ pairs where the Paddle program has them only, then (`ort_u8`) activations as uint8 (export/qdq.py)."""
+    from fastdet_cli.export.qdq import activations_to_uint8, restrict_to_compute_inputs
+
+    n = restrict_to_compute_inputs(final, final)
+    result.notes.append(f"{n} non-convolution inputs read the float tensor instead of a Q/DQ pair "
+                        "(as the Paddle quantized program computes; paddle2onnx's out-scale pairs)")
+    if ort_u8:
+        n = activations_to_uint8(final, final)
+        result.activation_uint8 = n > 0
+        result.notes.append(f"{n} activation Q/DQ pairs moved from int8 to uint8 (zero point 128) for "
+                            "ONNX Runtime's u8 activation kernels (same function)")
+
+
+def _validate(source: ModelSource, final: Path, result: ExportResult) -> None:
+    """Against the same program: an INT8 export before its weight range changes, an FP32 one before its NMS."""
+    if result.quantized:
+        result.max_diff, result.int8_tolerances, notes = validate_int8_export(source, final)
+        result.notes += notes
+    else:
+        result.max_diff = validate_export(source, final, result.nms if result.nms_removed else None)
+
+
+def _limit_weight_bits(final: Path, result: ExportResult, weight_bits: int, bits_reason: str) -> None:
+    """A quantized export's weights limited to `weight_bits` (below 8: export/qdq.py reduce_weight_range)."""
+    result.weight_bits, result.weight_bits_reason = weight_bits, bits_reason
+    if weight_bits < 8:
+        from fastdet_cli.export.qdq import reduce_weight_range
+
+        n = reduce_weight_range(final, final, weight_bits)
+        result.notes.append(f"{n} weight Q/DQ pairs limited to {weight_bits} bits after validation (weight bits "
+                            f"{bits_reason}; --weight-bits 8 keeps the full range)")
+    else:
+        result.notes.append(f"weights kept at 8 bits (weight bits {bits_reason}; --weight-bits 7 for CPUs "
+                            "without VNNI)")
+
+
+def _tensorrt_form(source: ModelSource, final: Path, result: ExportResult) -> None:
+    """A symmetric (TensorRT) flavour: quantized biases as float constants, the graph held to TensorRT's ONNX
+    parser rules (export/trt_check.py); a problem is an error."""
+    from fastdet_cli.export.qdq import float_biases
+    from fastdet_cli.export.trt_check import check_for_tensorrt
+
+    if result.quantized:
+        n = float_biases(final, final)
+        result.notes.append(f"{n} quantized (int32) convolution biases written as float constants "
+                            "(TensorRT takes int8 Q/DQ only)")
+    problems = check_for_tensorrt(final)
+    if problems:
+        raise FastdetError(f"the TensorRT export of {source.dir} would not parse in TensorRT "
+                           f"({len(problems)} problem(s)): " + "; ".join(problems[:3]))
+    result.notes.append("TensorRT flavour: checked against TensorRT's ONNX parser rules, no problem found")
 
 
 def _write_sidecar(path: Path, source: ModelSource, result: ExportResult) -> None:

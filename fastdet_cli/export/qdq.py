@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdet_cli.hard_swish import is_gate
 from fastdet_cli.onnx_graph import constant_values
 
 
@@ -229,6 +230,63 @@ def prune_dead_nodes(model) -> int:
     return removed
 
 
+# what every rewritten gate reads: key → (initializer name, value)
+_GATE_CONSTANTS = {"three": ("fastdet_hs_three_u8", np.array(255, np.uint8)),
+                   "three_scale": ("fastdet_hs_three_scale", np.array(3 / 255, np.float32)),
+                   "zp": ("fastdet_hs_zp_u8", np.array(0, np.uint8)),
+                   "zero": ("fastdet_hs_zero", np.array(0, np.float32)),
+                   "six": ("fastdet_hs_six", np.array(6, np.float32)),
+                   "t_scale": ("fastdet_hs_t_scale", np.array(6 / 255, np.float32)),
+                   "h_scale": ("fastdet_hs_h_scale", np.array(1 / 255, np.float32))}
+
+
+def _integer_gate_sites(graph) -> list[tuple]:
+    """(HardSigmoid, the QuantizeLinear it feeds, the DequantizeLinears reading that) for every hard-swish gate
+    between a uint8 DequantizeLinear and one uint8 QuantizeLinear whose results only DequantizeLinears read."""
+    consumers = _consumers(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    vals = constant_values(graph)
+    outputs = {o.name for o in graph.output}
+
+    def uint8_zp(node) -> bool:
+        return len(node.input) >= 3 and node.input[2] in vals and vals[node.input[2]].dtype == np.uint8
+
+    def attr(node, name: str, default: float) -> float:
+        return next((a.f for a in node.attribute if a.name == name), default)
+
+    sites = []
+    for n in graph.node:
+        if n.op_type != "HardSigmoid" or not is_gate(attr(n, "alpha", 0.2), attr(n, "beta", 0.5)):
+            continue
+        dq_in = producer.get(n.input[0])
+        users = consumers.get(n.output[0], [])
+        if dq_in is None or dq_in.op_type != "DequantizeLinear" or not uint8_zp(dq_in) or n.output[0] in outputs \
+                or len(users) != 1 or users[0].op_type != "QuantizeLinear" or not uint8_zp(users[0]):
+            continue
+        readers = consumers.get(users[0].output[0], [])
+        if readers and users[0].output[0] not in outputs and all(r.op_type == "DequantizeLinear" for r in readers):
+            sites.append((n, users[0], readers))
+    return sites
+
+
+def _integer_gate(n, q, readers) -> list:
+    """The nodes that replace the HardSigmoid `n` (DQ(3) + x → Clip 0..6); `q` and its `readers` rewired to read
+    the clipped sum at scale 6/255 and its integers at 1/255."""
+    from onnx import helper
+
+    shared = {key: name for key, (name, _) in _GATE_CONSTANTS.items()}
+    base = n.name or n.output[0]
+    added = [helper.make_node("DequantizeLinear", [shared["three"], shared["three_scale"], shared["zp"]],
+                              [f"{base}_three"], name=f"{base}_three_dq"),  # one per site: ORT's fusion
+             helper.make_node("Add", [n.input[0], f"{base}_three"], [f"{base}_plus3"], name=f"{base}_add3"),
+             helper.make_node("Clip", [f"{base}_plus3", shared["zero"], shared["six"]], [f"{base}_clip06"],
+                              name=f"{base}_clip06")]
+    q.input[:] = [f"{base}_clip06", shared["t_scale"], shared["zp"]]
+    for r in readers:
+        r.input[1:3] = [shared["h_scale"], shared["zp"]]
+    return added
+
+
 def integer_hard_sigmoid(model) -> int:
     """Rewrite every quantized hard-sigmoid of a uint8 QDQ graph so ONNX Runtime runs it in integer kernels, in
     place; returns how many. ORT's CPU provider has no integer HardSigmoid: `DQ(y) → HardSigmoid → Q` stays a float
@@ -242,55 +300,16 @@ def integer_hard_sigmoid(model) -> int:
     over [0, 1] as a calibrated uint8 output of the hard-sigmoid does. Only where the input comes from a uint8
     DequantizeLinear and the output goes to one QuantizeLinear (uint8) whose results only DequantizeLinears read
     (ONNX Runtime's form; TensorRT's int8 form is left alone). ../shared/TOOLCHAIN.md has the probe's figures."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
-    consumers = _consumers(graph)
-    producer = {o: n for n in graph.node for o in n.output}
-    vals = constant_values(graph)
-    outputs = {o.name for o in graph.output}
-
-    def uint8_zp(node) -> bool:
-        return len(node.input) >= 3 and node.input[2] in vals and vals[node.input[2]].dtype == np.uint8
-
-    def attr(node, name: str, default: float) -> float:
-        return next((a.f for a in node.attribute if a.name == name), default)
-
-    shared = {"three": "fastdet_hs_three_u8", "three_scale": "fastdet_hs_three_scale", "zp": "fastdet_hs_zp_u8",
-              "zero": "fastdet_hs_zero", "six": "fastdet_hs_six", "t_scale": "fastdet_hs_t_scale",
-              "h_scale": "fastdet_hs_h_scale"}
-    new_nodes: dict[int, list] = {}  # id(HardSigmoid node) → the nodes that replace it
-    for n in graph.node:
-        if n.op_type != "HardSigmoid" or abs(attr(n, "alpha", 0.2) - 1 / 6) > 1e-6 or \
-                abs(attr(n, "beta", 0.5) - 0.5) > 1e-6:
-            continue
-        dq_in = producer.get(n.input[0])
-        users = consumers.get(n.output[0], [])
-        if dq_in is None or dq_in.op_type != "DequantizeLinear" or not uint8_zp(dq_in) or n.output[0] in outputs \
-                or len(users) != 1 or users[0].op_type != "QuantizeLinear" or not uint8_zp(users[0]):
-            continue
-        q = users[0]
-        readers = consumers.get(q.output[0], [])
-        if not readers or q.output[0] in outputs or any(r.op_type != "DequantizeLinear" for r in readers):
-            continue
-        base = n.name or n.output[0]
-        added = [helper.make_node("DequantizeLinear", [shared["three"], shared["three_scale"], shared["zp"]],
-                                  [f"{base}_three"], name=f"{base}_three_dq"),  # one per site: ORT's fusion
-                 helper.make_node("Add", [n.input[0], f"{base}_three"], [f"{base}_plus3"], name=f"{base}_add3"),
-                 helper.make_node("Clip", [f"{base}_plus3", shared["zero"], shared["six"]], [f"{base}_clip06"],
-                                  name=f"{base}_clip06")]
-        new_nodes[id(n)] = added
-        q.input[:] = [f"{base}_clip06", shared["t_scale"], shared["zp"]]
-        for r in readers:
-            r.input[1:3] = [shared["h_scale"], shared["zp"]]
+    # HardSigmoid's output → the nodes that replace it
+    new_nodes = {n.output[0]: _integer_gate(n, q, readers) for n, q, readers in _integer_gate_sites(graph)}
     if not new_nodes:
         return 0
-    for name, value in (("three", np.array(255, np.uint8)), ("three_scale", np.array(3 / 255, np.float32)),
-                        ("zp", np.array(0, np.uint8)), ("zero", np.array(0, np.float32)),
-                        ("six", np.array(6, np.float32)), ("t_scale", np.array(6 / 255, np.float32)),
-                        ("h_scale", np.array(1 / 255, np.float32))):
-        graph.initializer.append(numpy_helper.from_array(value, shared[name]))
-    nodes = [m for n in graph.node for m in new_nodes.get(id(n), [n])]
+    for name, value in _GATE_CONSTANTS.values():
+        graph.initializer.append(numpy_helper.from_array(value, name))
+    nodes = [m for n in graph.node for m in (new_nodes.get(n.output[0], [n]) if n.op_type == "HardSigmoid" else [n])]
     del graph.node[:]
     graph.node.extend(nodes)
     return len(new_nodes)

@@ -18,6 +18,13 @@ class OnnxTarget:
     loads_others: bool = False  # its runtimes also load the other flavours (ORT and OpenVINO load TensorRT's)
     gpu: bool = False  # deployed on a GPU: int8 accumulates in int32 there (full 8-bit weights, machine.py)
 
+    @property
+    def backend_spec(self):
+        """The backend table's row (BackendSpec) for `backend`; None where its runtime is not measured on a CPU."""
+        from fastdet_cli.runtime.registry import BACKENDS
+
+        return BACKENDS[self.backend] if self.backend else None
+
 
 # ORT: outputs quantized too; OpenVINO: Q/DQ on convolution inputs only (its own form, half the roundings);
 # TensorRT: symmetric int8
@@ -28,3 +35,9 @@ ONNX_TARGETS: dict[str, OnnxTarget] = {t.name: t for t in (
 )}
 DEFAULT_TARGET = "onnxruntime"  # what export writes without --for, and the flavour with no suffix in the cache
 EXPORT_TARGETS = tuple(name for name, t in ONNX_TARGETS.items() if t.from_paddle)  # export_onnx's `target`
+
+
+def made_by_ort(sidecar: dict | None) -> bool:
+    """A model's fastdet.yml (`sidecar`) says compress's onnxruntime engine wrote it: a Q/DQ ONNX model in one of
+    the flavours above, made to be deployed as it is (compress/ort_engine.py writes `engine: onnxruntime`)."""
+    return (sidecar or {}).get("engine") == "onnxruntime"

@@ -2,7 +2,8 @@
 
 A backend overrides small hooks only: `_activate` (build the session/engine), `_input_metadata`,
 `_infer` (one synchronous run: host arrays in, host arrays out, device copies included), `_deactivate`,
-and optionally `_op_profile` (what the runtime executed, op by op: `fastdet inspect`).
+and optionally `_op_profile` (what the runtime executed, op by op: `fastdet inspect`) and the classmethod
+`check_available` (what the backend needs on this machine beyond its library and a GPU, before any model work).
 The base class does the state checks, the input checks and the timing of the last call, and is a context
 manager. Building is separate from running, so a benchmark can time the build on its own.
 """
@@ -119,6 +120,13 @@ class Runner:
         self._inputs: dict[str, TensorMeta] | None = None
 
     # ---- hooks for backends -------------------------------------------------------------
+    @classmethod
+    def check_available(cls) -> None:
+        """What this backend needs on this machine beyond its library being found and, for a GPU-only backend, a
+        visible GPU (BackendSpec.check_can_run checks those and calls this between them), checked before any model
+        work: raise MissingDependency or NoDevice. Most backends need nothing more (ONNX Runtime on the GPU needs
+        its CUDA execution provider, which only the onnxruntime-gpu wheel has)."""
+
     def _activate(self) -> None:
         raise NotImplementedError
 

@@ -1,12 +1,20 @@
-"""ONNX Runtime backend: CPU (intra-op threads fixed, default 1) or the CUDA execution provider."""
+"""ONNX Runtime backend: CPU (intra-op threads fixed, default 1) or the CUDA execution provider; `OrtGpuRunner`
+(backend `ort-gpu`, bench's ONNX Runtime GPU rows) is the same runner always on the GPU.
+
+On device "gpu" the session asks for CUDAExecutionProvider with CPUExecutionProvider after it (ORT places the ops
+CUDA has no kernel for on the CPU), only when onnxruntime-gpu is installed (else MissingDependency with the pip
+command) and a GPU is visible (else NoDevice). `OrtRunner.providers` holds the providers the session really
+has (`InferenceSession.get_providers()`), CPU sessions included; the kernels line names them. Written to ONNX
+Runtime's documented API and checked with a stand-in module: never run on a GPU.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from fastdet_cli.errors import FastdetError, NoDevice
-from fastdet_cli.runtime.base import Kernels, OpTime, Runner, TensorMeta
+from fastdet_cli.errors import FastdetError, MissingDependency, NoDevice
+from fastdet_cli.runtime.base import Kernels, OpTime, Runner, RunnerOptions, TensorMeta
 
 # ORT kernels that compute in 8-bit integers (QLinear* / *Integer ops of the com.microsoft and onnx domains)
 INT8_OPS = {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QLinearAdd", "QLinearMul",
@@ -23,8 +31,51 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
 
+CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
+ORT_GPU_HINT = ("pip uninstall -y onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]=={version}' (the two "
+                "wheels share one module; [cuda,cudnn] brings the CUDA and cuDNN wheels; the same version as the "
+                "onnxruntime installed, where the index has it: benchmarks/gpu_check.sh with FASTDET_ORT_GPU=1 "
+                "checks)")
+
+
+def check_cuda_provider(ort, what: str) -> None:
+    """The checks before a session is asked for the GPU: ONNX Runtime has its CUDA execution provider (the
+    onnxruntime-gpu wheel; MissingDependency naming the pip command) and an NVIDIA GPU is visible to this process
+    (NoDevice; CUDA_VISIBLE_DEVICES="" hides every GPU). `ort` is the imported onnxruntime module."""
+    from fastdet_cli.runtime.registry import require_gpu
+
+    available = list(ort.get_available_providers())
+    if CUDA_EP not in available:
+        version = getattr(ort, "__version__", "<version>")
+        raise MissingDependency("onnxruntime-gpu", "base", f"{what} (this onnxruntime {version} has only "
+                                f"{', '.join(available)})", hint=ORT_GPU_HINT.format(version=version))
+    require_gpu(what)
+
+
+def gpu_providers(ort, gpu_id: int) -> tuple[list, str]:
+    """The providers list for a GPU session (CUDA first, the CPU for the ops CUDA has no kernel for), after
+    loading the CUDA/cuDNN libraries of the nvidia-* wheels ([cuda,cudnn]) where this ONNX Runtime can
+    (`preload_dlls`, ORT >= 1.21); returns what the loader printed (it names what failed to load)."""
+    import contextlib
+    import io
+
+    said = io.StringIO()
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(said):
+            try:
+                ort.preload_dlls()
+            except Exception as e:  # a loader failure is the session's to report: it starts without CUDA
+                print(f"preload_dlls: {e}")
+    return [(CUDA_EP, {"device_id": gpu_id}), CPU_EP], " ".join(said.getvalue().split())
+
+
 class OrtRunner(Runner):
+    """`providers`: the execution providers the session really has, best first (set by activate; a bench row
+    shows them in its kernels line)."""
+
     name = "ort"
+    providers: tuple[str, ...] = ()
+    gpu_what = "backend 'ort' on gpu"  # who needs the GPU, in the errors of the checks before a GPU session
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -45,22 +96,29 @@ class OrtRunner(Runner):
             so.profile_file_prefix = f"{self._profile_dir.name}/ort"
         for key, value in o.ort_session_config.items():
             so.add_session_config_entry(key, str(value))
+        loader_said = ""
         if o.device == "gpu":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise NoDevice("backend 'ort' on gpu needs onnxruntime-gpu with the CUDA execution provider; "
-                               f"this onnxruntime has only {ort.get_available_providers()}")
-            providers = [("CUDAExecutionProvider", {"device_id": o.gpu_id})]
+            check_cuda_provider(ort, self.gpu_what)
+            providers, loader_said = gpu_providers(ort, o.gpu_id)
         else:
-            providers = ["CPUExecutionProvider"]
+            providers = [CPU_EP]
         try:
             model = self.model_bytes if self.model_bytes is not None else str(self.model_path)
             self.session = ort.InferenceSession(model, so, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable/invalid models
             raise FastdetError(f"ONNX Runtime cannot load {self.model_path}: {str(e).splitlines()[0]}") from e
-        if o.device == "gpu" and "CUDAExecutionProvider" not in self.session.get_providers():
-            # ORT falls back to the CPU when CUDA or cuDNN cannot be loaded, and says so only in its log
-            raise NoDevice("ONNX Runtime could not start its CUDA execution provider (CUDA/cuDNN libraries not "
-                           f"loadable?); the session has only {self.session.get_providers()}")
+        self.providers = tuple(self.session.get_providers())
+        if o.device == "gpu":
+            if CUDA_EP not in self.providers:
+                # ORT falls back to the CPU when CUDA or cuDNN cannot be loaded, and says so only on stdout
+                built = getattr(ort, "cuda_version", "") or "?"
+                said = f"; the CUDA/cuDNN loader said: {loader_said}" if loader_said else ""
+                raise NoDevice(f"ONNX Runtime could not start its CUDA execution provider (built for CUDA {built}; "
+                               "its CUDA/cuDNN libraries not loadable — pip install 'onnxruntime-gpu[cuda,cudnn]' of "
+                               "this version brings them — or a driver older than that CUDA needs): the session "
+                               f"has only {', '.join(self.providers)}{said}")
+            # a run that fails on CUDA would otherwise be retried on the CPU for good, timed as if on the GPU
+            self.session.disable_fallback()
         self._outputs = [x.name for x in self.session.get_outputs()]
 
     def float_islands(self) -> dict | None:
@@ -70,7 +128,7 @@ class OrtRunner(Runner):
 
     def _kernels(self, feed: dict[str, np.ndarray]) -> Kernels | None:
         if self.options.device == "gpu":
-            return Kernels({}, "execution providers: " + ", ".join(self.session.get_providers()))
+            return Kernels({}, "execution providers: " + ", ".join(self.providers))
         from fastdet_cli.machine import cpu_model_and_flags
 
         flags = cpu_model_and_flags()[1]
@@ -112,6 +170,27 @@ class OrtRunner(Runner):
         if getattr(self, "_profile_dir", None) is not None:
             self._profile_dir.cleanup()
             self._profile_dir = None
+
+
+class OrtGpuRunner(OrtRunner):
+    """ONNX Runtime on its CUDA execution provider, always (backend `ort-gpu`: bench's ONNX Runtime GPU rows, where
+    `ort` rows run on the CPU provider). `check_available` is BackendSpec.check_can_run's check before any model
+    work: the CUDA provider in this onnxruntime (the onnxruntime-gpu wheel) and a visible GPU. Written to ONNX
+    Runtime's documented API and checked with a stand-in module: never run on a GPU."""
+
+    name = "ort-gpu"
+    gpu_what = "backend 'ort-gpu'"
+
+    def __init__(self, model_path: Path | bytes, options: RunnerOptions | None = None):
+        import dataclasses
+
+        super().__init__(model_path, dataclasses.replace(options or RunnerOptions(), device="gpu"))
+
+    @classmethod
+    def check_available(cls) -> None:
+        import onnxruntime as ort
+
+        check_cuda_provider(ort, cls.gpu_what)
 
 
 def mlas_isa(flags: list[str], int8: bool) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -24,6 +23,11 @@ MODES = ("fp32", "bf16", "int8", "int8+fp16", "int8+fp16+pm")
 FP32_MODEL_MODES = ("fp32", "bf16")  # the modes that run the FP32 model (the others run an INT8 artifact)
 MAP_MODES = ("fp32", "bf16", "int8")  # the modes whose mAP bench measures
 AS_GIVEN = "fp32 (as given)"  # bench's row of the user's FP32 graph where the FP32 rows run a faster rewrite of it
+# ONNX Runtime's CUDA provider: a wheel that replaces onnxruntime (same module), which no pip extra can swap in
+ORT_GPU_INSTALL = ("pip uninstall -y onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]==<the version of "
+                   "onnxruntime in requirements.lock, where the index has it>' (no pip extra of fastdet can: the GPU "
+                   "wheel replaces onnxruntime; benchmarks/gpu_check.sh with FASTDET_ORT_GPU=1 does it, "
+                   "docs/toolchain.md)")
 MODE_LABELS = {"fp32": "FP32", "bf16": "BF16", "int8": "INT8", "int8+fp16": "INT8+FP16/BF16",
                "int8+fp16+pm": "pinned-memory"}
 _MODE_OPTIONS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}, "int8": {"precision": "int8"},
@@ -40,7 +44,7 @@ class BackendSpec:
     target: str  # "module:Class", imported only when the backend is used
     module: str  # the library it needs
     dist: str  # its distribution name, for the version
-    extra: str  # the pip extra of fastdet-cli that installs it
+    extra: str  # the pip extra of fastdet-cli that installs it ("none": no extra can; install_hint says how)
     model_format: str  # what it loads: "onnx" (an ONNX file; TensorRT builds its engine from it) or "paddle"
     devices: tuple[str, ...]
     precisions: tuple[str, ...]  # RunnerOptions.precision values it takes
@@ -56,6 +60,7 @@ class BackendSpec:
     onnx_target: str = "onnxruntime"  # the ONNX flavour it gets from a Paddle model (export_onnx's target)
     static_shapes: bool = False  # builds for fixed input shapes: taken from the deploy config's preprocessing
     no_mode_reasons: tuple[tuple[str, str], ...] = ()  # (mode, why it has none) where there is more to say
+    install_hint: str | None = None  # the install command where no pip extra brings the library (MissingDependency)
 
     @property
     def gpu_only(self) -> bool:
@@ -66,12 +71,10 @@ class BackendSpec:
 
     def version(self) -> str | None:
         """The installed library's version, under whichever of its distribution names is installed."""
-        for dist in (self.dist, *self.other_dists):
-            try:
-                return importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return None
+        from fastdet_cli.machine import installed_distribution
+
+        found = installed_distribution((self.dist, *self.other_dists))
+        return found[1] if found else None
 
     def runner_class(self) -> type[Runner]:
         mod, cls = self.target.split(":")
@@ -90,14 +93,16 @@ class BackendSpec:
         return RunnerOptions(device="gpu" if self.gpu_only else "cpu", threads=threads, **_MODE_OPTIONS[mode])
 
     def check_can_run(self) -> None:
-        """The one check that this backend can run here: its library is installed (found, not imported: Paddle
-        must be imported after pycocotools, lazy.py) and, for a GPU-only backend, an NVIDIA GPU is visible (a
-        runner asked for a GPU checks its device itself). Raises MissingDependency or NoDevice: a bench row's
-        "skipped", a command's error line."""
+        """The one check that this backend can run here, before any model work: its library is installed (found,
+        not imported: Paddle must be imported after pycocotools, lazy.py), what its runner needs besides
+        (`Runner.check_available`, e.g. ONNX Runtime's CUDA provider for ort-gpu) and, for a GPU-only backend, an
+        NVIDIA GPU is visible (a runner asked for a GPU checks its device itself). What is missing to install comes
+        first. Raises MissingDependency or NoDevice: a bench row's "skipped", a command's error line."""
         from fastdet_cli.errors import MissingDependency
 
         if not self.installed():
-            raise MissingDependency(self.module, self.extra, f"backend '{self.name}'")
+            raise MissingDependency(self.module, self.extra, f"backend '{self.name}'", hint=self.install_hint)
+        self.runner_class().check_available()
         if self.gpu_only:
             require_gpu(f"backend '{self.name}'")
 
@@ -107,6 +112,7 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
                 ("cpu", "gpu"), ("fp32", "int8"), ("fp32", "int8"),
                 "ONNX Runtime (CPU; CUDA execution provider when present)",
                 int8_kinds=("ort-qdq", "onnx-qdq", "paddle-program"), profiles_ops=True,
+                other_dists=("onnxruntime-gpu",),  # the CUDA provider's wheel, in place of onnxruntime
                 no_mode_reasons=(("bf16", "ONNX Runtime's CPU provider has no bf16 convolutions"),
                                  ("int8+fp16", "ONNX Runtime's CPU provider has no bf16/fp16 for the float parts"))),
     BackendSpec("openvino", "fastdet_cli.runtime.openvino:OpenVinoRunner", "openvino", "openvino", "openvino",
@@ -122,10 +128,29 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
                 "TensorRT engine built from ONNX",
                 int8_kinds=("paddle-program", "onnx-qdq", "ort-qdq"), copies_in_compute=True,
                 onnx_target="tensorrt", static_shapes=True,
-                other_dists=("tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12_libs", "tensorrt_cu13_libs")),
+                other_dists=("tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12_bindings", "tensorrt_cu13_bindings",
+                             "tensorrt_cu12_libs", "tensorrt_cu13_libs")),
     BackendSpec("paddle-trt", "fastdet_cli.runtime.paddle:PaddleTrtRunner", "paddle", "paddlepaddle", "paddle",
                 "paddle", ("gpu",), ("fp32", "fp16", "int8"), ("fp32", "int8"),
                 "Paddle Inference with its TensorRT subgraph engine", copies_in_compute=True),
+    # ONNX Runtime on its CUDA execution provider: the same library and runner as `ort`, always on the GPU (bench's
+    # ort rows stay on the CPU provider). Its wheel, onnxruntime-gpu, replaces onnxruntime (one module), so no pip
+    # extra can bring it: install_hint says how. Never run on a GPU: the INT8 preference is ort's, never measured
+    # here (ORT's FAQ: its CUDA build has QuantizeLinear/DequantizeLinear/MatMulInteger among the quantization ops,
+    # so an INT8 graph's convolutions are expected to run in float between Q/DQ steps; the row shows the cost).
+    BackendSpec("ort-gpu", "fastdet_cli.runtime.onnxruntime:OrtGpuRunner", "onnxruntime", "onnxruntime-gpu", "none",
+                "onnx", ("gpu",), ("fp32", "int8"), ("fp32", "int8"),
+                "ONNX Runtime on its CUDA execution provider (onnxruntime-gpu)",
+                int8_kinds=("ort-qdq", "onnx-qdq", "paddle-program"), copies_in_compute=True,
+                other_dists=("onnxruntime",),  # the CPU wheel (no CUDA provider: check_can_run says so)
+                install_hint=ORT_GPU_INSTALL,
+                no_mode_reasons=(
+                    ("bf16", "ONNX Runtime's CUDA provider runs an FP32 model in fp32 (bf16 would need a converted "
+                             "model)"),
+                    ("int8+fp16", "ONNX Runtime's CUDA provider runs an INT8 model's float parts in fp32 (fp16 "
+                                  "would need a converted model)"),
+                    ("int8+fp16+pm", "fastdet gives ONNX Runtime host arrays (session.run), no pinned-memory "
+                                     "IO binding"))),
 )}
 
 
@@ -158,7 +183,7 @@ def create_runner(backend: str | BackendSpec, model_path: Path | bytes, options:
         raise FastdetError(f"backend '{name}' has no {options.precision} mode (it has: {', '.join(spec.precisions)})")
     from fastdet_cli.lazy import require
 
-    require(spec.module, spec.extra, f"backend '{name}'")
+    require(spec.module, spec.extra, f"backend '{name}'", hint=spec.install_hint)
     return spec.runner_class()(model_path, options)
 
 

@@ -4,9 +4,12 @@ import json
 import numpy as np
 import pytest
 
+from fastdet_cli import api
 from fastdet_cli.bench.latency import Stats
-from fastdet_cli.bench.report import table_rows, write_report
-from fastdet_cli.bench.run import BenchSettings, Row, run_bench
+from fastdet_cli.bench.report import BenchReport
+from fastdet_cli.bench.run import BenchSettings, Row
+from fastdet_cli.render.bench import table_rows
+from fastdet_cli.runtime.registry import BACKENDS
 from fastdet_cli.errors import FastdetError
 
 
@@ -60,7 +63,8 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
     # mAP on the whole val split (200 images, eval_limit None): the setting the bounds below were measured in
     settings = BenchSettings(backends=("ort", "openvino", "paddle", "trt", "paddle-trt"),
                              fp16=True, pinned=True, repeat=5, warmup=10, eval_limit=None)
-    report = run_bench(settings, log=lambda m: None)
+    typed = api.bench(settings, log=lambda m: None, report_dir=tmp_path / "rep")
+    report = typed.as_dict()
     rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
     from fastdet_cli.machine import BF16_FLAGS, cpu_has
 
@@ -110,13 +114,14 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
     assert rec["backend"] in ("ort", "openvino", "paddle") and rec["precision"] in ("fp32", "int8", "bf16")
     assert rec["max_map_drop_points"] == settings.max_map_drop == 0.5
     _recommendation_follows_its_rule(report)
-    files = write_report(report, tmp_path / "rep")
-    names = sorted(p.name for p in files)
+    names = sorted(p.name for p in typed.files)
     assert names == ["latency_vs_map.png", "report.csv", "report.json", "report.md"]
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert {"rows", "settings", "machine", "versions"} <= set(data)
+    assert BenchReport.from_dict(data).as_dict() == data  # report.json read back as it was written
+    assert BenchReport.from_dict(data).rows[0].spec is BACKENDS[data["rows"][0]["backend"]]
     assert "Runtime Benchmark" in (tmp_path / "rep" / "report.md").read_text()
-    ort = [row for row in table_rows(report, "runtime_ms") if row[0] == "ort"][0]
+    ort = [row for row in table_rows(typed, "runtime_ms") if row[0] == "ort"][0]
     assert ort[4] == "None" and ort[6].endswith("x") and ort[10] == "PTQ (ORT) · ORT-quantized ONNX"
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Recommendation" in md
@@ -146,7 +151,7 @@ def _recommendation_follows_its_rule(report):
 
 
 def _row(backend, precision, ms, map_):
-    return Row(backend, precision, runtime_ms={"mean": ms}, end2end_ms={"mean": ms + 1}, map=map_,
+    return Row(BACKENDS[backend], precision, runtime_ms={"mean": ms}, end2end_ms={"mean": ms + 1}, map=map_,
                int8_artifact={"method": "PTQ", "path": "/q", "kind": "paddle-program"}
                if precision not in ("fp32", "bf16") else None)
 
@@ -162,35 +167,37 @@ def test_recommendation_is_the_fastest_row_within_the_map_bound():
     rows = [_row("ort", "fp32", 10, 0.58), _row("ort", "int8", 5, 0.570),  # fastest, but 1 point lost
             _row("openvino", "fp32", 9, 0.58), _row("openvino", "int8", 6, 0.577)]
     rec = _recommend(rows, 0.5)
-    assert (rec["backend"], rec["precision"], rec["latency"]) == ("openvino", "int8", "end-to-end")
-    assert "1.43x its FP32" in rec["text"]
+    assert (rec.backend, rec.precision, rec.latency) == ("openvino", "int8", "end-to-end")
+    assert "1.43x its FP32" in rec.text
     assert rows[3].speedup == {"runtime": 1.5, "end2end": pytest.approx(10 / 7, abs=1e-4)}
-    assert _recommend(rows, 2.0)["backend"] == "ort"
+    assert _recommend(rows, 2.0).backend == "ort"
     slow = [_row("ort", "fp32", 10, 0.58), _row("ort", "int8", 12, 0.58)]
-    assert _recommend(slow, 0.5)["precision"] == "fp32" and "INT8 does not pay" in _recommend(slow, 0.5)["text"]
+    assert _recommend(slow, 0.5).precision == "fp32" and "INT8 does not pay" in _recommend(slow, 0.5).text
 
 
 @pytest.mark.paddle
 def test_fp32_model_given_as_int8_is_refused():
     with pytest.raises(FastdetError, match="not a quantized model"):
-        run_bench(BenchSettings(int8_models=("default",), backends=("ort",), repeat=1, warmup=0), log=lambda m: None)
+        api.bench(BenchSettings(int8_models=("default",), backends=("ort",), repeat=1, warmup=0), log=lambda m: None)
 
 
 def test_named_backends_that_cannot_run_are_skipped_rows(tmp_path):
-    """`bench --backend trt,paddle-trt,ort` on a machine without a GPU: a report with skipped rows for the GPU
-    backends and exit 0 (benchmarks/gpu_check.sh relies on it); exit 1 only when no row ran."""
+    """`bench --backend trt,paddle-trt,ort-gpu,ort` on a machine without a GPU: a report with skipped rows for the
+    GPU backends and exit 0 (benchmarks/gpu_check.sh relies on it); exit 1 only when no row ran."""
     from fastdet_cli.cli import main
     from fastdet_cli.runtime.registry import cuda_device_count
 
     if cuda_device_count():
         pytest.skip("a GPU is visible")
     args = ["bench", "--no-eval", "--no-int8", "--repeat", "3", "--warmup", "1"]
-    assert main(args + ["--backend", "trt,paddle-trt,ort", "--report", str(tmp_path / "r")]) == 0
+    assert main(args + ["--backend", "trt,paddle-trt,ort-gpu,ort", "--report", str(tmp_path / "r")]) == 0
     rows = {r["backend"]: r for r in json.loads((tmp_path / "r" / "report.json").read_text())["rows"]
             if r["precision"] == "fp32"}
-    assert rows["trt"]["status"] == rows["paddle-trt"]["status"] == "skipped" and rows["ort"]["status"] == "ok"
+    assert rows["trt"]["status"] == rows["paddle-trt"]["status"] == rows["ort-gpu"]["status"] == "skipped"
+    assert rows["ort"]["status"] == "ok"
     assert "GPU" in rows["paddle-trt"]["why"] or "not installed" in rows["paddle-trt"]["why"]
     assert main(args + ["--backend", "trt", "--no-end2end"]) == 1
+    assert main(args + ["--backend", "ort-gpu", "--no-end2end"]) == 1
 
 
 def test_int8_verdicts_follow_the_saved_speedup():
@@ -247,8 +254,9 @@ def test_failing_diff_images_after_the_report_keep_exit_0(default_artifacts, tmp
             "--report", str(tmp_path / "r")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "warning: no FP32 vs INT8 images (RuntimeError: disk full)" in out
-    assert (tmp_path / "r" / "report.json").is_file()
+    assert "no FP32 vs INT8 images (RuntimeError: disk full)" in out
+    notes = json.loads((tmp_path / "r" / "report.json").read_text())["notes"]  # the report says it too
+    assert any("RuntimeError: disk full" in n for n in notes)
 
 
 def test_time_bound_ends_the_loops_and_the_report_says_so():
@@ -265,15 +273,15 @@ def test_time_bound_ends_the_loops_and_the_report_says_so():
     assert len(calls) - len(out) < 1000  # the warm-up stopped by its share of the time too
     assert sum(heard) == 1000 + 100000
     assert len(time_calls(lambda: None, warmup=2, repeat=7, seconds=60.0)) == 7  # the repeat count first
-    report = run_bench(BenchSettings(backends=("ort",), int8=False, bf16=False, repeat=100000, warmup=3,
-                                     time_limit=0.2, eval=False), log=lambda m: None)
-    row = report["rows"][0]
+    typed = api.bench(BenchSettings(backends=("ort",), int8=False, bf16=False, repeat=100000, warmup=3,
+                                    time_limit=0.2, eval=False), log=lambda m: None)
+    row = typed.as_dict()["rows"][0]
     assert row["stopped_by"] == {"runtime": "time (0.2 s)", "end2end": "time (0.2 s)"}
     assert 1 <= row["runtime_ms"]["n"] < 100000 and row["end2end_ms"]["n"] < 100000
     assert row["stages_ms"]["compute"] > 0  # per end-to-end run actually made
-    from fastdet_cli.bench.report import caption
+    from fastdet_cli.render.bench import caption
 
-    assert "at most 100000 runs or 0.2 s per row" in caption(report)
+    assert "at most 100000 runs or 0.2 s per row" in caption(typed)
 
 
 def test_a_model_without_int8_gets_fp32_rows_and_says_why_int8_is_none():
@@ -284,8 +292,8 @@ def test_a_model_without_int8_gets_fp32_rows_and_says_why_int8_is_none():
 
     said = []
     model = str(onnx_for(resolve_model("default")).path)
-    report = run_bench(BenchSettings(model=model, backends=("ort",), bf16=False, repeat=2, warmup=1, eval=False,
-                                     end2end=False), log=said.append)
+    report = api.bench(BenchSettings(model=model, backends=("ort",), bf16=False, repeat=2, warmup=1, eval=False,
+                                     end2end=False), log=said.append).as_dict()
     rows = {r["precision"]: r for r in report["rows"]}
     assert rows["fp32"]["status"] == "ok" and rows["int8"]["status"] == "None" and rows["int8"]["why"] == NO_INT8
     assert any(NO_INT8 in line for line in said)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fastdet_cli.bench.rows import Row
-from fastdet_cli.runtime.registry import AS_GIVEN
+from fastdet_cli.runtime.registry import AS_GIVEN, BACKENDS
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +61,14 @@ def test_rewritten_graph_fuses_the_pieces_and_keeps_the_outputs(pieces_model):
 def test_best_fp32_is_the_faster_graph_it_timed(pieces_model):
     from fastdet_cli.artifacts import REWRITE_MARGIN, best_fp32
 
-    form = best_fp32(pieces_model, "ort", 1)
+    form = best_fp32(pieces_model, BACKENDS["ort"], 1)
     assert form.as_given.path == pieces_model.path
     given, rewritten = (float(x) for x in re.findall(r"([\d.]+) ms", form.timing))
     # whichever won on this machine, the choice follows the printed timing and its margin
     assert (form.rewrite != "") == (rewritten * REWRITE_MARGIN <= given)
     assert (form.model.path != form.as_given.path) == bool(form.rewrite)
-    assert best_fp32(pieces_model, "paddle" if pieces_model.format == "paddle" else "ort", 1).as_given == form.as_given
+    spec = BACKENDS["paddle" if pieces_model.format == "paddle" else "ort"]
+    assert best_fp32(pieces_model, spec, 1).as_given == form.as_given
 
 
 def test_bench_rows_use_the_best_fp32_and_show_the_graph_as_given(pieces_model, monkeypatch):
@@ -75,36 +76,39 @@ def test_bench_rows_use_the_best_fp32_and_show_the_graph_as_given(pieces_model, 
     row runs the rewritten graph, a `fp32 (as given)` row runs the user's, INT8's speedup is over the FP32 row."""
     import fastdet_cli.artifacts as artifacts
     from fastdet_cli.artifacts import Fp32Form, rewritten_fp32
-    from fastdet_cli.bench.report import csv_text, fp32_notes, markdown, table_rows
-    from fastdet_cli.bench.run import BenchSettings, run_bench
+    from fastdet_cli import api
+    from fastdet_cli.bench.run import BenchSettings
+    from fastdet_cli.render.bench import csv_text, fp32_notes, markdown, table_rows
 
     model, what = rewritten_fp32(pieces_model)
     monkeypatch.setattr(artifacts, "best_fp32", lambda source, spec, threads=1: Fp32Form(
         model, pieces_model, what, "forced by the test"))
     settings = BenchSettings(model=str(pieces_model.path), int8=False, backends=("ort",), repeat=3, warmup=1,
                              eval=False, bf16=False)
-    report = run_bench(settings, log=lambda m: None)
+    typed = api.bench(settings, log=lambda m: None)
+    report = typed.as_dict()
     rows = {r["precision"]: r for r in report["rows"]}
     assert set(rows) == {"fp32", AS_GIVEN}
     assert rows["fp32"]["model"] == str(model.path) and rows["fp32"]["fp32_graph"]["graph"] == what
     assert rows[AS_GIVEN]["model"] == str(pieces_model.path) and rows[AS_GIVEN]["status"] == "ok"
     assert rows[AS_GIVEN]["speedup"] is None and report["recommendation"]["precision"] == "fp32"
     json.dumps(report)
-    table = table_rows(report, "runtime_ms")
+    table = table_rows(typed, "runtime_ms")
     assert [r[0] for r in table] == ["ort", "ort (FP32 as given)"]
     assert table[1][1] == f"{rows[AS_GIVEN]['runtime_ms']['mean']:.2f}"
-    assert fp32_notes(report) == [f"ort FP32 column: {what} (forced by the test); speedups use it"]
-    assert "## FP32 graphs" in markdown(report) and AS_GIVEN in csv_text(report)
+    assert fp32_notes(typed) == [f"ort FP32 column: {what} (forced by the test); speedups use it"]
+    assert "## FP32 graphs" in markdown(typed) and AS_GIVEN in csv_text(typed)
 
 
 def test_the_graph_as_given_is_no_baseline_and_never_recommended():
     from fastdet_cli.bench.verdicts import recommend, set_speedups
 
-    rows = [Row("ort", "fp32", runtime_ms={"mean": 8.0}, map=0.5),
-            Row("ort", "int8", runtime_ms={"mean": 6.0}, map=0.5,
+    ort = BACKENDS["ort"]
+    rows = [Row(ort, "fp32", runtime_ms={"mean": 8.0}, map=0.5),
+            Row(ort, "int8", runtime_ms={"mean": 6.0}, map=0.5,
                 int8_artifact={"method": "PTQ", "path": "/q", "kind": "ort-qdq"}),
-            Row("ort", AS_GIVEN, runtime_ms={"mean": 3.0})]  # even when it timed fastest
+            Row(ort, AS_GIVEN, runtime_ms={"mean": 3.0})]  # even when it timed fastest
     set_speedups(rows)
     assert rows[1].speedup["runtime"] == pytest.approx(8 / 6, abs=1e-4) and rows[2].speedup is None
     rec = recommend(rows, 0.5)
-    assert (rec["backend"], rec["precision"]) == ("ort", "int8")
+    assert (rec.backend, rec.precision) == ("ort", "int8")

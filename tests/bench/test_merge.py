@@ -4,9 +4,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from fastdet_cli import api
 from fastdet_cli.bench.merge import merge_reports
-from fastdet_cli.bench.report import table_rows, write_report
-from fastdet_cli.bench.run import BenchSettings, run_bench
+from fastdet_cli.bench.report import BenchReport
+from fastdet_cli.bench.run import BenchSettings
+from fastdet_cli.render.bench import table_rows, write_report
 from fastdet_cli.cli import app, main
 from fastdet_cli.errors import FastdetError
 
@@ -16,9 +18,8 @@ def two_reports(tmp_path_factory):
     """A real (tiny) bench run written as machine A's report, and machine B's: a VNNI CPU with a GPU, run with 4
     threads (machine and settings edited; the rows are real measurements)."""
     root = tmp_path_factory.mktemp("reports")
-    report = run_bench(BenchSettings(backends=("ort",), int8=False, repeat=3, warmup=1, eval_limit=4),
-                       log=lambda m: None)
-    write_report(report, root / "a")
+    report = api.bench(BenchSettings(backends=("ort",), int8=False, repeat=3, warmup=1, eval_limit=4),
+                       log=lambda m: None, report_dir=root / "a").as_dict()
     other = json.loads(json.dumps(report))
     other["machine"].update({"cpu": "Intel(R) Xeon(R) Gold 6271C", "cpu flags": "avx2 avx512f avx512_vnni",
                              "gpu": "Tesla T4", "nvidia driver": "535.54.03"})
@@ -29,15 +30,17 @@ def two_reports(tmp_path_factory):
 
 
 def test_merge_has_both_machines_and_flags_differing_settings(two_reports, tmp_path):
-    merged = merge_reports(list(two_reports))
+    typed = merge_reports(list(two_reports))
+    merged = typed.as_dict()
+    assert BenchReport.from_dict(merged).as_dict() == merged  # a merged report round-trips like a single one
     hardware = {r["hardware"] for r in merged["rows"]}
     assert len(hardware) == 2 and any("avx512_vnni" in h and "Tesla T4, driver 535.54.03" in h for h in hardware)
     assert merged["settings"]["differing"] == {"threads": ["1", "4"]}
     assert {r["settings_note"] for r in merged["rows"]} == {"threads=1", "threads=4"}
     assert all(r["versions"].startswith("fastdet ") and "onnxruntime" in r["versions"] for r in merged["rows"])
-    rows = table_rows(merged, "runtime_ms")
+    rows = table_rows(typed, "runtime_ms")
     assert len(rows) == 2 and all(r[1] == "ort" and r[-1].startswith("threads=") for r in rows)
-    files = write_report(merged, tmp_path / "m")
+    files = write_report(typed, tmp_path / "m")
     assert {p.name for p in files} >= {"report.json", "report.csv", "report.md"}
     md = (tmp_path / "m" / "report.md").read_text()
     assert "| hardware | backend |" in md and "settings differ between reports (threads: 1 vs 4)" in md

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fastdet_cli.bench.report import plot_figure, plot_png
+from fastdet_cli.bench.report import BenchReport
+from fastdet_cli.render.bench import plot_figure, plot_png
 
 plt = pytest.importorskip("matplotlib.pyplot", reason="the plot extra (matplotlib) is not installed")
 
@@ -15,10 +16,13 @@ def _row(backend: str, precision: str, ms: float, m: float) -> dict:
             "end2end_ms": None, "int8_artifact": None}
 
 
-REPORT = {"rows": [_row("ort", "fp32", 74.0, 1.0), _row("ort", "int8", 47.0, 0.89),
-                   _row("openvino", "fp32", 73.0, 1.0), _row("openvino", "int8", 45.0, 0.996)],
-          "recommendation": {"backend": "openvino", "precision": "int8", "max_map_drop_points": 0.5},
-          "settings": {"metric": "agreement mAP"}}
+REPORT = BenchReport.from_dict({
+    "schema": "fastdet-bench/2", "machine": {},
+    "rows": [_row("ort", "fp32", 74.0, 1.0), _row("ort", "int8", 47.0, 0.89),
+             _row("openvino", "fp32", 73.0, 1.0), _row("openvino", "int8", 45.0, 0.996)],
+          "recommendation": {"text": "INT8 on openvino", "backend": "openvino", "precision": "int8",
+                             "latency": "runtime", "max_map_drop_points": 0.5},
+          "settings": {"metric": "agreement mAP"}})
 
 
 def test_budget_line_recommended_ring_and_legend_off_the_data():

@@ -118,7 +118,7 @@ def test_export_trt_without_tensorrt_is_clear(capsys, tmp_path):
     if importlib.util.find_spec("tensorrt"):
         pytest.skip("tensorrt installed")
     code, _, err = run_cli(capsys, "export", "--model", "default", "--output", str(tmp_path / "o"), "--format", "trt")
-    assert code == 2 and "pip install 'fastdet-cli[trt]'" in err  # the extra's brackets survive rich
+    assert code == 2 and "pip install 'fastdet-cli[trt-cu12]'" in err  # the extra's brackets survive rich
     assert not (tmp_path / "o").exists()  # refused before any export work
 
 
@@ -128,15 +128,26 @@ def test_gpu_only_backend_on_a_cpu_machine_says_what_is_missing(capsys, val_data
     if importlib.util.find_spec("tensorrt"):
         pytest.skip("tensorrt installed")
     code, _, err = run_cli(capsys, "infer", "-b", "trt", str(val_dataset.image_paths(limit=1)[0][1]))
-    assert code == 2 and "fastdet-cli[trt]" in err and "device 'cpu'" not in err
+    assert code == 2 and "fastdet-cli[trt-cu12]" in err and "device 'cpu'" not in err
     code, _, err = run_cli(capsys, "infer", "-b", "paddle-trt", str(val_dataset.image_paths(limit=1)[0][1]))
     assert code == 2 and ("GPU" in err or "gpu" in err) and "device 'cpu'" not in err
+
+
+def test_ort_gpu_on_a_machine_without_its_provider_is_one_error_line(capsys, val_dataset):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu installed")
+    code, out, err = run_cli(capsys, "infer", "-b", "ort-gpu", str(val_dataset.image_paths(limit=1)[0][1]))
+    assert code == 2 and not out and "Traceback" not in err
+    assert err.startswith("error: backend 'ort-gpu' (this onnxruntime ") and len(err.strip().splitlines()) == 1
+    assert "pip uninstall -y onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]==" in err
 
 
 def test_env_lists_every_backend(capsys):
     code, out, _ = run_cli(capsys, "env")
     assert code == 0
-    for name in ("ort", "openvino", "paddle", "trt", "paddle-trt"):
+    for name in ("ort", "openvino", "paddle", "trt", "paddle-trt", "ort-gpu"):
         assert name in out
 
 
@@ -145,7 +156,7 @@ def test_tensorrt_version_is_read_from_its_per_cuda_wheel(tmp_path, monkeypatch,
     distribution of that name is what env, the reports and the merged tables read the version from."""
     import importlib
 
-    from fastdet_cli.compress.common import versions
+    from fastdet_cli.compress.report import versions
     from fastdet_cli.runtime.registry import BACKENDS
 
     if BACKENDS["trt"].version() is not None:

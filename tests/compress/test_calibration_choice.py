@@ -7,20 +7,20 @@ import json
 
 import pytest
 
-from fastdet_cli.compress.ort_engine import CALIBRATIONS
+from fastdet_cli.compress.calibration_choice import CALIBRATIONS
 
 pytestmark = pytest.mark.paddle  # the embedded model is a Paddle program (exported to ONNX first)
 
 
 def test_auto_calibration_tries_each_and_keeps_the_best(tmp_path):
     from fastdet_cli.compress import compress
-    from fastdet_cli.compress.common import image_list
+    from fastdet_cli.compress.samples import image_list
     config = tmp_path / "auto.yaml"
     config.write_text("Global:\n  model_dir: default\n  format: paddle\n  engine: onnxruntime\n"
                       "  deploy_backend: onnxruntime\n  ptq_image_path: default\n"
                       "PTQ:\n  batch_size: 4\n  batch_nums: 2\n")
     result = compress(config, "ptq", tmp_path / "out", log=lambda m: None)
-    resolved = result.report["config_resolved"]
+    resolved = result.report.config_resolved
     record = resolved["calibration_strategy"]
     assert resolved["calibration_method_asked"] == "auto (unset)"
     assert [t["calibration"] for t in record["tried"]] == [f"{m} {p:g}" if p else m for m, p in CALIBRATIONS]

@@ -27,7 +27,7 @@ def prepared(tmp_path_factory):
 
     from fastdet_cli.artifacts import nms_free_onnx
     from fastdet_cli.compress import prepare
-    from fastdet_cli.compress.ort_engine import post_conv_nodes
+    from fastdet_cli.compress.ort_quantize import post_conv_nodes
 
     tmp = tmp_path_factory.mktemp("stats")
     config = tmp / "c.yaml"
@@ -43,7 +43,7 @@ def prepared(tmp_path_factory):
 @pytest.mark.parametrize("method", ["MinMax", "Percentile"])
 def test_shared_ranges_are_the_quantizers_own(prepared, method):
     from fastdet_cli.compress.calibration import Statistics
-    from fastdet_cli.compress.ort_engine import quant_settings, quantize
+    from fastdet_cli.compress.ort_quantize import quant_settings, quantize
 
     job, pre, post, tmp = prepared
     settings = quant_settings(job.cfg)
@@ -67,7 +67,7 @@ def test_shared_ranges_are_the_quantizers_own(prepared, method):
 def test_one_pass_serves_halves_calibrations_and_forms(prepared):
     from fastdet_cli.compress.calibration import Statistics
     from fastdet_cli.compress.config import DEPLOY_TARGETS
-    from fastdet_cli.compress.ort_engine import quant_settings
+    from fastdet_cli.compress.ort_quantize import quant_settings
 
     job, pre, post, tmp = prepared
     stats = Statistics(job.samples, log=lambda m: None)

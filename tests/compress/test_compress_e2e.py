@@ -10,6 +10,7 @@ from fastdet_cli.det.model import resolve_model
 from fastdet_cli.artifacts import detector
 from fastdet_cli.det.match import match_detections
 from fastdet_cli.paths import DEFAULT_MODEL_DIR, PACKAGE_DIR
+from fastdet_cli.runtime.registry import BACKENDS
 
 pytestmark = pytest.mark.paddle
 CONFIGS = PACKAGE_DIR / "configs"
@@ -45,7 +46,7 @@ def test_int8_export_and_infer_close_to_fp32(default_ptq, tmp_path, val_dataset)
     check = side["validation_max_abs_diff"]  # export/int8_check.py's figures
     assert check["quantized convolutions"] > 20 and check["anchors compared"] > 0 and check["score median"] <= 0.04
     matched = []
-    with detector(default_ptq, "paddle") as paddle_int8, detector(exported, "ort") as ort_int8:
+    with detector(default_ptq, BACKENDS["paddle"]) as paddle_int8, detector(exported, BACKENDS["ort"]) as ort_int8:
         for _, path in val_dataset.image_paths(limit=20):
             img = read_image(path)
             matched.append(match_detections(ort_int8(img), paddle_int8(img))["matched"])
@@ -62,7 +63,7 @@ def test_ptq_keeps_map_within_half_a_point(default_ptq, val_dataset):
     assert search["int8_map"] < search["fp32_map"] - 0.005 and 1 <= len(search["kept_float"]) <= 4
     maps = {}
     for name, model in (("fp32", "default"), ("int8", default_ptq)):
-        with detector(model, "paddle") as det:
+        with detector(model, BACKENDS["paddle"]) as det:
             maps[name] = coco_evaluate(det, val_dataset).map  # all 200: 100 images swing ±0.5 point
     assert maps["fp32"] - maps["int8"] <= 0.005
 
@@ -89,7 +90,7 @@ def test_qat_few_iterations(tmp_path, fastdet_cache):
     out = result.output_dir
     assert (out / "model.pdmodel").exists() and (out / "infer_cfg.yml").read_bytes() == (
         DEFAULT_MODEL_DIR / "infer_cfg.yml").read_bytes()
-    assert result.report["method_label"] == "QAT-distillation"
+    assert result.report.method_label == "QAT-distillation"
 
 
 @pytest.mark.parametrize("section", ["PTQ", "QuantAware"])

@@ -9,6 +9,7 @@ import pytest
 
 from fastdet_cli.compress.config import installed_targets, load_compress_config
 from fastdet_cli.errors import FastdetError
+from fastdet_cli.runtime.registry import BACKENDS
 
 pytestmark = pytest.mark.paddle  # the embedded model is a Paddle program (exported to ONNX first)
 
@@ -60,16 +61,18 @@ def test_one_compress_two_forms_each_backend_runs_its_own(tmp_path, capsys, monk
     # ORT's form quantizes convolution outputs (integer kernels), OpenVINO's only their inputs
     arts = describe_all(out)
     assert sorted(a.kind for a in arts) == ["onnx-qdq", "ort-qdq"]
-    assert choose("ort", arts).path == out / "onnxruntime" and choose("openvino", arts).path == out / "openvino"
-    with detector(out, "openvino") as det:
+    assert choose(BACKENDS["ort"], arts).path == out / "onnxruntime"
+    assert choose(BACKENDS["openvino"], arts).path == out / "openvino"
+    with detector(out, BACKENDS["openvino"]) as det:
         assert det.source.dir == out / "openvino"
-    assert inspect_model(str(out), "ort", runs=1).model == str(out / "onnxruntime" / "model.onnx")
+    assert inspect_model(str(out), BACKENDS["ort"], runs=1).model == str(out / "onnxruntime" / "model.onnx")
     assert fp32_of(out) == top["model_fp32"]
     # the folder as bench's --int8-model: each backend's INT8 row names its own form
-    from fastdet_cli.bench.run import BenchSettings, run_bench
+    from fastdet_cli import api
+    from fastdet_cli.bench.run import BenchSettings
 
-    report = run_bench(BenchSettings(int8_models=(str(out),), backends=("ort", "openvino"), repeat=2, warmup=1,
-                                     eval=False, end2end=False, bf16=False), log=lambda m: None)
+    report = api.bench(BenchSettings(int8_models=(str(out),), backends=("ort", "openvino"), repeat=2, warmup=1,
+                                     eval=False, end2end=False, bf16=False), log=lambda m: None).as_dict()
     rows = {r["backend"]: r for r in report["rows"] if r["precision"] == "int8"}
     assert rows["ort"]["int8_artifact"]["path"] == str(out / "onnxruntime")
     assert rows["openvino"]["int8_artifact"]["path"] == str(out / "openvino")

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from fastdet_cli.cli import main
+from fastdet_cli.runtime.registry import BACKENDS
 
 pytestmark = pytest.mark.paddle
 
@@ -65,7 +66,7 @@ def test_compress_onnx_model_gives_int8_that_ort_runs_as_int8(compressed, onnx_o
     assert search["reason"] == "PTQ.search_dataset" and search["dataset"] == m["dataset"]
     assert m["int8"]["AP"] == pytest.approx(search["chosen_map"], abs=1e-4), (m, search)
     assert search["met"] == (100 * (search["fp32_map"] - search["chosen_map"]) <= search["max_drop_points"])
-    int8_convs, float_convs = inspect_model(str(compressed), "ort", runs=2).convs()
+    int8_convs, float_convs = inspect_model(str(compressed), BACKENDS["ort"], runs=2).convs()
     assert int8_convs > 50 and float_convs <= 2
 
 
@@ -88,13 +89,15 @@ def test_eval_reference_gives_agreement(compressed, onnx_only, tmp_path, capsys)
 
 @pytest.mark.openvino
 def test_bench_onnx_model_fills_onnx_rows_and_says_why_paddle_cannot(compressed, onnx_only, tmp_path):
-    from fastdet_cli.bench.report import header
-    from fastdet_cli.bench.run import BenchSettings, run_bench
+    from fastdet_cli import api
+    from fastdet_cli.bench.run import BenchSettings
+    from fastdet_cli.render.bench import header
 
     model, images = onnx_only
-    report = run_bench(BenchSettings(model=str(model / "detector.onnx"), int8_models=(str(compressed),),
+    report = api.bench(BenchSettings(model=str(model / "detector.onnx"), int8_models=(str(compressed),),
                                      backends=("ort", "openvino", "paddle"), repeat=3, warmup=1,
                                      dataset=str(images), eval_limit=10), log=lambda m: None)
+    typed, report = report, report.as_dict()
     rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
     for b in ("ort", "openvino"):
         assert rows[(b, "fp32")]["status"] == "ok" and rows[(b, "int8")]["status"] == "ok"
@@ -108,7 +111,7 @@ def test_bench_onnx_model_fills_onnx_rows_and_says_why_paddle_cannot(compressed,
     assert json.loads(ev.read_text())["stats"]["AP"] == pytest.approx(rows[("ort", "int8")]["map"], abs=1e-3)
     assert rows[("paddle", "fp32")]["status"] == "None"
     assert rows[("paddle", "fp32")]["why"].startswith("Paddle Inference needs a Paddle program")
-    assert "FP32 agreement mAP" in header(report) and "FP32 mAP" not in header(report)
+    assert "FP32 agreement mAP" in header(typed) and "FP32 mAP" not in header(typed)
     assert main(["diff", str(images), "--model", str(model / "detector.onnx"), "--int8-model", str(compressed),
                  "--limit", "4", "--save-dir", str(tmp_path / "diff")]) == 0
     assert len(json.loads((tmp_path / "diff" / "diff.json").read_text())["images"]) == 4
@@ -126,7 +129,7 @@ def test_raw_heads_without_fpn_stride_derive_it(tiny_models, tmp_path, sample_im
     cfg = yaml.safe_load(cfg_path.read_text())
     strides = cfg.pop("fpn_stride")
     cfg_path.write_text(yaml.safe_dump(cfg))
-    with detector(tmp_path / "with", "ort") as a, detector(tmp_path / "without", "ort") as b:
+    with detector(tmp_path / "with", BACKENDS["ort"]) as a, detector(tmp_path / "without", BACKENDS["ort"]) as b:
         da, db = a(sample_image), b(sample_image)
         assert len(da) > 0 and np.array_equal(da.boxes, db.boxes) and np.array_equal(da.scores, db.scores)
         assert not a.notes and len(b.notes) == 1 and f"derived {strides}" in b.notes[0]

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from fastdet_cli.cli import main
+from fastdet_cli.runtime.registry import BACKENDS
 
 pytestmark = pytest.mark.paddle
 
@@ -81,7 +82,7 @@ def test_x2paddle_conversion_is_checked_and_keeps_the_input_names(raw_onnx, tmp_
     model, images = raw_onnx
     source = resolve_model(model / "detector_raw.onnx")
     image = read_image(sorted(images.iterdir())[0])
-    with detector(source, "ort") as det:
+    with detector(source, BACKENDS["ort"]) as det:
         feed = det.feed(image)[0]
         want = det(image)
     program = convert(source, tmp_path / "converted", feed)
@@ -91,7 +92,7 @@ def test_x2paddle_conversion_is_checked_and_keeps_the_input_names(raw_onnx, tmp_
     assert side["hard_swish_fused"] > 0 and "hard_swish" in op_counts(load_program(program.dir / "model.pdmodel"))
     assert feed_names(load_program(program.dir / "model.pdmodel")) == ["image"]
     assert side["validation_max_rel_diff"] < 1e-3
-    with detector(program, "paddle") as det:  # the converted program is a model like any other
+    with detector(program, BACKENDS["paddle"]) as det:  # the converted program is a model like any other
         got = det(image)
     assert len(want) > 0 and len(got) == len(want)
     assert np.allclose(got.boxes, want.boxes, atol=0.05) and np.allclose(got.scores, want.scores, atol=1e-3)

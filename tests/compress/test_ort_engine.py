@@ -8,6 +8,7 @@ import pytest
 from fastdet_cli.compress.config import load_compress_config
 from fastdet_cli.errors import FastdetError
 from fastdet_cli.paths import DEFAULT_PTQ_ORT_CONFIG
+from fastdet_cli.runtime.registry import BACKENDS
 
 
 def write(tmp_path, text):
@@ -30,11 +31,13 @@ def test_bad_engine_settings_are_one_line_errors(tmp_path, text, engine, match):
 
 
 def test_engine_from_option_overrides_config_and_names_map(tmp_path):
-    from fastdet_cli.compress.ort_engine import ort_method, ort_op_types, quant_settings
+    from fastdet_cli.compress.config import ort_method
+    from fastdet_cli.compress.ort_quantize import ort_op_types, quant_settings
 
     cfg = load_compress_config(write(tmp_path, "Global: {model_dir: m}\nPTQ: {calibration_method: KL}\n"),
                                "onnxruntime")
-    assert cfg.engine == "onnxruntime" and ort_method("KL") == "Entropy" and ort_method("hist") == "Percentile"
+    assert cfg.engine == "onnxruntime" and cfg.engine.ort and not cfg.engine.paddleslim
+    assert ort_method("KL") == "Entropy" and ort_method("hist") == "Percentile"
     assert ort_op_types(["conv2d", "depthwise_conv2d"]) == ["Conv"]
     s = quant_settings(cfg)
     assert s["per_channel"] and s["activation_type"] == "QUInt8" and isinstance(s["reduce_range"], bool)
@@ -107,7 +110,7 @@ def test_default_ort_engine_output_runs_int8_on_ort_within_half_a_point(default_
     report = json.loads((out / "compress_report.json").read_text())
     assert report["engine"] == "onnxruntime" and report["format"] == "onnx"
     assert report["config_resolved"]["per_channel"] and report["config_resolved"]["reduce_range_reason"]
-    r = inspect_model(str(out), "ort", runs=3)
+    r = inspect_model(str(out), BACKENDS["ort"], runs=3)
     int8, fp = r.convs()
     assert r.quantized and int8 / (int8 + fp) >= 0.9, (int8, fp)  # the target: ≥ 90% of convs in INT8
     # hard-swish's gate runs in integer kernels but after a convolution kept in float (export/qdq.py)
@@ -120,7 +123,7 @@ def test_default_ort_engine_output_runs_int8_on_ort_within_half_a_point(default_
     assert "HardSigmoid" not in g["float_between_int8_types"] and g["float_between_int8"] <= 2 * fp, g
     maps = {}
     for name, model in (("fp32", "default"), ("int8", str(out))):
-        with detector(model, "ort") as det:
+        with detector(model, BACKENDS["ort"]) as det:
             maps[name] = coco_evaluate(det, val_dataset).map
     assert maps["fp32"] - maps["int8"] <= 0.005, maps
 
@@ -129,7 +132,7 @@ def test_post_conv_nodes_are_the_ops_after_the_last_convolutions(tmp_path):
     import onnx
     from onnx import helper
 
-    from fastdet_cli.compress.ort_engine import post_conv_nodes
+    from fastdet_cli.compress.ort_quantize import post_conv_nodes
 
     _tiny_conv_model(tmp_path / "f.onnx")
     m = onnx.load(str(tmp_path / "f.onnx"))

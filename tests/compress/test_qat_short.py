@@ -20,7 +20,7 @@ report, not that 30 SGD steps improve the weights (at this length their effect i
 mAP (200 val images; FP32 0.5914 on Paddle Inference): INT8 on oneDNN 0.5916, 0.5909, 0.5861, 0.5890, 0.5921 over
 the same 5 runs (drops −0.07 to 0.53 point; ACT's training is not bit-reproducible: the losses agree for 3 steps,
 then drift). Bound MAX_DROP = 1.5 points, a point above the worst run, which these fail: the same output with its
-quantization scales moved by up to ±10% (paddle_program.perturb_quant_scales) 0.5351 (5.6 points); 30 steps at lr
+quantization scales moved by up to ±10% (paddle_quant.perturb_quant_scales) 0.5351 (5.6 points); 30 steps at lr
 3e-5 (weights pulled off by l2) 0.5706 in the float-emulated program (2.1 points); the program ACT builds under
 `python -O` (it then inserts 80 quantize ops instead of 407) 0.4298; the shipped QAT without its skipped conv, 0.29
 (docs/compress.md).
@@ -35,6 +35,7 @@ import pytest
 import yaml
 
 from fastdet_cli.paths import PACKAGE_DIR
+from fastdet_cli.runtime.registry import BACKENDS
 
 pytestmark = pytest.mark.paddle
 
@@ -69,7 +70,7 @@ def short_qat(tmp_path_factory, fastdet_cache):
 
 @pytest.mark.slow
 def test_distillation_loss_falls(short_qat):
-    log = short_qat.report["config_resolved"]["loss_log"]
+    log = short_qat.report.config_resolved["loss_log"]
     assert [i for i, _ in log] == list(range(STEPS))  # every step logged, none evaluated or skipped
     loss = np.array([v for _, v in log])
     assert np.isfinite(loss).all() and (loss > 0).all()
@@ -83,7 +84,7 @@ def test_distillation_loss_falls(short_qat):
 def test_report_records_the_loss(short_qat):
     report = json.loads((short_qat.output_dir / "compress_report.json").read_text())
     resolved = report["config_resolved"]
-    assert resolved["loss_log"] == short_qat.report["config_resolved"]["loss_log"]
+    assert resolved["loss_log"] == short_qat.report.config_resolved["loss_log"]
     assert resolved["TrainConfig"]["logging_iter"] == 1 and resolved["Distillation"]["loss"] == "l2"
     assert report["method_label"] == "QAT-distillation" and report["paddle_int8_ops"] in ("conv", "all")
 
@@ -98,7 +99,7 @@ def test_int8_map_within_bound_of_fp32(short_qat, val_dataset):
     # INT8: oneDNN's INT8 kernels (op set from compress_report.json → paddle_int8_ops), as deployed; Paddle's
     # default (fp32) options would run the program's quantize/dequantize ops in float instead
     for name, model, precision in (("fp32", "default", "fp32"), ("int8", short_qat.output_dir, "int8")):
-        with detector(model, "paddle", RunnerOptions(precision=precision)) as det:
+        with detector(model, BACKENDS["paddle"], RunnerOptions(precision=precision)) as det:
             maps[name] = coco_evaluate(det, val_dataset).map  # all 200: 100 images swing ±0.5 point
     print(f"\nQAT short: mAP FP32 {maps['fp32']:.4f}, INT8 {maps['int8']:.4f}")
     assert maps["fp32"] - maps["int8"] <= MAX_DROP, maps

@@ -6,6 +6,7 @@ from fastdet_cli.compress import sensitivity as S
 from fastdet_cli.det.model import resolve_model
 from fastdet_cli.artifacts import detector, onnx_for
 from fastdet_cli.det.preprocess import read_image
+from fastdet_cli.runtime.registry import BACKENDS
 
 pytestmark = pytest.mark.paddle
 
@@ -33,7 +34,7 @@ def test_sites_name_paddle_weights_and_float_tensors(exports):
 
 def test_all_float_variant_reproduces_fp32_and_one_float_layer_changes_only_that(exports, val_dataset):
     fp32, int8, fp32_dir = exports
-    with detector(fp32_dir, "ort") as det:
+    with detector(fp32_dir, BACKENDS["ort"]) as det:
         feeds = [det.feed(read_image(p))[0] for _, p in val_dataset.image_paths(limit=4)]
     probe = S.OutputProbe(fp32, feeds)
     sites = S.conv_sites(int8)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from fastdet_cli.artifacts import detector
+from fastdet_cli.runtime.registry import BACKENDS
 
 pytestmark = [pytest.mark.paddle, pytest.mark.openvino]
 
@@ -11,7 +12,7 @@ pytestmark = [pytest.mark.paddle, pytest.mark.openvino]
 def test_backends_agree(tiny_models, sample_image, kind):
     results = {}
     for backend in ("paddle", "ort", "openvino"):
-        with detector(tiny_models[kind], backend) as det:
+        with detector(tiny_models[kind], BACKENDS[backend]) as det:
             results[backend] = det(sample_image)
     ref = results["paddle"]
     assert len(ref) > 10  # the tiny model's spread weights give real work to NMS
@@ -28,7 +29,7 @@ def test_export_kinds_agree_with_each_other(tiny_models, sample_image):
     config's NMS thresholds, so compare above its score threshold."""
     dets = {}
     for kind in ("boxes_scores", "raw_heads"):
-        with detector(tiny_models[kind], "ort") as det:
+        with detector(tiny_models[kind], BACKENDS["ort"]) as det:
             dets[kind] = det(sample_image)
     a, b = dets["boxes_scores"], dets["raw_heads"]
     assert len(a) and len(a) == len(b)

@@ -7,6 +7,7 @@ import pytest
 
 from fastdet_cli.errors import FastdetError, MissingDependency, UnsupportedMode
 from fastdet_cli.export.trt_check import check_for_tensorrt, check_graph
+from fastdet_cli.runtime.registry import BACKENDS
 
 
 @pytest.mark.paddle
@@ -96,7 +97,7 @@ def test_cuda_runtime_missing_names_the_extra():
 
     if importlib.util.find_spec("cuda"):
         pytest.skip("cuda-python installed")
-    with pytest.raises(MissingDependency, match=r"fastdet-cli\[trt\]"):
+    with pytest.raises(MissingDependency, match=r"fastdet-cli\[trt-cu1[23]\]"):
         cuda_runtime()
     with pytest.raises(FastdetError, match="CUDA runtime error 2"):
         _check((2, None))
@@ -115,15 +116,16 @@ def test_engine_cache_key_changes_with_tensorrt_and_gpu(tmp_path):
 
 @pytest.mark.paddle
 def test_bench_survives_a_failing_row(monkeypatch):
-    from fastdet_cli.bench.run import BenchSettings, run_bench
+    from fastdet_cli import api
+    from fastdet_cli.bench.run import BenchSettings
     from fastdet_cli.runtime.onnxruntime import OrtRunner
 
     def broken(self):
         raise RuntimeError("simulated runtime failure\nsecond line")
 
     monkeypatch.setattr(OrtRunner, "_activate", broken)
-    report = run_bench(BenchSettings(backends=("ort", "paddle"), int8=False, repeat=2, warmup=1, eval=False),
-                       log=lambda m: None)
+    report = api.bench(BenchSettings(backends=("ort", "paddle"), int8=False, repeat=2, warmup=1, eval=False),
+                       log=lambda m: None).as_dict()
     rows = {r["backend"]: r for r in report["rows"] if r["precision"] == "fp32"}
     assert (rows["ort"]["status"], rows["ort"]["why"]) == ("failed", "RuntimeError: simulated runtime failure")
     assert rows["paddle"]["status"] == "ok"
@@ -138,8 +140,8 @@ def test_real_engine_matches_onnx_runtime(default_ptq, sample_image):
     from fastdet_cli.det.match import match_detections
     from fastdet_cli.runtime.base import RunnerOptions
 
-    with detector("default", "ort") as ref, detector("default", "trt") as fp32, \
-            detector(default_ptq, "trt", RunnerOptions(device="gpu", precision="int8")) as int8:
+    with detector("default", BACKENDS["ort"]) as ref, detector("default", BACKENDS["trt"]) as fp32, \
+            detector(default_ptq, BACKENDS["trt"], RunnerOptions(device="gpu", precision="int8")) as int8:
         want = ref(sample_image)
         assert match_detections(fp32(sample_image), want)["matched"] >= 0.95
         assert match_detections(int8(sample_image), want)["matched"] >= 0.8
@@ -161,10 +163,10 @@ def test_ort_engine_for_tensorrt_writes_what_tensorrt_parses(tmp_path, sample_im
     assert check_for_tensorrt(out / "model.onnx") == []
     art = describe(out)
     assert art.kind == "ort-qdq" and art.target == "tensorrt"
-    assert choose("trt", [art]) is art  # the TensorRT backend takes it; an ONNX Runtime-flavoured one it would not
+    assert choose(BACKENDS["trt"], [art]) is art  # the TensorRT backend takes it; an ORT-flavoured one it would not
     with pytest.raises(UnsupportedMode, match="trt runs a"):
-        choose("trt", [Int8Artifact(out, "ort-qdq", "PTQ (ORT)", "onnxruntime")])
-    with detector(out, "ort") as det:  # and it still runs on ONNX Runtime
+        choose(BACKENDS["trt"], [Int8Artifact(out, "ort-qdq", "PTQ (ORT)", "onnxruntime")])
+    with detector(out, BACKENDS["ort"]) as det:  # and it still runs on ONNX Runtime
         assert len(det(sample_image)) > 0
 
 

@@ -1,9 +1,7 @@
-"""What the engines share: calibration/training images preprocessed by the model's own deploy config, the
-deploy config copy and compress_report.json."""
+"""The calibration/training images: listed from what the config names, and preprocessed into the model's feeds
+by its own deploy config (the code path `fastdet infer` uses)."""
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,50 +56,3 @@ class FeedSamples:
         if missing:
             raise FastdetError(f"the model takes {missing}, which preprocessing does not produce")
         return {n: feed[n][0] for n in self.feed_names}
-
-
-def copy_deploy_config(source: ModelSource, dest_dir: Path) -> Path:
-    """The FP32 model's deploy config, byte for byte, under its own name (infer_cfg.yml or deploy.yaml)."""
-    target = dest_dir / source.deploy.path.name
-    shutil.copyfile(source.deploy.path, target)
-    return target
-
-
-def carry_paddle_notes(source: ModelSource, dest_dir: Path) -> list[str]:
-    """The Paddle Inference passes measured to break the FP32 program (its fastdet.yml, e.g. after the x2paddle
-    conversion) are switched off for the quantized program too: the same fusions meet the same ops."""
-    import yaml
-
-    from fastdet_cli.det.model import SIDECAR
-
-    passes = source.sidecar().get("paddle_delete_passes") or []
-    if passes:
-        (dest_dir / SIDECAR).write_text(yaml.safe_dump({"paddle_delete_passes": list(passes),
-                                                         "why": f"as for {source.path}"}, sort_keys=False))
-    return list(passes)
-
-
-def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir()
-               if p.is_file() and p.suffix in (".pdmodel", ".pdiparams", ".onnx"))
-
-
-def versions() -> dict[str, str | None]:
-    import importlib.metadata as md
-
-    out = {}
-    from fastdet_cli.runtime.registry import BACKENDS
-
-    for dist in ("fastdet-cli", "paddleslim", "paddle2onnx"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    for spec in BACKENDS.values():  # under the backend's main name, whichever of its names is installed
-        out[spec.dist] = out.get(spec.dist) or spec.version()
-    return out
-
-
-def write_report(out_dir: Path, report: dict) -> None:
-    (out_dir / "compress_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-

@@ -1,0 +1,73 @@
+"""The quantization engines of `fastdet compress`, one `ENGINES` row each: a function `(job, out_dir, log) ->
+Quantized` that leaves its model file in `out_dir`, and what it writes, in which format, for which backend.
+prepare, finalize, the report, the atomic move and the mAP step are shared (compress/__init__.py)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from fastdet_cli.compress.config import QuantEngine
+from fastdet_cli.compress.job import Engine, Job, Quantized
+from fastdet_cli.runtime.registry import BACKENDS
+
+
+def _paddleslim_ptq(job: Job, out_dir: Path, log) -> Quantized:
+    from fastdet_cli.compress.ptq import run_ptq_with_search
+
+    settings, search = run_ptq_with_search(job.cfg, job.source, job.samples, out_dir, job.kept_float, log)
+    return Quantized(settings, search, job.kept_float + (search["kept_float"] if search else []))
+
+
+def _paddleslim_qat(job: Job, out_dir: Path, log) -> Quantized:
+    from fastdet_cli.compress.qat import program_eval_callback, run_qat
+
+    callback = None
+    if job.eval_spec:  # an image folder: agreement mAP with the FP32 model's detections
+        from fastdet_cli.agreement import labelled
+
+        callback = program_eval_callback(job.source, labelled(job.eval_spec, job.source, job.engine.backend))
+    # ACT trains a BN-folded copy (paddle2onnx mis-exports conv → quantize → batch_norm, see qat.fuse_conv_bn),
+    # and has no skip list: the single-channel convs and the user's QuantAware.skip_tensor_list are marked
+    # skip_quant in that copy
+    kept = job.kept_float + [w for w in job.cfg.quant.get("skip_tensor_list", []) if w not in job.kept_float]
+    src_dir = out_dir.with_name(out_dir.name + "-src")
+    try:
+        settings = run_qat(job.cfg, _qat_source(job.source, kept, src_dir, log), job.samples, out_dir, callback,
+                           job.devices)
+    finally:
+        shutil.rmtree(src_dir, ignore_errors=True)
+    return Quantized(settings, None, kept)
+
+
+def _ort_ptq(job: Job, out_dir: Path, log) -> Quantized:
+    from fastdet_cli.compress.ort_engine import run_ort_ptq
+    from fastdet_cli.compress.ptq import search_dataset_spec
+
+    spec = search_dataset_spec(job.cfg) if job.cfg.ptq.get("max_map_drop") is not None else None
+    settings, search, _ = run_ort_ptq(job.cfg, job.source, job.samples, out_dir, spec, log, job.statistics)
+    return Quantized(settings, search, settings["nodes_to_exclude"])
+
+
+ENGINES: dict[tuple[str, str], Engine] = {(e.engine, e.method): e for e in (
+    Engine(QuantEngine.PADDLESLIM, "ptq", "PTQ", _paddleslim_ptq, "model.pdmodel", "paddle", BACKENDS["paddle"],
+           "Paddle Inference"),
+    Engine(QuantEngine.PADDLESLIM, "qat", "QAT-distillation", _paddleslim_qat, "model.pdmodel", "paddle",
+           BACKENDS["paddle"], "Paddle Inference"),
+    Engine(QuantEngine.ONNXRUNTIME, "ptq", "PTQ (ORT)", _ort_ptq, "model.onnx", "onnx", BACKENDS["ort"],
+           "ONNX Runtime"),
+)}
+
+
+def _qat_source(source, skip_weights: list[str], tmp: Path, log):
+    """The model ACT trains: `source` with conv + batch_norm folded, the convs reading `skip_weights` marked
+    skip_quant."""
+    from fastdet_cli.compress.qat import fuse_conv_bn
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.paddle_program import mark_skip_quant
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    folded = fuse_conv_bn(source, tmp)
+    log(f"batch_norm folded into {folded} convolutions before QAT")
+    if skip_weights:
+        mark_skip_quant(tmp / "model.pdmodel", tmp / "model.pdmodel", skip_weights)
+    return resolve_model(tmp)
