@@ -40,9 +40,11 @@ model: install
 lint: install
 	$(VENV)/bin/ruff check fastdet_cli tests benchmarks tools
 
-# docs/cli.md from the command-line app (tests/test_docs.py fails when it is out of date)
+# docs/cli.md from the command-line app, and every table of figures in README.md and docs/ from the
+# docs/results/*.json file its marker names (tools/render_docs.py); tests/test_docs.py fails when either is out of date
 docs: install
 	$(PY) -m fastdet_cli.cli_reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
+	$(PY) tools/render_docs.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -75,25 +75,26 @@ CUDA_FLAVOURED_EXTRAS = ("trt",)
 
 
 def pip_hint(extra: str, driver: str | None) -> str:
-    """The pip command that installs fastdet's `extra`. For an extra built per CUDA major (CUDA_FLAVOURED_EXTRAS),
-    the flavour NVIDIA driver `driver` runs (None: no driver found): trt-cu13 on r580+, trt-cu12 on r525–r579
-    (the CUDA 13 wheels fail there), trt-cu12 after a driver update below r525, and both, with the rule, when the
-    driver is unknown."""
-    def cmd(name: str) -> str:
-        return f"pip install 'fastdet-cli[{name}]'"
+    """The pip command that installs fastdet's `extra`, run in the fastdet clone (fastdet is installed from its
+    clone, `pip install -e .`; it is not on the package index). For an extra built per CUDA major
+    (CUDA_FLAVOURED_EXTRAS), the flavour NVIDIA driver `driver` runs (None: no driver found): trt-cu13 on r580+,
+    trt-cu12 on r525–r579 (the CUDA 13 wheels fail there), trt-cu12 after a driver update below r525, and both,
+    with the rule, when the driver is unknown."""
+    def cmd(*names: str) -> str:
+        return "in the fastdet clone, " + " or ".join(f"pip install -e '.[{name}]'" for name in names)
 
     if extra not in CUDA_FLAVOURED_EXTRAS:
         return cmd(extra)
     rule = ", ".join(f"{extra}-{f} on NVIDIA driver >= {low}" for f, low in reversed(CUDA_FLAVOURS))
     major = driver.split(".")[0] if driver else ""
     if not major.isdigit():
-        both = " or ".join(cmd(f"{extra}-{f}") for f, _ in reversed(CUDA_FLAVOURS))
+        both = cmd(*(f"{extra}-{f}" for f, _ in reversed(CUDA_FLAVOURS)))
         return f"{both} ({rule}; no NVIDIA driver version found here)"
     for flavour, low in CUDA_FLAVOURS:
         if int(major) >= low:
             return f"{cmd(f'{extra}-{flavour}')} (NVIDIA driver {driver} runs CUDA {flavour[2:]})"
     flavour, low = CUDA_FLAVOURS[-1]
-    return f"update the NVIDIA driver to r{low} or newer (this one is {driver}), then {cmd(f'{extra}-{flavour}')}"
+    return f"update the NVIDIA driver to r{low} or newer (this one is {driver}), then, {cmd(f'{extra}-{flavour}')}"
 
 
 def installed_distribution(dists) -> tuple[str, str] | None:

@@ -195,62 +195,122 @@ def test_compress_doc_lists_every_key_the_loader_accepts():
     assert not missing, f"docs/compress.md's key table misses {missing}"
 
 
-RESULTS_BLOCK = re.compile(r"<!-- results: (\S+)[^\n]*-->\n(.*?)\n<!-- /results -->", re.S)
-
-
-def bench_results_table(results: dict) -> str:
-    """A bench report kept as a results file (report.json, schema fastdet-bench/…, plus keys naming the run: script,
-    date, command, commit, commit_note, copied_from) as the docs show it: which run, bench's own runtime table and
-    None reasons, and the kernels each row ran, all formatted by fastdet_cli.render.bench (the same code as
-    `fastdet bench`'s report.md)."""
-    from fastdet_cli.bench.report import BenchReport
-    from fastdet_cli.render import bench as render
-
-    report = BenchReport.from_dict(results, "the results file")
-
-    def md_table(head, rows):
-        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-                          *("| " + " | ".join(r) + " |" for r in rows)])
-
-    parts = [f"{results['date']}, `{results['command']}` (commit {results['commit']}); {render.caption(report)}. "
-             f"Runtime: {report.settings['runtime_includes']}.",
-             md_table(render.header(report), render.table_rows(report, "runtime_ms"))]
-    notes = render.status_notes(report) + render.fp32_notes(report)
-    if notes:
-        parts.append("\n".join(f"- {n}" for n in notes))
-    if render.kernel_rows(report):
-        parts.append(md_table(render.kernel_header(report), render.kernel_rows(report)))
-    return "\n\n".join(parts)
-
-
-def _renderer(results: Path):
-    """`table` of the benchmark script that wrote `results` (its `script` field); a bench report kept as a results
-    file is rendered by `bench_results_table`."""
+@cache
+def _render_docs():
+    """tools/render_docs.py (not a package): the one renderer of the docs' tables of figures."""
     import importlib.util
 
-    if str(json.loads(results.read_text()).get("schema", "")).startswith("fastdet-bench/"):
-        return bench_results_table
-    script = ROOT / json.loads(results.read_text())["script"]
-    spec = importlib.util.spec_from_file_location(script.stem, script)
+    spec = importlib.util.spec_from_file_location("render_docs", ROOT / "tools" / "render_docs.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.table
+    return module
+
+
+def _line(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+FIX = "run `make docs` (or `python tools/render_docs.py`) to write it again from its results file"
 
 
 def test_tables_naming_a_results_file_are_rendered_from_it():
-    """A figure table in docs/ that names a docs/results/*.json file is exactly what its benchmark script renders
-    from that file: figures come from one place."""
-    blocks = [(doc, m) for doc in (ROOT / "docs").glob("*.md") for m in RESULTS_BLOCK.finditer(doc.read_text())]
-    assert blocks, "no docs table names a results file"
+    """A table of figures in README.md or docs/ that names a docs/results/*.json file is exactly what
+    tools/render_docs.py renders from that file (a doc table, a bench report, or a benchmark script's own results):
+    figures come from one place."""
+    rd = _render_docs()
+    blocks = [(doc, m) for doc in DOCS for m in rd.RESULTS_BLOCK.finditer(doc.read_text(encoding="utf-8"))]
+    assert len(blocks) >= 25, "the docs' tables of figures are not marked with their results files"
     for doc, m in blocks:
-        results = ROOT / m.group(1)
-        assert results.is_file(), f"{doc.name} names {m.group(1)}, which is not there"
-        want = _renderer(results)(json.loads(results.read_text()))
-        assert m.group(2).strip() == want.strip(), \
-            f"{doc.name}: the table differs from {m.group(1)}; re-render it. It renders as:\n{want}"
-    for results in (ROOT / "docs" / "results").glob("*.json"):
-        data = json.loads(results.read_text())
-        assert {"script", "date", "command", "machine", "versions", "rows"} <= set(data), results.name
+        where = f"{doc.relative_to(ROOT)}:{_line(m.string, m.start())}"
+        assert (ROOT / m.group(1)).is_file(), f"{where} names {m.group(1)}, which is not there"
+        want = rd.render(m.group(1), m.group(2))
+        assert m.group(3).strip() == want.strip(), \
+            f"{where}: the table differs from {m.group(1)}; {FIX}. It renders as:\n{want}"
+    named = {m.group(1) for _, m in blocks}
+    for results in sorted((ROOT / "docs" / "results").glob("*.json")):
+        rel = str(results.relative_to(ROOT))
+        assert rel in named, f"{rel} is shown by no docs table (a results file belongs to a marked table)"
+        data = json.loads(results.read_text(encoding="utf-8"))
+        if data.get("schema") == rd.DOC_TABLE:
+            rd.check_doc_table(data, rel)
+            assert "0eef77b" in data["provenance"] or "measured" in data["provenance"], rel
+        else:
+            assert {"script", "date", "command", "machine", "versions", "rows"} <= set(data), rel
+
+
+def test_doc_tables_say_where_their_figures_come_from():
+    """Transcribed tables say so: their run's own report was not kept, and nothing was measured again."""
+    rd = _render_docs()
+    doc_tables = [p for p in (ROOT / "docs" / "results").glob("*.json")
+                  if json.loads(p.read_text(encoding="utf-8")).get("schema") == rd.DOC_TABLE]
+    assert len(doc_tables) >= 20
+    for path in doc_tables:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["provenance"].startswith("transcribed"):
+            assert "not kept" in data["provenance"], path.name
+        assert all(d in path.name for d in (data["date"] if isinstance(data["date"], list) else [data["date"]])), \
+            f"{path.name}: the file name carries its date(s)"
+    with pytest.raises(ValueError, match="row 0 has 1 cells for 2 columns"):
+        rd.check_doc_table({**json.loads(doc_tables[0].read_text()), "columns": ["a", "b"], "rows": [["1"]]}, "x")
+
+
+# A table of figures: a body cell (inline code aside) holds a decimal number, a number with a unit, or only a
+# number. Tables that match but are not measurements are listed below by their header row; docs/cli.md is the
+# generated option reference (its defaults are numbers).
+FIGURE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|s|min|×|x|%|MB|GB)(?![\w])|(?<![\w.])\d+\.\d+(?![\w.])"
+                    r"|^\s*\d+\s*$")
+NOT_MEASUREMENTS = {
+    ("docs/compress.md", "| key | what it does |"): "every key the config loader accepts (defaults such as 0.9999)",
+    ("docs/bench.md", "| backend | preference | why |"): "which INT8 artifact each backend prefers; the figures "
+                                                        "it quotes name their results file",
+    ("docs/toolchain.md", "| what | AVX2 only | VNNI (AVX512-VNNI / AVX-VNNI / AMX-INT8) | why |"):
+        "what depends on the CPU kind by design (weight bits 7 / 8)",
+}
+NOT_FIGURE_DOCS = {"docs/cli.md"}
+TABLE = re.compile(r"^(\|[^\n]*\|)\n\|(?:\s*:?-+:?\s*\|)+\n((?:\|[^\n]*\|\n?)*)", re.M)
+
+
+def _figure_tables(doc: Path) -> list[tuple[int, str, bool]]:
+    """(line, header row, whether it is inside a results marker) of each table of figures in `doc`."""
+    rd = _render_docs()
+    text = doc.read_text(encoding="utf-8")
+    marked = [(m.start(3), m.end(3)) for m in rd.RESULTS_BLOCK.finditer(text)]
+    found = []
+    for m in TABLE.finditer(text):
+        cells = [c for row in m.group(2).splitlines() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+        if any(FIGURE.search(re.sub(r"`[^`]*`", "", c)) for c in cells):
+            inside = any(a <= m.start() and m.end(2) <= b + 1 for a, b in marked)
+            found.append((_line(text, m.start()), m.group(1), inside))
+    return found
+
+
+def test_every_table_of_figures_is_rendered_from_a_results_file():
+    """No table of measured figures outside a results marker: each is written by tools/render_docs.py from its
+    docs/results/*.json file, so a figure has one place. The few tables of numbers that are not measurements are
+    listed (NOT_MEASUREMENTS), and the list is checked against the docs so it cannot go stale."""
+    loose, listed = [], set()
+    for doc in DOCS:
+        rel = str(doc.relative_to(ROOT))
+        if rel in NOT_FIGURE_DOCS:
+            continue
+        for line, header, inside in _figure_tables(doc):
+            if (rel, header) in NOT_MEASUREMENTS:
+                listed.add((rel, header))
+            elif not inside:
+                loose.append(f"{rel}:{line}: {header[:80]}")
+    assert not loose, ("tables of figures outside a results marker — put the figures in docs/results/NAME.json "
+                       "(schema fastdet-doc-table/1: see tools/render_docs.py), mark the table with "
+                       "`<!-- results: docs/results/NAME.json -->` … `<!-- /results -->`, and " + FIX +
+                       "; or, if the numbers are not measurements, list the table in NOT_MEASUREMENTS:\n" +
+                       "\n".join(loose))
+    assert listed == set(NOT_MEASUREMENTS), f"NOT_MEASUREMENTS names tables the docs no longer have: " \
+                                            f"{set(NOT_MEASUREMENTS) - listed}"
+
+
+def test_the_figure_rule_finds_figures_and_not_prose():
+    rows = ["| a | 12.5 ms |", "| b | 3× |", "| c | 2297 |", "| d | 57% |"]
+    assert all(FIGURE.search(r.split("|")[2]) for r in rows)
+    assert not any(FIGURE.search(c) for c in (" PTQ (ORT) · INT8 ONNX ", " avx512_vnni ", " FP32, INT8 ", " r525 "))
 
 
 def test_bench_results_files_are_the_reports_bench_wrote():

@@ -116,7 +116,8 @@ def test_the_trt_hint_names_the_flavour_the_driver_runs(monkeypatch, driver, ext
     assert err.startswith("backend 'trt' needs the Python package 'tensorrt', which is not installed: ") and hint in err
     # an extra without CUDA flavours is named as it is, without asking for the driver
     monkeypatch.setattr(machine, "nvidia_driver", lambda: pytest.fail("driver read for a CPU extra"))
-    assert str(MissingDependency("openvino", "openvino", "x")).endswith("pip install 'fastdet-cli[openvino]'")
+    assert str(MissingDependency("openvino", "openvino", "x")).endswith(
+        ": in the fastdet clone, pip install -e '.[openvino]'")
 
 
 def test_every_flavoured_extra_exists_in_pyproject_and_trt_is_the_cuda12_one():

@@ -21,7 +21,7 @@ def test_the_table_s_own_errors_map_to_none_and_skipped(monkeypatch):
     with pytest.raises(MissingDependency) as missing:
         BACKENDS["openvino"].check_can_run()
     out = Outcome.of(missing.value)
-    assert out.state == SKIPPED and "pip install 'fastdet-cli[openvino]'" in out.why and not out.ok
+    assert out.state == SKIPPED and "pip install -e '.[openvino]'" in out.why and not out.ok
 
 
 def test_subclasses_keep_their_family_s_state():

@@ -53,7 +53,8 @@ def run_paddle2onnx(pdmodel: Path, pdiparams: Path, save_file: Path | None,
         tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-3:]
         how = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
         if "No module named" in proc.stderr and "paddle" in proc.stderr:
-            raise FastdetError("export needs paddlepaddle and paddle2onnx: pip install 'fastdet-cli[paddle]'")
+            raise FastdetError("export needs paddlepaddle and paddle2onnx: in the fastdet clone, "
+                               "pip install -e '.[paddle]'")
         raise FastdetError(f"paddle2onnx {how} on {pdmodel}: {' | '.join(tail)[-400:]}")
     if save_file and not save_file.exists():
         raise FastdetError(f"paddle2onnx reported success but wrote no file ({save_file})")

@@ -326,7 +326,7 @@ def plot_figure(report: BenchReport, plt):
     return fig
 
 
-PLOT_MISSING = "latency_vs_map.png not written: pip install 'fastdet-cli[plot]'"
+PLOT_MISSING = "latency_vs_map.png not written: in the fastdet clone, pip install -e '.[plot]'"
 
 
 def write_report(report: BenchReport, out_dir: Path) -> list[Path]:

@@ -97,7 +97,7 @@ def test_cuda_runtime_missing_names_the_extra():
 
     if importlib.util.find_spec("cuda"):
         pytest.skip("cuda-python installed")
-    with pytest.raises(MissingDependency, match=r"fastdet-cli\[trt-cu1[23]\]"):
+    with pytest.raises(MissingDependency, match=r"pip install -e '\.\[trt-cu1[23]\]'"):
         cuda_runtime()
     with pytest.raises(FastdetError, match="CUDA runtime error 2"):
         _check((2, None))

@@ -122,7 +122,7 @@ def test_check_can_run_names_the_pip_extra_of_an_absent_library(monkeypatch, nam
         spec.check_can_run()
     assert e.value.module == spec.module and e.value.extra == spec.extra
     assert str(e.value) == (f"backend '{name}' needs the Python package '{spec.module}', which is not installed: "
-                            f"pip install 'fastdet-cli[{spec.extra}]'")
+                            f"in the fastdet clone, pip install -e '.[{spec.extra}]'")
 
 
 def test_check_can_run_on_a_gpu_only_backend_needs_a_visible_gpu(monkeypatch):
@@ -133,7 +133,7 @@ def test_check_can_run_on_a_gpu_only_backend_needs_a_visible_gpu(monkeypatch):
     monkeypatch.setattr(registry, "cuda_device_count", lambda: 1)
     spec.check_can_run()
     _without(monkeypatch, "paddle")  # the library is checked first: installing it is the first thing to do
-    with pytest.raises(MissingDependency, match=r"fastdet-cli\[paddle\]"):
+    with pytest.raises(MissingDependency, match=r"pip install -e '\.\[paddle\]'"):
         spec.check_can_run()
 
 
@@ -157,7 +157,7 @@ def test_check_can_run_asks_the_runner_between_the_library_and_the_gpu(monkeypat
         spec.check_can_run()
     assert calls == ["asked"]
     _without(monkeypatch, "paddle")
-    with pytest.raises(MissingDependency, match=r"fastdet-cli\[paddle\]"):
+    with pytest.raises(MissingDependency, match=r"pip install -e '\.\[paddle\]'"):
         spec.check_can_run()
     assert calls == ["asked"]
 
@@ -173,7 +173,7 @@ def test_a_library_no_extra_brings_is_named_with_its_install_command(monkeypatch
     msg = str(e.value)
     assert msg.startswith("backend 'ort-gpu' needs the Python package 'onnxruntime', which is not installed: ")
     assert "pip uninstall -y onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]==" in msg
-    assert "fastdet-cli[" not in msg
+    assert "pip install -e" not in msg and "fastdet clone" not in msg
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
@@ -223,7 +223,7 @@ def test_create_runner_names_the_extra_of_an_absent_library(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
-    with pytest.raises(MissingDependency, match=r"^backend 'openvino' needs .*fastdet-cli\[openvino\]'$"):
+    with pytest.raises(MissingDependency, match=r"^backend 'openvino' needs .*pip install -e '\.\[openvino\]'$"):
         create_runner(BACKENDS["openvino"], "m.onnx", RunnerOptions())
 
 

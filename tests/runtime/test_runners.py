@@ -94,7 +94,8 @@ def test_backend_table_abilities_drive_modes_and_cli_help():
 def test_missing_library_names_the_extra(conv_onnx):
     if get_backend("trt").installed():
         pytest.skip("tensorrt is installed here")
-    with pytest.raises(MissingDependency, match=r"fastdet-cli\[trt-cu12\]"):  # the CUDA flavour (machine.pip_hint)
+    # the CUDA flavour (machine.pip_hint)
+    with pytest.raises(MissingDependency, match=r"pip install -e '\.\[trt-cu12\]'"):
         create_runner("trt", conv_onnx[0], RunnerOptions(device="gpu"))
 
 
