@@ -16,6 +16,7 @@ held-out pages is left in DIR/<method>/diff/montage.png.
     python benchmarks/real_layout.py [--work-dir build/real_layout] [--methods ptq,search] [--repeat 50]
         [--results docs/results/real_layout_<cpu>_<date>.json]
     python benchmarks/real_layout.py --render docs/results/….json     (the table the docs show)
+        [--curves docs/images/real_layout_qat_curves.png]             (QAT's loss and agreement curves)
 """
 from __future__ import annotations
 
@@ -35,12 +36,7 @@ CONFIG = ROOT / "configs" / "real_layout.yaml"
 SHARED = (ROOT / ".." / "shared" / "real-weights").resolve()
 MODEL = SHARED / "layout_cdla" / "layout_cdla.onnx"
 HELD = SHARED / "pages" / "held"
-QAT = {"Distillation": {"alpha": 1.0, "loss": "soft_label"},
-       "QuantAware": {"onnx_format": True, "use_pact": False, "activation_quantize_type": "moving_average_abs_max",
-                      "quantize_op_types": ["conv2d", "depthwise_conv2d"]},
-       "TrainConfig": {"train_iter": 500, "eval_iter": 500,
-                       "learning_rate": {"type": "CosineAnnealingDecay", "learning_rate": 0.0003, "T_max": 500},
-                       "optimizer_builder": {"optimizer": {"type": "SGD"}, "weight_decay": 4.0e-05}}}
+QAT_CONFIG = ROOT / "configs" / "real_layout_qat.yaml"
 
 
 def deploy_target(backend: str) -> str:
@@ -51,23 +47,22 @@ def deploy_target(backend: str) -> str:
 
 
 def method_config(method: str, backends: list[str], work: Path) -> Path:
-    """configs/real_layout.yaml (the template with paths only) as the method needs it, written beside the outputs
-    with its paths made absolute: `search` is the config as shipped, `ptq` the same without the search, `qat` the
-    x2paddle route's training on the calib/ pages. One compress makes the form of every backend measured."""
-    raw = yaml.safe_load(CONFIG.read_text())
+    """The shipped config the method runs, written beside the outputs with its paths made absolute: `search` is
+    configs/real_layout.yaml as shipped (a template with paths only), `ptq` the same without the search, `qat`
+    configs/real_layout_qat.yaml as shipped (paths only: the x2paddle route's QAT on the calib/ pages). One
+    compress makes the form of every backend measured (QAT: one program, exported per backend)."""
+    config = QAT_CONFIG if method == "qat" else CONFIG
+    raw = yaml.safe_load(config.read_text())
     g = raw["Global"]
-    for key in ("model_dir", "ptq_image_path", "eval_dataset"):
-        g[key] = str((CONFIG.parent / g[key]).resolve())
-    raw["PTQ"]["search_dataset"] = str((CONFIG.parent / raw["PTQ"]["search_dataset"]).resolve())
-    g["deploy_backend"] = [deploy_target(b) for b in backends]
+    for key in ("model_dir", "ptq_image_path", "qat_image_path", "eval_dataset"):
+        if key in g:
+            g[key] = str((config.parent / g[key]).resolve())
+    if method != "qat":
+        raw["PTQ"]["search_dataset"] = str((config.parent / raw["PTQ"]["search_dataset"]).resolve())
+        g["deploy_backend"] = [deploy_target(b) for b in backends]
     if method == "ptq":
         for key in ("max_map_drop", "search_dataset"):
             raw["PTQ"].pop(key, None)
-    elif method == "qat":
-        g.update(engine="paddleslim", qat_image_path=g.pop("ptq_image_path"), qat_batch_size=1)
-        g.pop("deploy_backend")
-        raw.pop("PTQ")
-        raw.update(QAT)
     path = work / f"{method}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -84,7 +79,11 @@ def compress(method: str, backends: list[str], work: Path) -> tuple[Path, dict]:
     fastdet("compress", str(method_config(method, backends, work)), "--save-dir", str(out))
     report = json.loads((out / "compress_report.json").read_text())
     forms = report.get("forms") or {report.get("config_resolved", {}).get("target", "paddle"): report}
-    return out, {"seconds": round(time.perf_counter() - t0, 1), "met": report.get("met"),
+    resolved = report.get("config_resolved", {})
+    qat = {k: resolved[k] for k in ("loss_log", "agreement_log", "activation_scales", "distill_nodes",
+                                    "holdout_images")
+           if k in resolved} or None
+    return out, {"seconds": round(time.perf_counter() - t0, 1), "met": report.get("met"), "qat": qat,
                  "calibration_passes": report.get("calibration_passes"),
                  "forms": {t: {"met": f.get("met"), "seconds": f.get("seconds"),
                                "search": f.get("sensitivity_search")} for t, f in forms.items()}}
@@ -151,6 +150,37 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def curves(results: dict, png: Path) -> bool:
+    """The QAT row's distillation loss (per logged step) and agreement on the held-back calibration pages (per
+    check) as a PNG; False when no row has them."""
+    qat = next((r["compress"].get("qat") for r in results["rows"] if (r["compress"].get("qat") or {}).get(
+        "agreement_log")), None)
+    if not qat:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    steps, loss = zip(*qat["loss_log"]) if qat.get("loss_log") else ((), ())
+    ax.plot(steps, loss, color="tab:blue", alpha=0.35, lw=0.8, label="distillation loss (each step)")
+    ax.set_xlabel("QAT step")
+    ax.set_ylabel("distillation loss", color="tab:blue")
+    ax2 = ax.twinx()
+    checks = qat["agreement_log"]
+    ax2.plot([c["iteration"] for c in checks], [c["agreement"] for c in checks], "o-", color="tab:red",
+             label="agreement with FP32, held-back calib pages")
+    ax2.set_ylabel("agreement mAP", color="tab:red")
+    ax2.set_ylim(0, 1)
+    fig.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(f"QAT of the real-weight PicoDet, {results['date']}", y=0.02, fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.92))
+    fig.savefig(png)
+    plt.close(fig)
+    return True
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work-dir", type=Path, default=ROOT / "build" / "real_layout")
@@ -161,9 +191,15 @@ def main() -> int:
     ap.add_argument("--results", type=Path, help="also write the results file here (docs/results/…: the docs' "
                                                    "tables are rendered from such files)")
     ap.add_argument("--render", type=Path, metavar="RESULTS", help="print the table of a results file and exit")
+    ap.add_argument("--curves", type=Path, metavar="PNG", help="with --render: also draw the QAT row's loss and "
+                                                                "agreement curves into PNG")
     args = ap.parse_args()
     if args.render:
-        print(table(json.loads(args.render.read_text())))
+        results = json.loads(args.render.read_text())
+        print(table(results))
+        if args.curves and not curves(results, args.curves):
+            print(f"error: {args.render} has no QAT row with an agreement log", file=sys.stderr)
+            return 2
         return 0
     if not MODEL.exists():
         print(f"error: {MODEL} not found (the real-weight detector lives in ../shared/real-weights/)", file=sys.stderr)

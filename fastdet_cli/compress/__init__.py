@@ -79,9 +79,15 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
     feeds, convs, kept_float = inputs.model_facts(source, cfg, method)
     images = cfg.calib_images if method == "ptq" else qat_image_dir(cfg)
     world = distributed.world()
-    files, shards = inputs.rank_share(inputs.image_files(cfg, method, images), world, method, log)
+    files, holdout = inputs.image_files(cfg, method, images), []
+    if method == "qat":  # the same slice on every rank, before the shares
+        from fastdet_cli.compress.qat_data import split_holdout
+
+        files, holdout = split_holdout(files)
+    files, shards = inputs.rank_share(files, world, method, log)
     job = Job(Path(config_path), cfg, ENGINES[(cfg.engine, method)], devices, source, save_dir, eval_spec, feeds,
-              kept_float, convs, images, FeedSamples(source, files, feeds), world, shards, original)
+              kept_float, convs, images, FeedSamples(source, files, feeds), world, shards, original,
+              holdout=holdout)
     log(f"{method.upper()} of {source.dir} on {len(files)} images; preprocessing from "
         f"{source.deploy.path.name}: {job.samples.pipeline}")
     if job.kept_float and cfg.engine.paddleslim:

@@ -24,6 +24,10 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "deploy_backend": (str, list),  # (+) ONNX flavour(s) of export/targets.py the INT8 graph is made for, or
                                         #     'all' (default: every installed CPU backend's, engine onnxruntime)
         "engine": (str,),  # (+) paddleslim | onnxruntime (the quantizer; see docs/compress.md)
+        "qat_augment": (bool,),  # (+) QAT: flip/zoom the training images at random (default true)
+        "qat_hold_scales": (bool,),  # (+) QAT: activation ranges calibrated on FP32 and held (default true)
+        "qat_patience": (int,),  # (+) QAT: stop after this many evaluations without a better agreement on the
+                                 #     held-back calibration images (default 3; 0: never stop early)
     },
     "Distillation": {"alpha": NUM, "loss": (str,), "node": (list,)},
     "QuantAware": {"onnx_format": (bool,), "use_pact": (bool,), "activation_quantize_type": (str,),

@@ -21,21 +21,26 @@ def _paddleslim_ptq(job: Job, out_dir: Path, log) -> Quantized:
 def _paddleslim_qat(job: Job, out_dir: Path, log) -> Quantized:
     from fastdet_cli.compress.qat import program_eval_callback, run_qat
 
-    callback = None
-    if job.eval_spec:  # an image folder: agreement mAP with the FP32 model's detections
-        from fastdet_cli.agreement import labelled
+    metric = None
+    if job.holdout:  # agreement with the FP32 model on the held-back calibration images (never the eval set)
+        from fastdet_cli.agreement import with_reference
+        from fastdet_cli.data.dataset import ImageList
 
-        callback = program_eval_callback(job.source, labelled(job.eval_spec, job.source, job.engine.backend))
+        data = with_reference(ImageList.of(job.holdout), job.source, job.engine.backend)
+        metric = program_eval_callback(job.source, data)
+        log(f"QAT trains on {len(job.samples)} images and keeps the weights that agree best with FP32 on "
+            f"{len(job.holdout)} held-back ones")
     # ACT trains a BN-folded copy (paddle2onnx mis-exports conv → quantize → batch_norm, see qat.fuse_conv_bn),
     # and has no skip list: the single-channel convs and the user's QuantAware.skip_tensor_list are marked
     # skip_quant in that copy
     kept = job.kept_float + [w for w in job.cfg.quant.get("skip_tensor_list", []) if w not in job.kept_float]
     src_dir = out_dir.with_name(out_dir.name + "-src")
     try:
-        settings = run_qat(job.cfg, _qat_source(job.source, kept, src_dir, log), job.samples, out_dir, callback,
-                           job.devices)
+        settings = run_qat(job.cfg, _qat_source(job.source, kept, src_dir, log), job.samples, out_dir, metric,
+                           job.devices, log)
     finally:
         shutil.rmtree(src_dir, ignore_errors=True)
+    settings["holdout_images"] = [p.name for p in job.holdout]
     return Quantized(settings, None, kept)
 
 

@@ -94,7 +94,9 @@ def _check_qat_batch(prog, feeds: list[str], cfg: CompressConfig) -> None:
     """A fixed batch dimension must match the training batch (else PaddleSlim's traceback)."""
     from fastdet_cli.paddle_program import var_dims
 
-    batch = int(cfg.raw.get("Global", {}).get("qat_batch_size", 4))
+    if "qat_batch_size" not in cfg.raw.get("Global", {}):
+        return  # QAT takes the model's fixed batch (qat.run_qat)
+    batch = int(cfg.raw["Global"]["qat_batch_size"])
     for name in feeds[:1]:  # the image (Paddle's feed check lets scale_factor's [1, 2] take a batch)
         dims = var_dims(prog, name)
         if dims and dims[0] > 0 and dims[0] != batch:

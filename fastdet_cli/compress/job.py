@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,7 @@ class Job:
     shards: list[int] | None = None  # images per rank in a distributed run
     original: ModelSource | None = None  # the model the config names, when `source` is its x2paddle conversion
     statistics: Statistics | None = None  # shared by the forms (engine onnxruntime)
+    holdout: list[Path] = field(default_factory=list)  # QAT: calibration images held back for early stopping
 
 
 @dataclass

@@ -3,9 +3,10 @@ eval callback is passed when an eval dataset is given, so `TrainConfig.target_me
 from __future__ import annotations
 
 import copy
+import os
 import logging
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from collections.abc import Callable
 
@@ -16,44 +17,43 @@ from fastdet_cli.compress.config import CompressConfig
 from fastdet_cli.det.model import ModelSource
 
 # FastDeploy's Global keys that are its own business, not ACT's (ACT rejects or misreads them)
+# QAT's defaults where the YAML says nothing (issue 33): Adam (the distillation losses differ in scale by orders of
+# magnitude between models; Adam's steps do not), a cosine decay from 1e-4, 300 steps, an agreement check on the
+# held-back images every 20 (the best kept; 3 checks without progress stop the run), batches of at most 4 with at
+# least 8 steps per epoch
+DEFAULT_LR, DEFAULT_ITER, DEFAULT_EVAL_EVERY = 1e-4, 300, 20
 _FD_ONLY_GLOBAL = {"model_dir", "format", "model_filename", "params_filename", "qat_image_path", "ptq_image_path",
                    "image_path", "qat_preprocess", "ptq_preprocess", "preprocess", "arch", "qat_batch_size",
-                   "eval_dataset", "image_limit", "deploy_backend"}
+                   "eval_dataset", "image_limit", "deploy_backend", "qat_augment",
+                   "qat_patience", "qat_hold_scales"}
 
 
-def act_config(cfg: CompressConfig, feed_names: list[str]) -> dict:
-    """The config dict handed to AutoCompression."""
+def act_config(cfg: CompressConfig, feed_names: list[str], nodes: list | None = None) -> dict:
+    """The config dict handed to AutoCompression. `nodes` (distill.DistillNode): what is distilled when the YAML
+    names no `Distillation.node`, each with its own loss unless `Distillation.loss` names one for all."""
+    from fastdet_cli.compress.distill import act_distillation
+
     g = {k: v for k, v in cfg.raw.get("Global", {}).items() if k not in _FD_ONLY_GLOBAL}
     g["input_list"] = feed_names
     quant = {k: v for k, v in cfg.quant.items() if k != "skip_tensor_list"}  # fastdet's: applied to the program
     quant.setdefault("onnx_format", True)
     quant.setdefault("quantize_op_types", ["conv2d", "depthwise_conv2d"])
     train = dict(cfg.train)
-    train.setdefault("train_iter", 100)
-    train.setdefault("eval_iter", train["train_iter"])
+    train.setdefault("train_iter", DEFAULT_ITER)
+    train.setdefault("eval_iter", min(DEFAULT_EVAL_EVERY, train["train_iter"]))
     train.setdefault("logging_iter", 10)  # ACT's default, explicit: how often the distillation loss is recorded
-    train.setdefault("learning_rate", {"type": "CosineAnnealingDecay", "learning_rate": 0.00003,
+    train.setdefault("learning_rate", {"type": "CosineAnnealingDecay", "learning_rate": DEFAULT_LR,
                                        "T_max": train["train_iter"]})
-    train.setdefault("optimizer_builder", {"optimizer": {"type": "SGD"}, "weight_decay": 4.0e-05})
+    train.setdefault("optimizer_builder", {"optimizer": {"type": "Adam"}})
     distill = dict(cfg.distill)
     distill.setdefault("alpha", 1.0)
-    distill.setdefault("loss", "soft_label")
+    if "node" not in distill and nodes:
+        picked = act_distillation(nodes, distill["alpha"])
+        if "loss" in distill:  # the user's loss on every default node
+            picked = {"node": [n.name for n in nodes], "loss": distill["loss"], "alpha": float(distill["alpha"])}
+        distill.update(picked)
+    distill.setdefault("loss", "l2")
     return {"Global": g, "Distillation": distill, "QuantAware": quant, "TrainConfig": train}
-
-
-def batches(samples: FeedSamples, batch_size: int, seed: int = 0, before_step: Callable | None = None) -> Callable:
-    """A generator function over shuffled batches of feed dicts (ACT accepts one as its train loader; it asks for
-    the next batch after the previous step has run, so `before_step` runs between steps)."""
-
-    def gen():
-        order = np.random.default_rng(seed).permutation(len(samples))
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            items = [samples[int(j)] for j in order[i:i + batch_size]]
-            if before_step is not None:
-                before_step()
-            yield {k: np.stack([it[k] for it in items]) for k in samples.feed_names}
-
-    return gen
 
 
 ACT_LOGGER = "paddleslim.auto_compression.compressor"
@@ -172,46 +172,96 @@ class RankSync:
                 "weights_identical_across_ranks": self.identical}
 
 
+def default_batch_size(images: int) -> int:
+    """At most 4 images a step, and at least 8 steps an epoch: 1 for fewer than 16 training images (a model
+    with a fixed batch takes its own)."""
+    return min(4, max(1, images // 8))
+
+
 def run_qat(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path,
-            eval_callback: Callable | None, devices: str) -> dict:
+            metric: Callable | None, devices: str, log=print) -> dict:
+    """ACT on `source`, trained on `samples`; `metric` (agreement on held-back images) chooses the weights kept
+    and stops training early. Returns the settings as resolved (compress_report.json → config_resolved)."""
+    from fastdet_cli import distributed
+    from fastdet_cli.compress.distill import default_nodes, registered_losses
+    from fastdet_cli.compress.qat_data import EarlyStop, TrainBatches
+    from fastdet_cli.paddle_program import load_program, paddle_model_files, var_dims
+
+    pdmodel, pdiparams = paddle_model_files(source.dir)
+    nodes = default_nodes(pdmodel)
+    config = act_config(cfg, samples.feed_names, nodes)
+    g = cfg.raw.get("Global", {})
+    fixed = (var_dims(load_program(pdmodel), samples.feed_names[0]) or [-1])[0]
+    batch_size = int(g.get("qat_batch_size", fixed if fixed > 0 else default_batch_size(len(samples))))
+    sync = _set_up_devices(devices, pdmodel, metric)
+    if sync is not None:
+        metric = sync.evaluate
+    from paddleslim.auto_compression import AutoCompression
+
+    held = None
+    if g.get("qat_hold_scales", True):
+        from fastdet_cli.compress.qat_scales import HeldScales
+
+        held = HeldScales(source.dir, samples, None if sync else metric, log)
+    steps = [f.before_step for f in (sync, held) if f is not None]
+    loader = TrainBatches(samples, batch_size, bool(g.get("qat_augment", True)),
+                          before_step=(lambda: [f() for f in steps]) if steps else None)
+    with LossLog() as losses, quick_ir_links(), registered_losses(nodes), \
+            (held.capture() if held else nullcontext()):
+        watch = None
+        if metric is not None:
+            say = log if distributed.world().is_main else (lambda m: None)
+            watch = metric = EarlyStop(metric, int(g.get("qat_patience", 3)), loader.stop,
+                                       int(config["TrainConfig"]["eval_iter"]), losses, say)
+        ac = AutoCompression(model_dir=str(source.dir), model_filename=pdmodel.name,
+                             params_filename=pdiparams.name, save_dir=str(out_dir),
+                             config=copy.deepcopy(config),  # ACT pops TrainConfig from it
+                             train_dataloader=loader, eval_callback=metric,
+                             deploy_hardware="gpu" if devices == "gpu" else None)
+        ac.compress()
+    config["loss_log"] = losses.values  # compress_report.json → config_resolved: did training do anything
+    config["distill_nodes"] = [n.as_dict() for n in nodes]
+    if watch is not None:
+        config["agreement_log"] = watch.history
+    if held is not None:
+        config["activation_scales"] = held.record()
+    if sync is not None:
+        config["distributed"] = sync.record()
+    _keep_model_only(out_dir)
+    config["Global"]["qat_batch_size"] = batch_size
+    return config
+
+
+def _set_up_devices(devices: str, pdmodel: Path, metric: Callable | None) -> RankSync | None:
+    """Paddle on the device; on CPU in one process every core for its kernels; several CPU processes: the rank
+    synchronisation (RankSync) over `metric`."""
     import paddle
 
     from fastdet_cli import distributed
-    from fastdet_cli.paddle_program import load_program, paddle_model_files
+    from fastdet_cli.paddle_program import load_program
 
-    pdmodel, pdiparams = paddle_model_files(source.dir)
-    config = act_config(cfg, samples.feed_names)
-    batch_size = int(cfg.raw.get("Global", {}).get("qat_batch_size", 4))
     paddle.set_device("gpu" if devices == "gpu" else "cpu")
-    sync = None
+    if devices != "gpu" and distributed.world().size == 1:
+        from paddle.base import core
+
+        core.set_num_threads(os.cpu_count() or 1)
     if distributed.world().size > 1 and not (devices == "gpu" and paddle.device.cuda.device_count() > 1):
         distributed.init()  # before ACT switches Paddle to static mode
         params = [v.name for b in load_program(pdmodel).blocks for v in b.vars
                   if v.persistable and v.name not in ("feed", "fetch")]
-        sync = RankSync(params, eval_callback)
-        eval_callback = sync.evaluate
-    from paddleslim.auto_compression import AutoCompression
+        return RankSync(params, metric)
+    return None
 
-    loader = batches(samples, batch_size, before_step=sync.before_step if sync else None)
-    ac = AutoCompression(model_dir=str(source.dir), model_filename=pdmodel.name, params_filename=pdiparams.name,
-                         save_dir=str(out_dir), config=copy.deepcopy(config),  # ACT pops TrainConfig from it
-                         train_dataloader=loader,
-                         eval_callback=eval_callback, deploy_hardware="gpu" if devices == "gpu" else None)
-    with LossLog() as losses, quick_ir_links():
-        ac.compress()
-    config["loss_log"] = losses.values  # compress_report.json → config_resolved: did training do anything
-    if sync is not None:
-        config["distributed"] = sync.record()
-    # ACT writes model.pdmodel / model.pdiparams (+ intermediate files) into save_dir: keep the model only
+
+def _keep_model_only(out_dir: Path) -> None:
+    """ACT writes model.pdmodel / model.pdiparams (+ intermediate files) into save_dir: keep the model only."""
+    import shutil
+
     for extra in out_dir.iterdir():
         if extra.is_file() and extra.name not in ("model.pdmodel", "model.pdiparams"):
             extra.unlink()
         elif extra.is_dir():
-            import shutil
-
             shutil.rmtree(extra)
-    config["Global"]["qat_batch_size"] = batch_size
-    return config
 
 
 def program_eval_callback(source: ModelSource, dataset, limit: int | None = None) -> Callable:

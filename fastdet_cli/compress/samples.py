@@ -47,11 +47,22 @@ class FeedSamples:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        from fastdet_cli import interrupt
         from fastdet_cli.det.preprocess import read_image
 
+        return self.feed(read_image(self.files[i]))
+
+    def augmented(self, i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Image `i` flipped, cropped or padded at random (qat_data.augment), then preprocessed."""
+        from fastdet_cli.compress.qat_data import augment
+        from fastdet_cli.det.preprocess import read_image
+
+        return self.feed(augment(read_image(self.files[i]), rng))
+
+    def feed(self, bgr: np.ndarray) -> dict[str, np.ndarray]:
+        from fastdet_cli import interrupt
+
         interrupt.check()  # the calibration and training loops pull every batch through here
-        feed, _ = self.pre(read_image(self.files[i]))
+        feed, _ = self.pre(bgr)
         missing = [n for n in self.feed_names if n not in feed]
         if missing:
             raise FastdetError(f"the model takes {missing}, which preprocessing does not produce")

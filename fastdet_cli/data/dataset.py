@@ -103,6 +103,20 @@ class ImageFolder:
         return files[:limit] if limit else files
 
 
+@dataclass(frozen=True)
+class ImageList(ImageFolder):
+    """Some images of one folder (e.g. QAT's held-back calibration images)."""
+
+    files: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, files: list[Path]) -> ImageList:
+        return cls(Path(files[0]).parent, tuple(sorted(files)))
+
+    def image_files(self, limit: int | None = None) -> list[Path]:
+        return list(self.files[:limit] if limit else self.files)
+
+
 def resolve_eval_data(spec: str | Path | None) -> CocoDataset | ImageFolder:
     """A COCO dataset as `resolve_dataset` finds it, else a folder of images without annotations."""
     try:

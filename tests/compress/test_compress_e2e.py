@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from fastdet_cli.compress import compress
 from fastdet_cli.det.model import resolve_model
@@ -81,11 +82,11 @@ def test_bad_config_leaves_no_output(tmp_path):
 @pytest.mark.slow
 def test_qat_few_iterations(tmp_path, fastdet_cache):
     cfg = tmp_path / "qat.yaml"
-    text = (CONFIGS / "default_qat.yaml").read_text()
-    text = text.replace("train_iter: 200", "train_iter: 4").replace("eval_iter: 200", "eval_iter: 4")
-    text = text.replace("T_max: 200", "T_max: 4").replace("image_limit: 200", "image_limit: 16")
-    text = text.replace("eval_dataset: default", "")
-    cfg.write_text(text)
+    raw = yaml.safe_load((CONFIGS / "default_qat.yaml").read_text())
+    raw["Global"].update(image_limit=16)
+    raw["Global"].pop("eval_dataset")
+    raw["TrainConfig"] = {"train_iter": 4, "eval_iter": 4}
+    cfg.write_text(yaml.safe_dump(raw))
     result = compress(cfg, save_dir=tmp_path / "qat", log=lambda m: None)
     out = result.output_dir
     assert (out / "model.pdmodel").exists() and (out / "infer_cfg.yml").read_bytes() == (

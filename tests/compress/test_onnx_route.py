@@ -92,6 +92,15 @@ def test_x2paddle_conversion_is_checked_and_keeps_the_input_names(raw_onnx, tmp_
     assert side["hard_swish_fused"] > 0 and "hard_swish" in op_counts(load_program(program.dir / "model.pdmodel"))
     assert feed_names(load_program(program.dir / "model.pdmodel")) == ["image"]
     assert side["validation_max_rel_diff"] < 1e-3
+    # QAT distils the converted program's decoded outputs: one sigmoid score map and one DFL distribution per
+    # stride, each distribution weighted by its stride's scores (issue 33)
+    from fastdet_cli.compress.distill import default_nodes, partners
+
+    nodes = default_nodes(program.dir / "model.pdmodel")
+    kinds = [n.kind for n in nodes]
+    assert set(kinds) == {"scores", "distribution"} and kinds.count("scores") == kinds.count("distribution") > 1
+    assert all(n.shape[-1] % 4 == 0 for n in nodes if n.kind == "distribution")
+    assert len(partners(nodes)) == kinds.count("distribution")
     with detector(program, BACKENDS["paddle"]) as det:  # the converted program is a model like any other
         got = det(image)
     assert len(want) > 0 and len(got) == len(want)
