@@ -18,10 +18,10 @@ from fastdet_cli.det.model import ModelSource
 
 # FastDeploy's Global keys that are its own business, not ACT's (ACT rejects or misreads them)
 # QAT's defaults where the YAML says nothing (issue 33): Adam (the distillation losses differ in scale by orders of
-# magnitude between models; Adam's steps do not), a cosine decay from 1e-4, 300 steps, an agreement check on the
+# magnitude between models; Adam's steps do not), a cosine decay from 3e-5, 300 steps, an agreement check on the
 # held-back images every 20 (the best kept; 3 checks without progress stop the run), batches of at most 4 with at
 # least 8 steps per epoch
-DEFAULT_LR, DEFAULT_ITER, DEFAULT_EVAL_EVERY = 1e-4, 300, 20
+DEFAULT_LR, DEFAULT_ITER, DEFAULT_EVAL_EVERY = 3e-5, 300, 20
 _FD_ONLY_GLOBAL = {"model_dir", "format", "model_filename", "params_filename", "qat_image_path", "ptq_image_path",
                    "image_path", "qat_preprocess", "ptq_preprocess", "preprocess", "arch", "qat_batch_size",
                    "eval_dataset", "image_limit", "deploy_backend", "qat_augment",

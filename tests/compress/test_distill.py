@@ -168,3 +168,28 @@ def test_early_stop_after_patience_evaluations_without_a_better_agreement():
     assert stopped == [True] and watch.best() == {"iteration": 20, "agreement": 0.7, "loss": 1.0}
     assert [h["iteration"] for h in watch.history] == [10, 20, 30, 40, 50]
     assert "agreement with FP32 on the held-back images 0.690 (best 0.700 at iteration 20)" in said[-2]
+
+
+def test_activation_thresholds_grow_with_the_percentile(tmp_path):
+    """qat_scales: each activation's calibrated threshold on the FP32 program, per percentile (the max largest)."""
+    pytest.importorskip("paddle")
+    import paddle
+
+    from fastdet_cli.compress.qat_scales import activation_thresholds
+    from fastdet_cli.compress.samples import FeedSamples, image_list
+    from fastdet_cli.det.model import resolve_model
+    from fastdet_cli.paddle_program import conv_weights, load_program
+
+    source = resolve_model("default")
+    prog = load_program(EMBEDDED)
+    convs = [op for op in prog.blocks[0].ops if op.type in ("conv2d", "depthwise_conv2d")]
+    inputs = [next(i.arguments[0] for i in op.inputs if i.parameter == "Input") for op in convs[1:4]]
+    assert len(conv_weights(prog)) > 50
+    samples = FeedSamples(source, image_list("default", 2), ["image", "scale_factor"])
+    paddle.enable_static()
+    try:
+        found = activation_thresholds(source.dir, samples, inputs, (99.0, 99.99, 100.0))
+    finally:
+        paddle.disable_static()
+    for name in inputs:
+        assert 0 < found[99.0][name] <= found[99.99][name] <= found[100.0][name], name

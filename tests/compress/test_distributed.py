@@ -58,7 +58,8 @@ def test_two_cpu_processes_write_one_output(tiny_static, val_dataset, tmp_path):
     assert (out / "model.pdmodel").exists() and (out / "infer_cfg.yml").read_bytes() == (
         tiny_static / "infer_cfg.yml").read_bytes()
     d = json.loads((out / "compress_report.json").read_text())["distributed"]
-    assert d["world_size"] == 2 and d["images_per_rank"] == [4, 4]
+    # 8 images: 2 held back for the agreement check (never trained on), 3 per rank
+    assert d["world_size"] == 2 and d["images_per_rank"] == [3, 3]
     assert d["averaged_steps"] >= 3 and d["weights_identical_across_ranks"] is True
 
 
