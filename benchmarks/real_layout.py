@@ -162,20 +162,24 @@ def curves(results: dict, png: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=120)
     steps, loss = zip(*qat["loss_log"]) if qat.get("loss_log") else ((), ())
-    ax.plot(steps, loss, color="tab:blue", alpha=0.35, lw=0.8, label="distillation loss (each step)")
+    ax.plot(steps, loss, color="tab:blue", alpha=0.5, lw=1, label="distillation loss (logged steps)")
     ax.set_xlabel("QAT step")
     ax.set_ylabel("distillation loss", color="tab:blue")
     ax2 = ax.twinx()
-    checks = qat["agreement_log"]
-    ax2.plot([c["iteration"] for c in checks], [c["agreement"] for c in checks], "o-", color="tab:red",
-             label="agreement with FP32, held-back calib pages")
+    checks = [(c["iteration"], c["agreement"]) for c in qat["agreement_log"]]
+    scales = qat.get("activation_scales") or {}
+    start = (scales.get("agreement_at_step_0") or {}).get(str(float(scales.get("percentile") or 0)))
+    if start is not None:  # the held ranges with the FP32 weights, before any step
+        checks.insert(0, (0, start))
+    ax2.plot(*zip(*checks), "o-", color="tab:red", label="agreement with FP32, held-back calib pages")
     ax2.set_ylabel("agreement mAP", color="tab:red")
     ax2.set_ylim(0, 1)
     fig.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle(f"QAT of the real-weight PicoDet, {results['date']}", y=0.02, fontsize=8)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.92))
+    ax.set_title(f"QAT of the real-weight PicoDet ({results['date']}): the weights kept are the best check's",
+                 fontsize=9, pad=6)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(png)
     plt.close(fig)
     return True

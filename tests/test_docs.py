@@ -224,7 +224,7 @@ def test_tables_naming_a_results_file_are_rendered_from_it():
         where = f"{doc.relative_to(ROOT)}:{_line(m.string, m.start())}"
         assert (ROOT / m.group(1)).is_file(), f"{where} names {m.group(1)}, which is not there"
         want = rd.render(m.group(1), m.group(2))
-        assert m.group(3).strip() == want.strip(), \
+        assert (m.group(3) or "").strip() == want.strip(), \
             f"{where}: the table differs from {m.group(1)}; {FIX}. It renders as:\n{want}"
     named = {m.group(1) for _, m in blocks}
     for results in sorted((ROOT / "docs" / "results").glob("*.json")):

@@ -27,7 +27,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_BLOCK = re.compile(r"<!-- results: (\S+)([^\n]*)-->\n(.*?)\n<!-- /results -->", re.S)
+# a block's text may be empty (a new marker pair) and never runs into the next block's marker
+RESULTS_BLOCK = re.compile(r"<!-- results: (\S+)([^\n]*)-->\n(?:((?:(?!<!-- results:).)*?)\n)??<!-- /results -->",
+                           re.S)
 DOC_TABLE = "fastdet-doc-table/1"
 DOC_TABLE_KEYS = {"schema", "title", "date", "cpu", "flags", "versions", "command", "provenance", "columns", "rows"}
 
