@@ -9,7 +9,10 @@ step), the other 32 make 8 batches of 4 per epoch, 3 epochs. Each epoch sees the
 so the first and the last epoch's mean losses compare the same images. With the activation ranges held, the fall is
 the weights learning, not (as with ACT's moving-average ranges, issue 28) the ranges settling.
 
-Bounds (LOSS_RATIO, MAX_DROP) and the figures they were set from are in the constants' comments; the two unit tests
+Measured (2026-12-06, Zen 4): epoch means 0.273 → 0.215 → 0.195 → 0.156 at Adam 1e-4 (last ÷ first 0.57; bound
+LOSS_RATIO 0.7); at the shipped 3e-5 over 3 epochs 0.270 → 0.231 → 0.210 (0.78: the fall is real but this short run
+cannot tell it from noise, hence 1e-4 here). INT8 mAP within MAX_DROP of FP32 (the full default run: 0.583 against
+0.591, docs/results/embedded_qat_defaults_zen4_2026-12-06.json). The two unit tests
 at the end (how the loss is read, the Paddle patch that makes ACT's program building ~4× faster) are not slow."""
 import json
 
@@ -22,7 +25,7 @@ from fastdet_cli.runtime.registry import BACKENDS
 
 pytestmark = pytest.mark.paddle
 
-BATCHES, EPOCHS = 8, 3
+BATCHES, EPOCHS = 8, 4
 STEPS = BATCHES * EPOCHS
 LOSS_RATIO = 0.7  # the last epoch's mean loss ≤ this × the first's (same images)
 MAX_DROP = 0.015  # INT8 mAP ≥ FP32 − 1.5 points (200 val images, Paddle Inference oneDNN INT8)
@@ -33,7 +36,9 @@ def short_config(path):
     g = cfg["Global"]
     g.update(image_limit=40, qat_augment=False)
     g.pop("eval_dataset")
-    cfg["TrainConfig"] = {"train_iter": STEPS, "eval_iter": 10 * STEPS, "logging_iter": 1}
+    # Adam at 1e-4 (the shipped 3e-5 moves the weights by less than this short run's batch-to-batch noise)
+    cfg["TrainConfig"] = {"train_iter": STEPS, "eval_iter": 10 * STEPS, "logging_iter": 1,
+                          "learning_rate": {"type": "CosineAnnealingDecay", "learning_rate": 1e-4, "T_max": STEPS}}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
