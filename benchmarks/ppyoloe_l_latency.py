@@ -13,6 +13,7 @@ on a networked machine for that). End-to-end figures are not meaningful with ran
 the score threshold, so NMS dominates); the runtime table is the comparison.
 
     python benchmarks/ppyoloe_l_latency.py [--repeat 20] [--warmup 3] [--work-dir build/ppyoloe_l] [--threads 1]
+        [--results docs/results/ppyoloe_l_<cpu>_<date>.json]
 """
 from __future__ import annotations
 
@@ -163,6 +164,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backends", default="ort,openvino,paddle", help="comma-separated (GPU: trt,paddle-trt,ort-gpu)")
+    ap.add_argument("--results", type=Path, help="also write bench's report.json, with the keys naming this run "
+                                                   "(script, date, command, commit), here (docs/results/…: the docs' "
+                                                   "tables are rendered from such files by tools/render_docs.py)")
     args = ap.parse_args()
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -193,6 +197,23 @@ def main() -> None:
     print_tables(report, console)
     for path in write_report(report, work / "bench"):
         console.print(f"wrote {path}")
+    if args.results:
+        write_results(work / "bench" / "report.json", args.results)
+        console.print(f"wrote {args.results}")
+
+
+def write_results(report_json: Path, out: Path) -> None:
+    """bench's report.json with the keys that name the run first, as docs/results/ keeps it."""
+    import json
+    import subprocess
+    import time
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    named = {"script": "benchmarks/ppyoloe_l_latency.py", "date": time.strftime("%Y-%m-%d"),
+             "command": "python benchmarks/ppyoloe_l_latency.py " + " ".join(sys.argv[1:]),
+             "commit": commit.stdout.strip() or None}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**named, **json.loads(report_json.read_text())}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
