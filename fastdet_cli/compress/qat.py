@@ -203,9 +203,8 @@ def run_qat(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_
         from fastdet_cli.compress.qat_scales import HeldScales
 
         held = HeldScales(source.dir, samples, None if sync else metric, log)
-    steps = [f.before_step for f in (sync, held) if f is not None]
     loader = TrainBatches(samples, batch_size, bool(g.get("qat_augment", True)),
-                          before_step=(lambda: [f() for f in steps]) if steps else None)
+                          before_step=[f.before_step for f in (sync, held) if f is not None])
     with LossLog() as losses, quick_ir_links(), registered_losses(nodes), \
             (held.capture() if held else nullcontext()):
         watch = None

@@ -52,12 +52,13 @@ def augment(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 class TrainBatches:
     """ACT's train loader: called once per epoch, it yields feed dicts of `batch_size` images in a new order each
     epoch (augmented when `augmentation`); after `stop()` it yields nothing, which ends ACT's training.
-    `before_step` runs between steps (ACT asks for the next batch after the previous step has run)."""
+    The `before_step` functions run, in order, between steps (ACT asks for the next batch after the previous step
+    has run)."""
 
     def __init__(self, samples, batch_size: int, augmentation: bool = True, seed: int = 0,
-                 before_step: Callable | None = None):
+                 before_step: list[Callable] = ()):
         self.samples, self.batch_size, self.augmentation = samples, batch_size, augmentation
-        self.seed, self.before_step = seed, before_step
+        self.seed, self.before_step = seed, list(before_step)
         self.epoch, self.stopped = 0, False
 
     def stop(self) -> None:
@@ -72,8 +73,8 @@ class TrainBatches:
                 return
             items = [self.samples.augmented(int(j), rng) if self.augmentation else self.samples[int(j)]
                      for j in order[i:i + self.batch_size]]
-            if self.before_step is not None:
-                self.before_step()
+            for hook in self.before_step:
+                hook()
             yield {k: np.stack([it[k] for it in items]) for k in self.samples.feed_names}
 
 

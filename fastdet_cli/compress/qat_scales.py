@@ -76,8 +76,22 @@ class HeldScales:
         if not self.quantizers:
             return
         if self.thresholds is None:
-            self.thresholds = self._calibrate()
+            self.thresholds = self._same_on_every_rank(self._calibrate())
         _set_scales(self.thresholds, self.quantizers)
+
+    def _same_on_every_rank(self, thresholds: dict[str, float]) -> dict[str, float]:
+        """Under paddle.distributed.launch each rank calibrates on its own share: the ranges held are their mean."""
+        from fastdet_cli import distributed
+
+        if distributed.world().size == 1:
+            return thresholds
+        import paddle
+
+        _set_scales(thresholds, self.quantizers)
+        distributed.average_in_scope([scale for scale, _, _ in self.quantizers.values()])
+        scope = paddle.static.global_scope()
+        return {x: float(np.array(scope.find_var(scale).get_tensor())[0])
+                for x, (scale, _, _) in self.quantizers.items()}
 
     def _calibrate(self) -> dict[str, float]:
         by_percentile = activation_thresholds(self.source_dir, self.samples, sorted(self.quantizers), PERCENTILES)
