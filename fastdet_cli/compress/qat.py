@@ -135,10 +135,11 @@ class RankSync:
     """Several CPU processes under paddle.distributed.launch: ACT uses Paddle's fleet (gradient all-reduce) only
     when it sees more than one CUDA device, so on CPUs (gloo) each rank would train on its own shard alone. After
     every step the model's parameters are averaged across ranks (`distributed.average_in_scope`): with SGD
-    (fastdet's default optimizer; weight decay included) that is exactly a step on the mean gradient. At each
-    evaluation every persistable variable of the program (quantization scales too) is averaged, the ranks' weights
-    are compared by digest, and rank 0's metric is broadcast so every rank takes the same decision (best model,
-    early stop). Momentum-type optimizers' accumulators are not averaged between evaluations: inexact for them."""
+    (weight decay included) that is exactly a step on the mean gradient; with Adam (fastdet's default) or
+    Momentum each rank's moment estimates stay its own, so it is an approximation (the averaged weights stay
+    identical on every rank). At each evaluation every persistable variable of the program (quantization scales
+    too) is averaged, the ranks' weights are compared by digest, and rank 0's metric is broadcast so every rank
+    takes the same decision (best model, early stop)."""
 
     def __init__(self, param_names: list[str], eval_callback: Callable | None):
         self.param_names, self.eval_callback = param_names, eval_callback
@@ -167,7 +168,7 @@ class RankSync:
         return distributed.broadcast_float(metric)
 
     def record(self) -> dict:
-        return {"parameter_averaging": "after every step (SGD: exact data parallelism)", "steps": self.steps,
+        return {"parameter_averaging": "after every step (exact data parallelism with SGD)", "steps": self.steps,
                 "averaged_steps": self.averaged, "evaluations": self.evaluations,
                 "weights_identical_across_ranks": self.identical}
 
