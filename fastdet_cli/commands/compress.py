@@ -50,7 +50,9 @@ def _report_table(r, output_dir: Path, target: str | None = None):
 
     form = f" (form for {target})" if target else ""
     table = Table(title=escape(f"{r.method_label}{form} → {output_dir}"), title_justify="left", show_header=False)
-    table.add_row("images", f"{r.images.count} from {r.images.source}")
+    held = len(r.config_resolved.get("holdout_images") or [])  # QAT: checked on, never trained on
+    table.add_row("images", f"{r.images.count} from {r.images.source}"
+                  + (f" (+{held} held back for the agreement check)" if held else ""))
     table.add_row("preprocess", r.preprocess)
     table.add_row("kept in float", ", ".join(r.kept_float) or "-")
     table.add_row("size FP32 → INT8 program", f"{r.size_bytes.fp32 / 1e6:.2f} MB → {r.size_bytes.int8 / 1e6:.2f} MB")

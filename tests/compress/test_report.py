@@ -93,3 +93,21 @@ def test_forms_report_lists_each_forms_summary():
     d = json.loads(json.dumps(top.as_dict()))
     assert isinstance(report_from_dict(d), FormsReport) and report_from_dict(d).as_dict() == d
     assert d["forms"]["openvino"]["map"]["int8"]["AP"] == 0.49
+
+
+def test_summary_names_the_images_qat_held_back_and_escapes_the_source():
+    """compress's summary table: QAT's held-back images beside the trained count; a folder name with rich markup
+    is shown as typed."""
+    from rich.console import Console
+
+    from fastdet_cli.commands.compress import _report_table
+
+    def shown(**changes) -> str:
+        console = Console(width=200, record=True)
+        console.print(_report_table(CompressReport.from_dict(_report_dict(**changes)), "out"))
+        return console.export_text()
+
+    qat = shown(images={"source": "pages/[calib]", "count": 15, "first": ["a.jpg"]},
+                config_resolved={"holdout_images": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]})
+    assert "15 from pages/[calib] (+4 held back for the agreement check)" in qat
+    assert "held back" not in shown()
