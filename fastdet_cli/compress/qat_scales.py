@@ -87,11 +87,11 @@ class HeldScales:
             return thresholds
         import paddle
 
-        _set_scales(thresholds, self.quantizers)
-        distributed.average_in_scope([scale for scale, _, _ in self.quantizers.values()])
+        held = {x: q for x, q in self.quantizers.items() if x in thresholds}
+        _set_scales(thresholds, held)
+        distributed.average_in_scope([scale for scale, _, _ in held.values()])
         scope = paddle.static.global_scope()
-        return {x: float(np.array(scope.find_var(scale).get_tensor())[0])
-                for x, (scale, _, _) in self.quantizers.items()}
+        return {x: float(np.array(scope.find_var(scale).get_tensor())[0]) for x, (scale, _, _) in held.items()}
 
     def _calibrate(self) -> dict[str, float]:
         by_percentile = activation_thresholds(self.source_dir, self.samples, sorted(self.quantizers), PERCENTILES)
@@ -120,6 +120,8 @@ def _set_scales(thresholds: dict[str, float], quantizers: dict[str, tuple[str, s
 
     scope, place = paddle.static.global_scope(), paddle.CPUPlace()
     for x, (scale, state, accum) in quantizers.items():
+        if x not in thresholds:  # not an FP32 activation (e.g. PACT's clipped copy): ACT's moving average
+            continue
         c = np.float32(thresholds[x])
         for name, value in ((scale, c), (state, HOLD), (accum, HOLD * c)):
             var = scope.find_var(name)
@@ -140,7 +142,8 @@ def _set_weight_scales(weights: dict[str, tuple[str, int]]) -> None:
 def activation_thresholds(model_dir: Path, samples, names: list[str],
                           percentiles=PERCENTILES) -> dict[float, dict[str, float]]:
     """percentile → activation → the mean over up to CALIBRATION_IMAGES images of that percentile of |x|, run
-    on the FP32 program in `model_dir` (static mode is on: this runs inside ACT)."""
+    on the FP32 program in `model_dir` (static mode is on: this runs inside ACT). Names the program does not have
+    (e.g. PACT's clipped copies) are left out."""
     import paddle
 
     from fastdet_cli.paddle_program import paddle_model_files
@@ -148,11 +151,12 @@ def activation_thresholds(model_dir: Path, samples, names: list[str],
     pdmodel, pdiparams = paddle_model_files(model_dir)
     scope = paddle.static.Scope()
     exe = paddle.static.Executor(paddle.CPUPlace())
-    sums = {p: dict.fromkeys(names, 0.0) for p in percentiles}
     n = min(CALIBRATION_IMAGES, len(samples))
     with paddle.static.scope_guard(scope):
         prog, feeds, _ = paddle.static.load_inference_model(
             str(pdmodel.parent), exe, model_filename=pdmodel.name, params_filename=pdiparams.name)
+        names = [name for name in names if prog.global_block().has_var(name)]
+        sums = {p: dict.fromkeys(names, 0.0) for p in percentiles}
         for i in range(n):
             item = samples[i]
             outs = exe.run(prog, feed={k: item[k][None] for k in feeds}, fetch_list=names)
