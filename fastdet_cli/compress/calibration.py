@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 NUM_BINS = 2048  # ORT's own for Percentile (create_calibrator)
 METHODS = ("MinMax", "Percentile")  # what the histograms answer; Entropy and Distribution calibrate themselves
 
@@ -26,6 +28,7 @@ class _Pass:
     symmetric: bool
     tensors: frozenset[str]
     collectors: tuple  # HistogramCollector for all the images, then one per half
+    channels: tuple  # {tensor: (lowest, highest) per channel (axis 1)} for all the images, then one per half
 
 
 def tensors_to_calibrate(graph: Path, op_types: list[str]) -> frozenset[str]:
@@ -83,11 +86,23 @@ class Statistics:
             lo_hi = {t: computed[t][:2] for t in needed}
         else:
             raise ValueError(f"{method}: the histograms answer {', '.join(METHODS)} only")
-        import numpy as np
-
         data = {t: TensorData(lowest=np.asarray(lo, np.float32), highest=np.asarray(hi, np.float32))
                 for t, (lo, hi) in lo_hi.items()}
         return TensorsData(getattr(CalibrationMethod, method), data)
+
+    def channel_ranges(self, graph: Path, op_types: list[str], tensors, part: int | None = None) -> dict:
+        """{tensor: (lowest, highest) per channel (axis 1)} of `tensors` (among those `graph` calibrates for
+        `op_types`) on all the images (`part` None) or on half `part`: min and max, from the pass that gathered
+        the histograms (compress/depthwise.py uses them)."""
+        wanted = frozenset(tensors)
+        found = next((p for p in self._passes if wanted <= p.tensors), None)
+        if found is None:
+            key = (str(graph), Path(graph).stat().st_mtime_ns, tuple(op_types))
+            if key not in self._needed:
+                self._needed[key] = tensors_to_calibrate(graph, op_types)
+            found = self._gather(graph, op_types, False, self._needed[key] | wanted)
+        table = found.channels[0 if part is None else 1 + part]
+        return {t: table[t] for t in wanted if t in table}
 
     def _gather(self, graph: Path, op_types: list[str], symmetric: bool, needed: frozenset[str]) -> _Pass:
         """One pass of the images through `graph` with every tensor to calibrate as an output; each half's outputs
@@ -101,6 +116,7 @@ class Statistics:
                  f"{len(needed)} tensors (gathered once for every calibration and form that needs them)")
         collectors = tuple(HistogramCollector("percentile", symmetric, NUM_BINS, 128, 99.99, "same")
                            for _ in range(3))
+        channels: tuple[dict, dict, dict] = ({}, {}, {})
         with tempfile.TemporaryDirectory(prefix="fastdet-calib-") as tmp:
             cal = HistogramCalibrater(graph, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                       symmetric=symmetric, num_bins=NUM_BINS)
@@ -121,12 +137,24 @@ class Statistics:
                         interrupt.check()
                     if not part:
                         continue
+                    for n, arrays in merged.items():  # per-channel min/max of 4-D tensors (NCHW: axis 1)
+                        if arrays[0].ndim == 4:
+                            lo = np.min([a.min(axis=(0, 2, 3)) for a in arrays], axis=0)
+                            hi = np.max([a.max(axis=(0, 2, 3)) for a in arrays], axis=0)
+                            _widen(channels[0], n, lo, hi)
+                            _widen(channels[1 + k], n, lo, hi)
                     keys = sorted(merged, key=lambda n, m=merged: -m[n][0].size)  # the biggest spread over both
                     shares = [{n: merged[n] for n in keys[j::2]} for j in range(2)]
                     with contextlib.redirect_stdout(io.StringIO()):  # collect() prints its progress
                         for c in (collectors[0], collectors[1 + k]):
                             list(pool.map(c.collect, shares))
         self.gathered += 1
-        p = _Pass(symmetric, frozenset(wanted), collectors)
+        p = _Pass(symmetric, frozenset(wanted), collectors, channels)
         self._passes.append(p)
         return p
+
+
+def _widen(table: dict, name: str, lo, hi) -> None:
+    """table[name] = the per-channel (lowest, highest) so far, widened by (lo, hi)."""
+    old = table.get(name)
+    table[name] = (lo, hi) if old is None else (np.minimum(old[0], lo), np.maximum(old[1], hi))

@@ -41,6 +41,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
             "max_float_layers": (int,),  # (+) at most this many (default: no cap; the search stops at the budget)
             "search_dataset": (str,),  # (+) COCO dir the search measures mAP on (default: see docs)
             "per_channel": (bool,),  # (+) engine onnxruntime: per-channel weight scales (default true)
+            "depthwise_channel_ranges": (bool,),  # (+) engine onnxruntime: per-channel depthwise input ranges
             "reduce_range": (bool,)},  # (+) engine onnxruntime: 7-bit weights (default: on without VNNI)
     "TrainConfig": {"train_iter": (int,), "learning_rate": NUM + (dict,), "optimizer_builder": (dict,),
                     "eval_iter": (int,), "target_metric": NUM, "logging_iter": (int,), "epochs": (int,)},
@@ -232,7 +233,7 @@ def _check_paddleslim_ptq(path: Path, ptq: dict, engine_given: bool) -> None:
         raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of "
                            f"{', '.join(CALIBRATION_METHODS)} (engine paddleslim)"
                            + (f": PaddleSlim calls it '{ours}'" if ours else "") + switch)
-    for key in ("per_channel", "reduce_range"):
+    for key in ("per_channel", "reduce_range", "depthwise_channel_ranges"):
         if key in ptq:
             raise FastdetError(f"{path}: PTQ.{key} applies to engine onnxruntime only: remove it{switch}")
 

@@ -112,6 +112,7 @@ def quant_settings(cfg: CompressConfig) -> dict:
     }
     if method == "Percentile":
         settings["percentile"] = float(ptq.get("hist_percent", 0.9999)) * 100
+    settings.update(_depthwise_setting(ptq.get("depthwise_channel_ranges"), target))
     settings["calibration_method_asked"] = ptq.get("calibration_method") or "auto (unset)"
     return settings
 
@@ -162,6 +163,8 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
     finally:  # the ranges handed to ORT never stay beside the model, whatever happened
         if cached:
             cached["calibration_cache_path"].unlink(missing_ok=True)
+    if settings.get("depthwise_channel_ranges"):
+        _channel_ranges(fp32_onnx, out_onnx, samples, settings, stats, part)
     if settings.get("quantize_conv_outputs", True) and settings["activation_type"] == "QUInt8":
         # ONNX Runtime's form: hard-sigmoids (hard-swish's gate) written with ops ORT runs in integer kernels
         from fastdet_cli.export.qdq import integer_hard_sigmoid, prune_dead_nodes
@@ -171,6 +174,41 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
         if settings["hard_sigmoid_integer"]:
             prune_dead_nodes(model)
             onnx.save(model, str(out_onnx))
+
+
+def _depthwise_setting(asked: bool | None, target) -> dict:
+    """`depthwise_channel_ranges` (compress/depthwise.py): on by default in OpenVINO's form, the one form whose
+    runtime runs a depthwise convolution with per-channel input scales in INT8."""
+    fits = not target.conv_outputs and not target.symmetric
+    if asked is None:
+        return {"depthwise_channel_ranges": fits,
+                "depthwise_channel_ranges_reason": "on (OpenVINO's form)" if fits else
+                "off (this form's runtime takes one activation scale per tensor)"}
+    if asked and not fits:
+        return {"depthwise_channel_ranges": False,
+                "depthwise_channel_ranges_reason": "off: asked for, but this form's runtime takes one activation "
+                                                   "scale per tensor (a per-channel pair would leave the "
+                                                   "convolution in float)"}
+    return {"depthwise_channel_ranges": bool(asked), "depthwise_channel_ranges_reason": "set in the config"}
+
+
+def _channel_ranges(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: dict,
+                    stats: Statistics | None, part: int | None) -> None:
+    """The quantized graph's depthwise convolutions given per-channel input ranges (compress/depthwise.py),
+    from the calibration statistics (min and max per channel, of all the images or of half `part`)."""
+    import onnx
+
+    from fastdet_cli.compress.depthwise import depthwise_inputs, per_channel_depthwise
+
+    model = onnx.load(str(out_onnx))
+    wanted = set(depthwise_inputs(model).values())
+    if not wanted:
+        settings["depthwise_channel_ranges_written"] = 0
+        return
+    stats = stats or Statistics(samples, lambda *_: None)
+    ranges = stats.channel_ranges(fp32_onnx, settings["op_types_to_quantize"], wanted, part)
+    settings["depthwise_channel_ranges_written"] = per_channel_depthwise(model, ranges)
+    onnx.save(model, str(out_onnx))
 
 
 def _takes_ranges() -> bool:

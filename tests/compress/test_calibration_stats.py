@@ -91,3 +91,26 @@ def test_one_pass_serves_halves_calibrations_and_forms(prepared):
     # another graph kind (symmetric ranges, TensorRT's) is gathered on its own
     stats.ranges(pre, ort["op_types_to_quantize"], True, "MinMax")
     assert stats.gathered == 2
+
+
+def test_channel_ranges_come_from_the_same_pass(prepared):
+    """Per-channel min/max (compress/depthwise.py's ranges) from the pass that gathers the histograms: the widest
+    channel is the tensor's MinMax range, all the images' ranges are the union of the halves'."""
+    from fastdet_cli.compress.calibration import Statistics
+    from fastdet_cli.compress.ort_quantize import quant_settings
+
+    job, pre, post, tmp = prepared
+    stats = Statistics(job.samples, log=lambda m: None)
+    ops = quant_settings(job.cfg)["op_types_to_quantize"]
+    full = stats.ranges(pre, ops, False, "MinMax")
+    channels = stats.channel_ranges(pre, ops, full.keys())  # the 4-D (NCHW) ones
+    assert len(channels) > 20 and set(channels) <= set(full.keys())
+    some = sorted(t for t in channels if t != "image")[:5]
+    halves = [stats.channel_ranges(pre, ops, some, part=k) for k in (0, 1)]
+    assert stats.gathered == 1
+    for t in some:
+        lo, hi = channels[t]
+        assert lo.ndim == 1 and lo.shape == hi.shape and lo.size > 1 and np.all(lo <= hi)
+        assert np.isclose(lo.min(), full[t].range_value[0]) and np.isclose(hi.max(), full[t].range_value[1])
+        assert np.array_equal(lo, np.minimum(halves[0][t][0], halves[1][t][0]))
+        assert np.array_equal(hi, np.maximum(halves[0][t][1], halves[1][t][1]))
