@@ -42,6 +42,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
             "search_dataset": (str,),  # (+) COCO dir the search measures mAP on (default: see docs)
             "per_channel": (bool,),  # (+) engine onnxruntime: per-channel weight scales (default true)
             "depthwise_channel_ranges": (bool,),  # (+) engine onnxruntime: per-channel depthwise input ranges
+            "smooth_alpha": NUM,  # (+) engine onnxruntime: input-channel smoothing of regular convs (0: off)
             "reduce_range": (bool,)},  # (+) engine onnxruntime: 7-bit weights (default: on without VNNI)
     "TrainConfig": {"train_iter": (int,), "learning_rate": NUM + (dict,), "optimizer_builder": (dict,),
                     "eval_iter": (int,), "target_metric": NUM, "logging_iter": (int,), "epochs": (int,)},
@@ -214,6 +215,8 @@ def _checked_ptq(path: Path, ptq: dict, engine: QuantEngine, fmt: str, engine_gi
         _check_paddleslim_ptq(path, ptq, engine_given)
     if ptq.get("max_map_drop", 0) < 0:
         raise FastdetError(f"{path}: PTQ.max_map_drop must be ≥ 0 (mAP points), got {ptq['max_map_drop']}")
+    if not 0 <= ptq.get("smooth_alpha", 0) <= 1:
+        raise FastdetError(f"{path}: PTQ.smooth_alpha must be between 0 (off) and 1, got {ptq['smooth_alpha']}")
     if ptq.get("max_float_layers", 1) < 1:
         raise FastdetError(f"{path}: PTQ.max_float_layers must be ≥ 1, got {ptq['max_float_layers']}")
     if ptq.get("search_dataset"):
@@ -233,7 +236,7 @@ def _check_paddleslim_ptq(path: Path, ptq: dict, engine_given: bool) -> None:
         raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of "
                            f"{', '.join(CALIBRATION_METHODS)} (engine paddleslim)"
                            + (f": PaddleSlim calls it '{ours}'" if ours else "") + switch)
-    for key in ("per_channel", "reduce_range", "depthwise_channel_ranges"):
+    for key in ("per_channel", "reduce_range", "depthwise_channel_ranges", "smooth_alpha"):
         if key in ptq:
             raise FastdetError(f"{path}: PTQ.{key} applies to engine onnxruntime only: remove it{switch}")
 

@@ -51,6 +51,8 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
     try:
         t0 = time.perf_counter()
         pre = _prepared_fp32(fp32, settings, work)
+        if settings.get("smooth_alpha"):
+            pre = _smoothed(pre, settings, stats, work)
         note = {"engine": "onnxruntime", "source_fp32_onnx": str(fp32.path),
                 "weight_bits": 7 if settings["reduce_range"] else 8, "target": settings["target"]}
         exclude: list[str] = []
@@ -67,6 +69,10 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
         else:
             quantize(pre, out_dir / "model.onnx", samples, settings, post, stats=stats)
         write_model_dir(fp32, out_dir / "model.onnx", out_dir, note)
+        if settings.get("smooth_alpha") or settings.get("depthwise_channel_ranges"):
+            log(f"{settings['target']} form: {settings.get('depthwise_channel_ranges_written', 0)} depthwise "
+                f"convolution input(s) with a range per channel, {settings.get('smoothed_tensors', 0)} convolution "
+                f"input(s) smoothed (α {settings.get('smooth_alpha') or 0})")
         _check_form(cfg.target, out_dir / "model.onnx", settings, log)
         settings.update(nodes_to_exclude=exclude, images_used=len(samples), seconds=round(time.perf_counter() - t0, 1),
                         calibration_passes=stats.gathered)  # passes of the images so far (shared by the forms)
@@ -106,6 +112,25 @@ def _prepared_fp32(fp32: ModelSource, settings: dict, work: Path) -> Path:
     # the symbolic pass (sympy) is not needed: paddle2onnx writes the shapes
     quant_pre_process(str(start), str(pre), skip_symbolic_shape=True)
     return pre
+
+
+def _smoothed(pre: Path, settings: dict, stats: Statistics, work: Path) -> Path:
+    """The prepared FP32 graph with its regular convolutions' inputs smoothed (compress/smooth.py), from each
+    channel's largest |x| over the calibration images (the statistics' per-channel min and max)."""
+    import numpy as np
+    import onnx
+
+    from fastdet_cli.compress.smooth import smooth, smoothable
+    from fastdet_cli.export.qdq import prune_dead_nodes
+
+    model = onnx.load(str(pre))
+    ranges = stats.channel_ranges(pre, settings["op_types_to_quantize"], set(smoothable(model)))
+    absmax = {t: np.maximum(np.abs(lo), np.abs(hi)) for t, (lo, hi) in ranges.items()}
+    settings["smoothed_tensors"] = smooth(model, absmax, settings["smooth_alpha"])
+    prune_dead_nodes(model)
+    out = work / "fp32_smooth.onnx"
+    onnx.save(model, str(out))
+    return out
 
 
 def _check_form(target: OnnxTarget, model: Path, settings: dict, log) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from fastdet_cli.compress.calibration import Statistics
 from fastdet_cli.compress.config import DEPLOY_TARGETS, CompressConfig, ort_method
 from fastdet_cli.compress.samples import FeedSamples
+from fastdet_cli.compress.smooth import DEFAULT_ALPHA
 from fastdet_cli.det.model import SIDECAR, ModelSource
 
 
@@ -112,7 +113,8 @@ def quant_settings(cfg: CompressConfig) -> dict:
     }
     if method == "Percentile":
         settings["percentile"] = float(ptq.get("hist_percent", 0.9999)) * 100
-    settings.update(_depthwise_setting(ptq.get("depthwise_channel_ranges"), target))
+    settings.update(_form_setting("depthwise_channel_ranges", ptq.get("depthwise_channel_ranges"), True, target))
+    settings.update(_form_setting("smooth_alpha", ptq.get("smooth_alpha"), DEFAULT_ALPHA, target))
     settings["calibration_method_asked"] = ptq.get("calibration_method") or "auto (unset)"
     return settings
 
@@ -176,20 +178,19 @@ def quantize(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: di
             onnx.save(model, str(out_onnx))
 
 
-def _depthwise_setting(asked: bool | None, target) -> dict:
-    """`depthwise_channel_ranges` (compress/depthwise.py): on by default in OpenVINO's form, the one form whose
-    runtime runs a depthwise convolution with per-channel input scales in INT8."""
+def _form_setting(key: str, asked, default, target) -> dict:
+    """A setting only OpenVINO's form runs in INT8 (`depthwise_channel_ranges`: compress/depthwise.py;
+    `smooth_alpha`: compress/smooth.py): `default` there, off in the other forms — also where the config asks for
+    it, with the reason (one config makes several forms)."""
     fits = not target.conv_outputs and not target.symmetric
+    off = False if isinstance(default, bool) else None
     if asked is None:
-        return {"depthwise_channel_ranges": fits,
-                "depthwise_channel_ranges_reason": "on (OpenVINO's form)" if fits else
+        return {key: default if fits else off, f"{key}_reason": "on (OpenVINO's form)" if fits else
                 "off (this form's runtime takes one activation scale per tensor)"}
     if asked and not fits:
-        return {"depthwise_channel_ranges": False,
-                "depthwise_channel_ranges_reason": "off: asked for, but this form's runtime takes one activation "
-                                                   "scale per tensor (a per-channel pair would leave the "
-                                                   "convolution in float)"}
-    return {"depthwise_channel_ranges": bool(asked), "depthwise_channel_ranges_reason": "set in the config"}
+        return {key: off, f"{key}_reason": "off: asked for, but this form's runtime takes one activation scale "
+                                           "per tensor (it would run in float there)"}
+    return {key: asked or off, f"{key}_reason": "set in the config"}
 
 
 def _channel_ranges(fp32_onnx: Path, out_onnx: Path, samples: FeedSamples, settings: dict,

@@ -24,12 +24,14 @@ def _config(tmp_path, name: str, extra: str, deploy: str = "openvino", engine: s
 
 @pytest.fixture(scope="module")
 def forms(tmp_path_factory):
-    """The embedded model's OpenVINO form with the default (per-channel depthwise inputs) and without."""
+    """The embedded model's OpenVINO form as made by default (per-channel depthwise inputs, smoothed regular
+    convolutions), without the depthwise ranges, and without either."""
     from fastdet_cli.cli import main
 
     tmp = tmp_path_factory.mktemp("depthwise")
     out = {}
-    for name, extra in (("channel", ""), ("tensor", "  depthwise_channel_ranges: false\n")):
+    for name, extra in (("channel", ""), ("tensor", "  depthwise_channel_ranges: false\n"),
+                        ("plain", "  depthwise_channel_ranges: false\n  smooth_alpha: 0\n")):
         out[name] = tmp / name
         assert main(["compress", str(_config(tmp, name, extra)), "--save-dir", str(out[name])]) == 0
     return out
@@ -73,6 +75,7 @@ def test_depthwise_inputs_get_a_range_per_channel(forms):
     assert report["depthwise_channel_ranges"] is True
     assert report["depthwise_channel_ranges_reason"] == "on (OpenVINO's form)"
     assert report["depthwise_channel_ranges_written"] == len(per_channel)
+    assert report["smooth_alpha"] == 0.5 and report["smoothed_tensors"] > 10  # compress/smooth.py, by default
 
 
 @pytest.mark.openvino
@@ -85,10 +88,11 @@ def test_openvino_runs_them_in_int8_and_keeps_the_accuracy(forms):
 
     ov = BACKENDS["openvino"]
     convs = {k: inspect_model(str(d), ov, runs=1).convs() for k, d in forms.items()}
-    assert convs["channel"] == convs["tensor"] and convs["channel"][1] == 0, convs  # (int8, float) convolutions
+    # (int8, float) convolutions: neither the depthwise ranges nor the smoothing leaves a convolution in float
+    assert convs["channel"] == convs["tensor"] == convs["plain"] and convs["channel"][1] == 0, convs
     data = resolve_eval_data(None)
     fp32 = evaluate_map(resolve_model("default"), data, ov)
-    maps = {k: evaluate_map(d, data, ov) for k, d in forms.items()}
+    maps = {k: evaluate_map(d, data, ov) for k, d in forms.items() if k != "plain"}
     # per tensor the embedded model loses 17 points on OpenVINO; per channel it keeps FP32's mAP (±0.5)
     assert fp32 - maps["channel"] <= max(0.005, 0.5 * (fp32 - maps["tensor"])), (fp32, maps)
 
@@ -107,6 +111,11 @@ def test_setting_per_form_and_engine(tmp_path):
     asked = load_compress_config(_config(tmp_path, "asked", "  depthwise_channel_ranges: true\n", "onnxruntime"))
     s = quant_settings(asked)
     assert s["depthwise_channel_ranges"] is False and s["depthwise_channel_ranges_reason"].startswith("off: asked")
+    assert quant_settings(cfg)["smooth_alpha"] == 0.5 and ort["smooth_alpha"] is None
+    off = load_compress_config(_config(tmp_path, "off", "  smooth_alpha: 0\n"))
+    assert quant_settings(off)["smooth_alpha"] is None
+    with pytest.raises(FastdetError, match="PTQ.smooth_alpha must be between 0 \\(off\\) and 1, got 1.5"):
+        load_compress_config(_config(tmp_path, "big", "  smooth_alpha: 1.5\n"))
     with pytest.raises(FastdetError, match="PTQ.depthwise_channel_ranges applies to engine onnxruntime only"):
         load_compress_config(_config(tmp_path, "slim", "  depthwise_channel_ranges: true\n", "onnxruntime",
                                      "paddleslim"))
