@@ -43,6 +43,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
             "per_channel": (bool,),  # (+) engine onnxruntime: per-channel weight scales (default true)
             "depthwise_channel_ranges": (bool,),  # (+) engine onnxruntime: per-channel depthwise input ranges
             "smooth_alpha": NUM,  # (+) engine onnxruntime: input-channel smoothing of regular convs (0: off)
+            "bias_correction": (bool,),  # (+) engine onnxruntime: biases corrected for the rounding (default true)
             "reduce_range": (bool,)},  # (+) engine onnxruntime: 7-bit weights (default: on without VNNI)
     "TrainConfig": {"train_iter": (int,), "learning_rate": NUM + (dict,), "optimizer_builder": (dict,),
                     "eval_iter": (int,), "target_metric": NUM, "logging_iter": (int,), "epochs": (int,)},
@@ -236,7 +237,7 @@ def _check_paddleslim_ptq(path: Path, ptq: dict, engine_given: bool) -> None:
         raise FastdetError(f"{path}: PTQ.calibration_method '{method}' is not one of "
                            f"{', '.join(CALIBRATION_METHODS)} (engine paddleslim)"
                            + (f": PaddleSlim calls it '{ours}'" if ours else "") + switch)
-    for key in ("per_channel", "reduce_range", "depthwise_channel_ranges", "smooth_alpha"):
+    for key in ("per_channel", "reduce_range", "depthwise_channel_ranges", "smooth_alpha", "bias_correction"):
         if key in ptq:
             raise FastdetError(f"{path}: PTQ.{key} applies to engine onnxruntime only: remove it{switch}")
 

@@ -68,6 +68,7 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
                                       out_dir / "model.onnx", runtime, log, stats)
         else:
             quantize(pre, out_dir / "model.onnx", samples, settings, post, stats=stats)
+            _corrected(out_dir / "model.onnx", pre, samples, settings, log)
         write_model_dir(fp32, out_dir / "model.onnx", out_dir, note)
         if settings.get("smooth_alpha") or settings.get("depthwise_channel_ranges"):
             log(f"{settings['target']} form: {settings.get('depthwise_channel_ranges_written', 0)} depthwise "
@@ -133,6 +134,35 @@ def _smoothed(pre: Path, settings: dict, stats: Statistics, work: Path) -> Path:
     return out
 
 
+def _corrected(model_path: Path, pre: Path, samples, settings: dict, log) -> None:
+    """`model_path`'s biases corrected against the FP32 graph `pre` on a few calibration images
+    (compress/bias_correction.py), where `settings["bias_correction"]` is on."""
+    if not settings.get("bias_correction"):
+        return
+    import numpy as np
+    import onnx
+
+    from fastdet_cli.compress.bias_correction import DEFAULT_IMAGES, correct_biases
+
+    t0 = time.perf_counter()
+    picks = np.unique(np.linspace(0, len(samples) - 1, min(DEFAULT_IMAGES, len(samples))).round().astype(int))
+    feeds = [{k: v[None] for k, v in samples[int(i)].items()} for i in picks]
+    model = onnx.load(str(model_path))
+    shown = set()
+
+    def progress(done: int, total: int) -> None:
+        quarter = 4 * done // total
+        if quarter not in shown:
+            shown.add(quarter)
+            log(f"  bias correction: {done}/{total} depth steps")
+
+    log(f"bias correction on {len(feeds)} calibration images (each convolution's mean output per channel made "
+        "FP32's, in graph order)")
+    record = correct_biases(model, onnx.load(str(pre)), feeds, progress)
+    onnx.save(model, str(model_path))
+    settings["bias_correction_record"] = {**record, "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def _check_form(target: OnnxTarget, model: Path, settings: dict, log) -> None:
     """The INT8 graph held against its runtime: TensorRT's parser rules for TensorRT's form (an error), and for
     ORT's form the float islands ORT leaves in its INT8 chains (settings["ort_optimized_graph"])."""
@@ -159,7 +189,8 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
     `final` is the probe with the chosen convolutions wired to float — exactly the graph whose mAP the search
     measured (a second quantization with nodes_to_exclude was measured to differ: with more op types quantized it
     fell from 0.581 to 0.296 on the embedded model) — with the weight Q/DQ pairs folded to int8 and the pairs
-    left unused removed."""
+    left unused removed; then, with bias correction on, its INT8 convolutions' biases corrected (the search
+    measured the model before that: the report's mAP is the uncorrected one's)."""
     import onnx
 
     from fastdet_cli.agreement import labelled
@@ -179,6 +210,7 @@ def _search(cfg, fp32: ModelSource, pre: Path, samples, settings, work: Path, da
                                  float(cfg.ptq["max_map_drop"]) / 100, cfg.ptq.get("max_float_layers"), log, runtime)
     exclude = [s.conv for s in result.chosen]
     onnx.save(deployable(onnx.load(str(probe_dir / "model.onnx")), result.chosen), str(final))
+    _corrected(final, pre, samples, settings, log)  # on the model chosen: its INT8 convolutions only
     report = {**result.as_dict(), "kept_float": exclude, "reason": why,
               "runtime_measured_on": f"{runtime.name}, 1 thread" if runtime else None,
               "max_map_drop_points": cfg.ptq["max_map_drop"], "seconds": round(time.perf_counter() - t0, 1)}

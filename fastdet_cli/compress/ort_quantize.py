@@ -115,6 +115,7 @@ def quant_settings(cfg: CompressConfig) -> dict:
         settings["percentile"] = float(ptq.get("hist_percent", 0.9999)) * 100
     settings.update(_form_setting("depthwise_channel_ranges", ptq.get("depthwise_channel_ranges"), True, target))
     settings.update(_form_setting("smooth_alpha", ptq.get("smooth_alpha"), DEFAULT_ALPHA, target))
+    settings["bias_correction"] = bool(ptq.get("bias_correction", True))  # compress/bias_correction.py
     settings["calibration_method_asked"] = ptq.get("calibration_method") or "auto (unset)"
     return settings
 
