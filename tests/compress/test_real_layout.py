@@ -66,7 +66,9 @@ def test_real_layout_int8_keeps_the_fp32_boxes(tmp_path, capsys):
     raw["Global"].update(model_dir=str(MODEL.parent), ptq_image_path=str(calib),
                          deploy_backend="openvino" if backend == "openvino" else "onnxruntime")
     raw["Global"].pop("eval_dataset")
-    raw["PTQ"].update(batch_nums=3, max_map_drop=15, max_float_layers=8, search_dataset=str(calib),
+    # a 2-point budget: since the depthwise ranges and smoothing (OpenVINO's form) INT8 as quantized is 10.6 points
+    # under FP32 on these 3 pages — within the 15 points this test had, so the search kept nothing
+    raw["PTQ"].update(batch_nums=3, max_map_drop=2, max_float_layers=8, search_dataset=str(calib),
                       calibration_method="percentile", hist_percent=0.9999)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(raw))
