@@ -12,9 +12,10 @@ Measured on the real-weight PicoDet (OpenVINO's form, Zen 4, 2026-12-06): calibr
 pages (8 for the correction), agreement with FP32 on the other 9 calib pages 0.906 → **0.959** (AP50 0.931 → 0.973;
 0.986 when the int32 rounding was left to the end, with 20% of the shift left over: one or two boxes on 9 pages),
 runtime unchanged (34.8 ms; every convolution still u8), 80–100 s (67 depth steps; 107 s one convolution at a time).
-With the sensitivity search the correction is made on the model the search chose (its float convolutions keep their
-biases): a correction made for the all-INT8 model and kept when layers go back to float over-compensates (measured on
-the embedded model's ORT form: 2 float layers gave 0.485 mAP corrected, 0.591 uncorrected).
+With the sensitivity search the correction is made on the model the search chose (its float convolutions keep
+their biases) and kept only when it measures no worse on the search's images (compress/ort_engine.py): a correction
+made for the all-INT8 model and kept when layers go back to float over-compensates (measured on the embedded model's
+ORT form: 2 float layers gave 0.485 mAP corrected, 0.591 uncorrected).
 """
 from __future__ import annotations
 
