@@ -240,7 +240,9 @@ def _corrected_if_better(final: Path, pre: Path, samples, settings: dict, probe_
     kept = after >= before
     if kept:
         sh.copyfile(check / "model.onnx", final)
-        report.update(chosen_map=after, chosen_drop_points=round(100 * (report["fp32_map"] - after), 2))
+        drop = round(100 * (report["fp32_map"] - after), 2)
+        met = bool(report.get("met")) or drop <= report["max_drop_points"]
+        report.update(chosen_map=after, chosen_drop_points=drop, met=met, target_reached=met)
     report["bias_correction"] = {"map_before": before, "map_after": after, "kept": kept}
     log(f"bias correction on the chosen model: mAP {before:.4f} → {after:.4f} on the search's images, "
         + ("kept" if kept else "not kept (worse)"))
