@@ -110,12 +110,11 @@ def _pair(teacher_var_name: str, student_var_name: str, program):
     return teacher, block.var(student_var_name)
 
 
-def fastdet_sigmoid_kl(teacher_var_name, student_var_name, program=None):
-    """Per-class Bernoulli KL(teacher ‖ student) on sigmoid scores: summed over the classes (last axis), averaged
-    over the anchors."""
+def sigmoid_kl(t, s):
+    """Per-class Bernoulli KL(teacher ‖ student) of sigmoid score tensors: summed over the classes (last axis),
+    averaged over the anchors."""
     import paddle
 
-    t, s = _pair(teacher_var_name, student_var_name, program)
     eps = 1e-6
     t = paddle.clip(t, eps, 1 - eps)
     s = paddle.clip(s, eps, 1 - eps)
@@ -123,36 +122,53 @@ def fastdet_sigmoid_kl(teacher_var_name, student_var_name, program=None):
     return paddle.mean(kl) * float(t.shape[-1])
 
 
-def fastdet_dfl_kl(teacher_var_name, student_var_name, program=None):
+def dfl_kl(t, s, scores=None):
     """KL(teacher ‖ student) between the softmax distributions of each box side's n bins (last axis = 4 · n),
-    summed over the 4 sides; averaged over the anchors weighted by the teacher's best class score there when the
-    output has a score map partner (`registered_losses`), so background anchors' boxes count little."""
+    summed over the 4 sides; averaged over the anchors, weighted by `scores`' best class per anchor (the teacher's
+    score map of the same anchors) when given, so background anchors' boxes count little."""
     import paddle
     import paddle.nn.functional as F
 
-    t, s = _pair(teacher_var_name, student_var_name, program)
     bins = int(t.shape[-1]) // 4
     t = F.softmax(paddle.reshape(t, [-1, bins]), axis=-1)
     log_s = F.log_softmax(paddle.reshape(s, [-1, bins]), axis=-1)
     kl = paddle.sum(paddle.reshape(paddle.sum(t * (paddle.log(paddle.clip(t, 1e-9, 1.0)) - log_s), axis=-1),
                                    [-1, 4]), axis=-1)  # one value per anchor
-    partner = _PARTNERS.get(student_var_name)
-    if partner is None:
+    if scores is None:
         return paddle.mean(kl)
-    prefix = teacher_var_name[:len(teacher_var_name) - len(student_var_name)]
-    block = (program or paddle.static.default_main_program()).global_block()
-    scores = block.var(prefix + partner)
     w = paddle.reshape(paddle.max(scores, axis=-1), [-1])
     w.stop_gradient = True
     return paddle.sum(w * kl) / (paddle.sum(w) + 1e-6)
 
 
-def fastdet_relative_l1(teacher_var_name, student_var_name, program=None):
+def relative_l1(t, s):
     """Mean |student − teacher| over the teacher's mean magnitude (decoded boxes are in pixels)."""
     import paddle
 
-    t, s = _pair(teacher_var_name, student_var_name, program)
     return paddle.mean(paddle.abs(s - t)) / (paddle.mean(paddle.abs(t)) + 1e-6)
+
+
+def fastdet_sigmoid_kl(teacher_var_name, student_var_name, program=None):
+    """ACT's form of `sigmoid_kl` (variables named in the distillation program)."""
+    return sigmoid_kl(*_pair(teacher_var_name, student_var_name, program))
+
+
+def fastdet_dfl_kl(teacher_var_name, student_var_name, program=None):
+    """ACT's form of `dfl_kl`: the score partner found by name (`registered_losses`)."""
+    import paddle
+
+    t, s = _pair(teacher_var_name, student_var_name, program)
+    partner = _PARTNERS.get(student_var_name)
+    if partner is None:
+        return dfl_kl(t, s)
+    prefix = teacher_var_name[:len(teacher_var_name) - len(student_var_name)]
+    block = (program or paddle.static.default_main_program()).global_block()
+    return dfl_kl(t, s, block.var(prefix + partner))
+
+
+def fastdet_relative_l1(teacher_var_name, student_var_name, program=None):
+    """ACT's form of `relative_l1`."""
+    return relative_l1(*_pair(teacher_var_name, student_var_name, program))
 
 
 _FASTDET_LOSSES = {f.__name__: f for f in (fastdet_sigmoid_kl, fastdet_dfl_kl, fastdet_relative_l1)}

@@ -45,12 +45,45 @@ def _paddleslim_qat(job: Job, out_dir: Path, log) -> Quantized:
 
 
 def _ort_ptq(job: Job, out_dir: Path, log) -> Quantized:
+    return _ort_ptq_with_source(job, out_dir, log)[0]
+
+
+def _ort_ptq_with_source(job: Job, out_dir: Path, log):
+    """(Quantized, the FP32 ONNX model it was made from)."""
     from fastdet_cli.compress.ort_engine import run_ort_ptq
     from fastdet_cli.compress.ptq import search_dataset_spec
 
     spec = search_dataset_spec(job.cfg) if job.cfg.ptq.get("max_map_drop") is not None else None
-    settings, search, _ = run_ort_ptq(job.cfg, job.source, job.samples, out_dir, spec, log, job.statistics)
-    return Quantized(settings, search, settings["nodes_to_exclude"])
+    settings, search, fp32 = run_ort_ptq(job.cfg, job.source, job.samples, out_dir, spec, log, job.statistics)
+    return Quantized(settings, search, settings["nodes_to_exclude"]), fp32
+
+
+def _ort_qat(job: Job, out_dir: Path, log) -> Quantized:
+    """The form's PTQ model (as `_ort_ptq`), then trained with distillation (compress/qdq_qat.py), the held-back
+    calibration images judging each epoch on the form's runtime."""
+    from fastdet_cli.compress.qdq_qat import train_qdq
+    from fastdet_cli.compress.samples import FeedSamples
+
+    q, fp32 = _ort_ptq_with_source(job, out_dir, log)
+    holdout = FeedSamples(job.source, job.holdout, job.feeds) if job.holdout else None
+    judge = None
+    if job.holdout:
+        from fastdet_cli.agreement import with_reference
+        from fastdet_cli.compress.variants import evaluate_map
+        from fastdet_cli.data.dataset import ImageList
+
+        runtime = job.cfg.target.backend_spec or BACKENDS["ort"]
+        data = with_reference(ImageList.of(job.holdout), job.source, BACKENDS["ort"])
+
+        def judge(model_path: Path) -> float:
+            return evaluate_map(model_path.parent, data, runtime)
+
+        log(f"QAT trains on {len(job.samples)} images and keeps the epoch that agrees best with FP32 on "
+            f"{len(job.holdout)} held-back ones ({runtime.name})")
+    q.settings["qat"] = train_qdq(out_dir / "model.onnx", fp32.path, job.samples, holdout, judge, job.cfg.train,
+                                  job.cfg.raw.get("Global", {}).get("qat_augment", True), log)
+    q.settings["holdout_images"] = [p.name for p in job.holdout]
+    return q
 
 
 ENGINES: dict[tuple[str, str], Engine] = {(e.engine, e.method): e for e in (
@@ -60,6 +93,8 @@ ENGINES: dict[tuple[str, str], Engine] = {(e.engine, e.method): e for e in (
            BACKENDS["paddle"], "Paddle Inference"),
     Engine(QuantEngine.ONNXRUNTIME, "ptq", "PTQ (ORT)", _ort_ptq, "model.onnx", "onnx", BACKENDS["ort"],
            "ONNX Runtime"),
+    Engine(QuantEngine.ONNXRUNTIME, "qat", "QAT-distillation (ORT)", _ort_qat, "model.onnx", "onnx",
+           BACKENDS["ort"], "ONNX Runtime"),
 )}
 
 

@@ -1,0 +1,209 @@
+"""QAT of the ONNX Runtime engine (`Global.engine: onnxruntime` with a `QuantAware:` section): quantization-aware
+training with distillation of the INT8 graph each deploy target runs, starting from that target's PTQ model.
+
+Why not Paddle's QAT for these forms: Paddle's QAT program holds one symmetric range per activation tensor, while
+what made OpenVINO's all-INT8 form accurate (compress/depthwise.py, smooth.py, bias_correction.py) is ranges per
+channel on the depthwise inputs, asymmetric uint8 activations and corrected biases — a program that cannot hold them
+trains a different model (measured on the real-weight PicoDet: Paddle QAT 87% of the FP32 boxes kept, this form's
+PTQ 97%). So the PTQ graph itself is trained (compress/qdq_graph.py runs it in Paddle's dygraph): every scale and
+zero point stays the calibrated one, the convolutions' weights and biases move, rounded on every pass
+(straight-through), to match the FP32 model's decoded outputs (compress/distill.py's losses: sigmoid scores by
+per-class KL, DFL distributions by KL over their bins weighted by the teacher's scores) on the user's unlabeled
+images, flipped and zoomed at random (compress/qat_data.py). The FP32 teacher runs on ONNX Runtime.
+
+What is written is always a measured model: after each epoch the trained weights are rounded into the graph and its
+agreement with FP32 is measured on the held-back slice of the calibration images on the form's own runtime; the
+best epoch is kept — the PTQ model itself (epoch 0) included, so QAT never writes a model that measured worse than
+its start. Ties (a few held-back images often agree fully) go to the lower distillation loss on the held-back images.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_EPOCHS = 8
+DEFAULT_LR = 1e-5  # Adam; larger rates (1e-4) moved the depthwise weights off their grid within an epoch
+_SHAPE_OPS = {"Transpose", "Reshape", "Concat", "Split", "Identity", "Flatten", "Squeeze", "Unsqueeze", "Slice"}
+
+
+def output_kinds(model) -> dict[str, str]:
+    """{graph output: scores | distribution | other} (compress/distill.py's kinds, read from an ONNX graph)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def probability(name: str, depth: int = 0) -> bool:
+        n = producer.get(name)
+        if n is None or depth > 40:
+            return False
+        if n.op_type == "Sigmoid":
+            return True
+        if n.op_type in _SHAPE_OPS or n.op_type in ("Mul", "Sqrt"):
+            ins = [i for i in n.input[:1 if n.op_type in _SHAPE_OPS else 2] if i in producer]
+            return bool(ins) and all(probability(i, depth + 1) for i in ins)
+        return False
+
+    kinds = {}
+    for o in model.graph.output:
+        last = o.type.tensor_type.shape.dim[-1].dim_value if o.type.tensor_type.shape.dim else 0
+        kinds[o.name] = ("scores" if probability(o.name) else
+                         "distribution" if last and last % 4 == 0 and last // 4 >= 2 else "other")
+    return kinds
+
+
+class _Loss:
+    """The distillation loss of a student's outputs against the teacher's (numpy), summed over the outputs."""
+
+    def __init__(self, model):
+        self.kinds = output_kinds(model)
+        shapes = {o.name: tuple(d.dim_value for d in o.type.tensor_type.shape.dim) for o in model.graph.output}
+        scores = {shapes[n][:-1]: n for n, k in self.kinds.items() if k == "scores"}
+        self.partner = {n: scores.get(shapes[n][:-1]) for n, k in self.kinds.items() if k == "distribution"}
+
+    def __call__(self, student: dict, teacher: dict):
+        import paddle
+
+        from fastdet_cli.compress.distill import dfl_kl, relative_l1, sigmoid_kl
+
+        t = {k: paddle.to_tensor(v) for k, v in teacher.items()}
+        total = 0.0
+        for name, kind in self.kinds.items():
+            if kind == "scores":
+                total = total + sigmoid_kl(t[name], student[name])
+            elif kind == "distribution":
+                partner = self.partner.get(name)
+                total = total + dfl_kl(t[name], student[name], t[partner] if partner else None)
+            else:
+                total = total + relative_l1(t[name], student[name])
+        return total
+
+
+def _teacher(fp32_path: Path):
+    """The FP32 model on ONNX Runtime (every core), one image per run (a fixed batch axis is common)."""
+    import os
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = os.cpu_count() or 1
+    sess = ort.InferenceSession(str(fp32_path), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    takes = {i.name for i in sess.get_inputs()}
+
+    def run(batch: dict) -> dict:
+        n = len(next(iter(batch.values())))
+        outs = [sess.run(names, {k: v[i:i + 1] for k, v in batch.items() if k in takes}) for i in range(n)]
+        return {name: np.concatenate([o[j] for o in outs]) for j, name in enumerate(names)}
+
+    return run
+
+
+def _student_feeds(batch: dict, graph) -> dict:
+    import paddle
+
+    takes = {i.name for i in graph.model.graph.input}
+    return {k: paddle.to_tensor(v) for k, v in batch.items() if k in takes}
+
+
+def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callable[[Path], float] | None,
+              train: dict, augment: bool = True, log=print) -> dict:
+    """Train the INT8 graph at `model_path` (rewritten in place with the best measured epoch) against the FP32
+    model at `fp32_path` on `samples` (FeedSamples); `holdout`: FeedSamples of the held-back images (or None) and
+    `judge(model_path) -> agreement` measured on them on the form's runtime. `train`: TrainConfig (epochs,
+    learning_rate). Returns the record for the report."""
+    import onnx
+    import paddle
+
+    from fastdet_cli.compress.qat_data import TrainBatches
+    from fastdet_cli.compress.qdq_graph import QdqGraph
+
+    t0 = time.perf_counter()
+    paddle.set_device("cpu")
+    model = onnx.load(str(model_path))
+    graph, loss_of, teacher = QdqGraph(model), _Loss(model), _teacher(fp32_path)
+    epochs, lr = int(train.get("epochs", DEFAULT_EPOCHS)), float(train.get("learning_rate", DEFAULT_LR))
+    opt = paddle.optimizer.Adam(learning_rate=lr, parameters=graph.parameters)
+    held = [{k: v[None] for k, v in holdout[i].items()} for i in range(len(holdout))] if holdout else []
+    held_teacher = [teacher(f) for f in held]
+    batches = TrainBatches(samples, 1, augment, seed=0)
+    log(f"QAT of the INT8 graph: {len(graph.parameters)} weights and biases trained (scales held), {epochs} "
+        f"epoch(s) of {len(samples)} image(s), Adam lr {lr:g}; distilled outputs: "
+        + ", ".join(f"{k} {n}" for k, n in _count(loss_of.kinds).items()))
+    history = [_measure(graph, model, model_path, judge, held, held_teacher, loss_of, 0, None)]
+    best = _snapshot(graph)
+    log(f"QAT epoch 0 (the PTQ model): {_shown(history[-1])}")
+    for epoch in range(1, epochs + 1):
+        losses = []
+        for batch in batches():
+            loss = loss_of(graph(_student_feeds(batch, graph)), teacher(batch))
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+            losses.append(float(loss))
+        history.append(_measure(graph, model, model_path, judge, held, held_teacher, loss_of, epoch,
+                                float(np.mean(losses))))
+        if _key(history[-1]) > _key(max(history[:-1], key=_key)):
+            best = _snapshot(graph)
+        log(f"QAT epoch {epoch}/{epochs}: {_shown(history[-1])}")
+    chosen = max(history, key=_key)
+    _restore(graph, best)
+    graph.write_back()
+    onnx.save(model, str(model_path))
+    log(f"QAT keeps epoch {chosen['epoch']}" + (" (the PTQ model: no epoch measured better)"
+                                                 if chosen["epoch"] == 0 else ""))
+    return {"epochs": epochs, "learning_rate": lr, "chosen_epoch": chosen["epoch"], "history": history,
+            "distilled": loss_of.kinds, "parameters": len(graph.parameters), "augment": augment,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _count(kinds: dict) -> dict:
+    out: dict[str, int] = {}
+    for k in kinds.values():
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+def _key(h: dict) -> tuple:
+    return (h["agreement"] if h["agreement"] is not None else 0.0,
+            -h["holdout_loss"] if h["holdout_loss"] is not None else 0.0)
+
+
+def _shown(h: dict) -> str:
+    parts = []
+    if h["train_loss"] is not None:
+        parts.append(f"distillation loss {h['train_loss']:.4g}")
+    if h["holdout_loss"] is not None:
+        parts.append(f"held-back loss {h['holdout_loss']:.4g}")
+    if h["agreement"] is not None:
+        parts.append(f"agreement with FP32 on the held-back images {h['agreement']:.3f}")
+    return ", ".join(parts) or "no held-back images"
+
+
+def _measure(graph, model, model_path: Path, judge, held, held_teacher, loss_of, epoch: int,
+             train_loss: float | None) -> dict:
+    """The epoch's record: the held-back loss, and the agreement of the graph with these weights, written."""
+    import onnx
+    import paddle
+
+    hl = None
+    if held:
+        with paddle.no_grad():
+            hl = float(np.mean([float(loss_of(graph(_student_feeds(f, graph)), t)) for f, t in
+                                zip(held, held_teacher)]))
+    agreement = None
+    if judge is not None:
+        graph.write_back()
+        onnx.save(model, str(model_path))
+        agreement = round(float(judge(model_path)), 4)
+    return {"epoch": epoch, "train_loss": None if train_loss is None else round(train_loss, 5),
+            "holdout_loss": None if hl is None else round(hl, 5), "agreement": agreement}
+
+
+def _snapshot(graph) -> list[np.ndarray]:
+    return [p.numpy().copy() for p in graph.parameters]
+
+
+def _restore(graph, values: list[np.ndarray]) -> None:
+    for p, v in zip(graph.parameters, values):
+        p.set_value(v)
