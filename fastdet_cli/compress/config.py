@@ -154,6 +154,8 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
     engine = check_engine(engine, "--engine") if engine else check_engine(g.get("engine", default_engine),
                                                                          f"{path}: Global.engine")
     ptq = _checked_ptq(path, dict(raw.get("PTQ", {})), engine, fmt, engine_given="engine" in g)
+    if engine.ort:
+        _check_ort_qat(path, raw)
     targets = deploy_targets(g.get("deploy_backend"), engine, f"{path}: Global.deploy_backend")
     base = path.resolve().parent
     images = g.get("ptq_image_path") or g.get("qat_image_path") or g.get("image_path") or "default"
@@ -240,6 +242,27 @@ def _check_paddleslim_ptq(path: Path, ptq: dict, engine_given: bool) -> None:
     for key in ("per_channel", "reduce_range", "depthwise_channel_ranges", "smooth_alpha", "bias_correction"):
         if key in ptq:
             raise FastdetError(f"{path}: PTQ.{key} applies to engine onnxruntime only: remove it{switch}")
+
+
+# what engine onnxruntime's QAT reads (compress/qdq_qat.py): it trains the INT8 graph itself, with its own loss
+ORT_QAT_KEYS = {"TrainConfig": ("epochs", "learning_rate"), "Global": ("qat_batch_size", "qat_augment", "qat_patience"),
+                "QuantAware": (), "Quantization": (), "Distillation": ()}
+
+
+def _check_ort_qat(path: Path, raw: dict) -> None:
+    """No QAT key that only engine paddleslim (ACT) reads."""
+    reads = ", ".join(f"{s}.{k}" for s, keys in ORT_QAT_KEYS.items() for k in keys)
+    for section in ("QuantAware", "Quantization", "Distillation", "TrainConfig"):
+        for key in raw.get(section) or {}:
+            if key not in ORT_QAT_KEYS[section]:
+                raise FastdetError(f"{path}: {section}.{key} applies to engine paddleslim's QAT only (engine "
+                                   f"onnxruntime trains its INT8 graph and reads {reads})")
+    if isinstance(raw.get("TrainConfig", {}).get("learning_rate"), dict):
+        raise FastdetError(f"{path}: TrainConfig.learning_rate is a number for engine onnxruntime (a cosine decay "
+                           "from it is built in)")
+    if raw.get("Global", {}).get("qat_hold_scales") is False:
+        raise FastdetError(f"{path}: Global.qat_hold_scales: false applies to engine paddleslim only (engine "
+                           "onnxruntime always trains with the calibrated scales)")
 
 
 def installed_targets() -> tuple[str, ...]:

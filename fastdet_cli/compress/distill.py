@@ -110,16 +110,16 @@ def _pair(teacher_var_name: str, student_var_name: str, program):
     return teacher, block.var(student_var_name)
 
 
-def sigmoid_kl(t, s):
-    """Per-class Bernoulli KL(teacher ‖ student) of sigmoid score tensors: summed over the classes (last axis),
-    averaged over the anchors."""
+def sigmoid_kl(t, s, classes: int | None = None):
+    """Per-class Bernoulli KL(teacher ‖ student) of sigmoid score tensors: summed over the classes (`classes` of
+    them, default the last axis), averaged over the anchors."""
     import paddle
 
     eps = 1e-6
     t = paddle.clip(t, eps, 1 - eps)
     s = paddle.clip(s, eps, 1 - eps)
     kl = t * (paddle.log(t) - paddle.log(s)) + (1 - t) * (paddle.log(1 - t) - paddle.log(1 - s))
-    return paddle.mean(kl) * float(t.shape[-1])
+    return paddle.mean(kl) * float(classes or t.shape[-1])
 
 
 def dfl_kl(t, s, scores=None):

@@ -48,23 +48,25 @@ def _ort_ptq(job: Job, out_dir: Path, log) -> Quantized:
     return _ort_ptq_with_source(job, out_dir, log)[0]
 
 
-def _ort_ptq_with_source(job: Job, out_dir: Path, log):
-    """(Quantized, the FP32 ONNX model it was made from)."""
+def _ort_ptq_with_source(job: Job, out_dir: Path, log, keep_prepared: Path | None = None):
+    """(Quantized, the FP32 ONNX model it was made from); the FP32 graph quantized kept at `keep_prepared`."""
     from fastdet_cli.compress.ort_engine import run_ort_ptq
     from fastdet_cli.compress.ptq import search_dataset_spec
 
     spec = search_dataset_spec(job.cfg) if job.cfg.ptq.get("max_map_drop") is not None else None
-    settings, search, fp32 = run_ort_ptq(job.cfg, job.source, job.samples, out_dir, spec, log, job.statistics)
+    settings, search, fp32 = run_ort_ptq(job.cfg, job.source, job.samples, out_dir, spec, log, job.statistics,
+                                         keep_prepared)
     return Quantized(settings, search, settings["nodes_to_exclude"]), fp32
 
 
 def _ort_qat(job: Job, out_dir: Path, log) -> Quantized:
     """The form's PTQ model (as `_ort_ptq`), then trained with distillation (compress/qdq_qat.py), the held-back
     calibration images judging each epoch on the form's runtime."""
-    from fastdet_cli.compress.qdq_qat import train_qdq
+    from fastdet_cli.compress.qdq_qat import DEFAULT_BATCH, DEFAULT_PATIENCE, train_qdq
     from fastdet_cli.compress.samples import FeedSamples
 
-    q, fp32 = _ort_ptq_with_source(job, out_dir, log)
+    prepared = out_dir.with_name(out_dir.name + "-prepared.onnx")  # beside the output folder, removed below
+    q, fp32 = _ort_ptq_with_source(job, out_dir, log, prepared)
     holdout = FeedSamples(job.source, job.holdout, job.feeds) if job.holdout else None
     judge = None
     if job.holdout:
@@ -80,8 +82,14 @@ def _ort_qat(job: Job, out_dir: Path, log) -> Quantized:
 
         log(f"QAT trains on {len(job.samples)} images and keeps the epoch that agrees best with FP32 on "
             f"{len(job.holdout)} held-back ones ({runtime.name})")
-    q.settings["qat"] = train_qdq(out_dir / "model.onnx", fp32.path, job.samples, holdout, judge, job.cfg.train,
-                                  job.cfg.raw.get("Global", {}).get("qat_augment", True), log)
+    g = job.cfg.raw.get("Global", {})
+    try:
+        q.settings["qat"] = train_qdq(out_dir / "model.onnx", fp32.path, job.samples, holdout, judge,
+                                      job.cfg.train, g.get("qat_augment", True),
+                                      g.get("qat_batch_size", DEFAULT_BATCH), g.get("qat_patience", DEFAULT_PATIENCE),
+                                      log, prepared)
+    finally:
+        prepared.unlink(missing_ok=True)
     q.settings["holdout_images"] = [p.name for p in job.holdout]
     return q
 

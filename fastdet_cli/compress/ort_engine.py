@@ -31,11 +31,13 @@ from fastdet_cli.runtime.registry import BACKENDS
 
 
 def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, out_dir: Path, dataset_spec,
-                log=print, stats: Statistics | None = None) -> tuple[dict, dict | None, ModelSource]:
+                log=print, stats: Statistics | None = None,
+                keep_prepared: Path | None = None) -> tuple[dict, dict | None, ModelSource]:
     """Quantize `source`'s FP32 ONNX export into `out_dir` (model.onnx + fastdet.yml). `dataset_spec` is
     (spec, why) for the sensitivity search, or None without `PTQ.max_map_drop`. `stats`: the calibration
-    statistics shared by every form of one compress (else this call's own). Returns (settings, search report or
-    None, the FP32 ONNX model)."""
+    statistics shared by every form of one compress (else this call's own). `keep_prepared`: where to keep the
+    FP32 graph that was quantized (hard-swishes, folding and smoothing done: QAT starts from its weights).
+    Returns (settings, search report or None, the FP32 ONNX model)."""
     from fastdet_cli.artifacts import nms_free_onnx
     from fastdet_cli.lazy import require
 
@@ -70,6 +72,8 @@ def run_ort_ptq(cfg: CompressConfig, source: ModelSource, samples: FeedSamples, 
             quantize(pre, out_dir / "model.onnx", samples, settings, post, stats=stats)
             _corrected(out_dir / "model.onnx", pre, samples, settings, log)
         write_model_dir(fp32, out_dir / "model.onnx", out_dir, note)
+        if keep_prepared is not None:
+            shutil.copyfile(pre, keep_prepared)
         if settings.get("smooth_alpha") or settings.get("depthwise_channel_ranges"):
             log(f"{settings['target']} form: {settings.get('depthwise_channel_ranges_written', 0)} depthwise "
                 f"convolution input(s) with a range per channel, {settings.get('smoothed_tensors', 0)} convolution "

@@ -81,9 +81,11 @@ class _BiasGrid(_Grid):
 
 class QdqGraph:
     """`model` (an onnx.ModelProto) as a callable on Paddle tensors: `graph({input: tensor})` → {output: tensor}.
-    `parameters`: the convolutions' weights and biases, trainable."""
+    `parameters`: the convolutions' weights and biases, trainable. `latent`: {Conv node name: its FP32 weight} —
+    the weights to start from (rounded on the forward pass, they give the INT8 weights back); without it a weight
+    starts on its grid point, where the first small steps flip roundings that were not close calls."""
 
-    def __init__(self, model):
+    def __init__(self, model, latent: dict[str, np.ndarray] | None = None):
         from onnx import numpy_helper
 
         self.model = model
@@ -99,9 +101,10 @@ class QdqGraph:
         self.outputs = [o.name for o in model.graph.output]
         self.params: dict[str, tuple] = {}  # initializer → (parameter, grid or None)
         self._tensors: dict[str, object] = {}
-        self._make_parameters()
+        self.latent_used = 0
+        self._make_parameters(latent or {})
 
-    def _make_parameters(self) -> None:
+    def _make_parameters(self, latent: dict[str, np.ndarray]) -> None:
         """The convolutions' weights and biases (through a DequantizeLinear of an initializer, or float)."""
         import paddle
 
@@ -117,6 +120,10 @@ class QdqGraph:
                     grid = _Grid(self.consts[d.input[1]], self.consts.get(d.input[2]) if len(d.input) > 2 else None,
                                  _attrs(d).get("axis", 1))
                     value = grid.dequantize(self.consts[source])
+                    start = latent.get(conv.name) if pos == 1 else None
+                    if start is not None and start.shape == value.shape and np.array_equal(
+                            grid.integers(start), self.consts[source]):  # the FP32 weight these integers came from
+                        value, self.latent_used = start.astype(np.float32), self.latent_used + 1
                     grid = grid if pos == 1 else _BiasGrid(grid)
                 elif name in self.consts:
                     value = self.consts[name].astype(np.float32)
@@ -132,7 +139,6 @@ class QdqGraph:
 
     def _value(self, name: str):
         """A node input: a computed tensor, a trainable parameter (rounded to its grid), or a constant."""
-        import paddle
 
         if name in self._tensors:
             return self._tensors[name]
@@ -140,8 +146,7 @@ class QdqGraph:
             p, grid, _ = self.params[name]
             return p if grid is None else grid.fake_quant(p)
         if name in self.consts:
-            v = self.consts[name]
-            return paddle.to_tensor(v.astype(np.float32)) if v.dtype.kind == "f" else v
+            return self.consts[name]  # numpy: shape arithmetic stays numpy, `_t` makes a tensor where one is needed
         raise FastdetError(f"QAT of the ONNX form: value '{name}' has no producer")
 
     def __call__(self, feeds: dict) -> dict:
@@ -156,7 +161,8 @@ class QdqGraph:
                 outs = [self._dequantize(n)]
             else:
                 args = [self._value(i) if i else None for i in n.input]
-                outs = _OPS[n.op_type](args, _attrs(n)) if n.op_type != "Conv" else [_conv(args, _attrs(n))]
+                attrs = {**_attrs(n), "_outputs": len(n.output)}
+                outs = _OPS[n.op_type](args, attrs) if n.op_type != "Conv" else [_conv(args, attrs)]
             self._tensors.update(zip(n.output, outs))
         out = {o: self._tensors[o] for o in self.outputs}
         self._tensors = {}
@@ -176,7 +182,7 @@ class QdqGraph:
         qzero = self.consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
         grid = _Grid(self.consts[q.input[1]], qzero, _attrs(q).get("axis", 1))
         out = _Grid(self.consts[dq.input[1]], zero, _attrs(dq).get("axis", 1))
-        return grid.fake_quant(self._value(q.input[0]), out)
+        return grid.fake_quant(_t(self._value(q.input[0])), out)
 
     def write_back(self) -> int:
         """The trained parameters written into `self.model`'s initializers in their own storage; returns how many."""
@@ -190,6 +196,44 @@ class QdqGraph:
         return len(self.params)
 
 
+def _t(v):
+    """A Paddle tensor: numpy values converted (floats as float32), tensors as they are."""
+    import paddle
+
+    if isinstance(v, (np.ndarray, np.generic, int, float)):
+        v = np.asarray(v)
+        return paddle.to_tensor(v.astype(np.float32) if v.dtype.kind == "f" else v)
+    return v
+
+
+def _numpy(*values) -> bool:
+    return all(isinstance(v, np.ndarray) for v in values)
+
+
+def _binary(f):
+    """An elementwise op on two inputs: numpy when both are (shape arithmetic), else on tensors."""
+    def op(x, a):
+        return [f(x[0], x[1]) if _numpy(x[0], x[1]) else f(_t(x[0]), _t(x[1]))]
+
+    return op
+
+
+def _unary(name: str):
+    def op(x, a):
+        import paddle
+        import paddle.nn.functional as F
+
+        return [(getattr(F, name, None) or getattr(paddle, name))(_t(x[0]))]
+
+    return op
+
+
+def _div(p, q):
+    if _numpy(p, q) and p.dtype.kind in "iu":
+        return (p // q).astype(p.dtype)
+    return p / q
+
+
 def _conv(args, a: dict):
     import paddle.nn.functional as F
 
@@ -199,8 +243,8 @@ def _conv(args, a: dict):
     pads = list(a.get("pads", [0, 0, 0, 0]))
     half = len(pads) // 2
     padding = [v for pair in zip(pads[:half], pads[half:]) for v in pair]  # [top, bottom, left, right]
-    return F.conv2d(x, w, b, stride=list(a.get("strides", [1, 1])), padding=padding,
-                    dilation=list(a.get("dilations", [1, 1])), groups=int(a.get("group", 1)))
+    return F.conv2d(_t(x), _t(w), None if b is None else _t(b), stride=list(a.get("strides", [1, 1])),
+                    padding=padding, dilation=list(a.get("dilations", [1, 1])), groups=int(a.get("group", 1)))
 
 
 def _clip(args, a):
@@ -208,9 +252,7 @@ def _clip(args, a):
 
     lo = args[1] if len(args) > 1 and args[1] is not None else a.get("min")
     hi = args[2] if len(args) > 2 and args[2] is not None else a.get("max")
-    lo = None if lo is None else float(np.asarray(lo.numpy() if hasattr(lo, "numpy") else lo))
-    hi = None if hi is None else float(np.asarray(hi.numpy() if hasattr(hi, "numpy") else hi))
-    return [paddle.clip(args[0], lo, hi)]
+    return [paddle.clip(_t(args[0]), None if lo is None else float(lo), None if hi is None else float(hi))]
 
 
 def _resize(args, a):
@@ -222,70 +264,130 @@ def _resize(args, a):
     ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
     scales = args[2] if len(args) > 2 else None
     sizes = args[3] if len(args) > 3 else None
-    x = args[0]
-    if sizes is not None and np.size(_np(sizes)):
-        size = [int(v) for v in _np(sizes)[2:]]
+    x = _t(args[0])
+    if sizes is not None and np.size(sizes):
+        size = [int(v) for v in np.asarray(sizes)[2:]]
     else:
-        size = [int(round(d * float(s))) for d, s in zip(x.shape[2:], _np(scales)[2:])]
+        size = [int(round(d * float(s))) for d, s in zip(x.shape[2:], np.asarray(scales)[2:])]
     if mode == "nearest":
         return [F.interpolate(x, size=size, mode="nearest")]
     return [F.interpolate(x, size=size, mode="bilinear", align_corners=ctm == "align_corners",
                           align_mode=0 if ctm in ("half_pixel", "pytorch_half_pixel") else 1)]
 
 
-def _np(v) -> np.ndarray:
-    return np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-
-
 def _split(args, a):
     import paddle
 
-    x, axis = args[0], int(a.get("axis", 0))
-    sizes = a.get("split") or (list(_np(args[1]).astype(int)) if len(args) > 1 and args[1] is not None else None)
-    return paddle.split(x, sizes if sizes else int(a["num_outputs"]), axis=axis)
+    x, axis = _t(args[0]), int(a.get("axis", 0))
+    sizes = a.get("split") or (list(np.asarray(args[1]).astype(int)) if len(args) > 1 and args[1] is not None
+                               else None)
+    return paddle.split(x, sizes if sizes else int(a.get("num_outputs", a["_outputs"])), axis=axis)
 
 
-def _ops() -> dict:
-    """op type → f(args, attrs) -> [outputs]; paddle imported when an op runs."""
-    def P():
-        import paddle
+def _reshape(args, a):
+    import paddle
 
-        return paddle
-
-    def F():
-        import paddle.nn.functional as fn
-
-        return fn
-
-    return {
-        "Identity": lambda x, a: [x[0]],
-        "Add": lambda x, a: [x[0] + x[1]],
-        "Sub": lambda x, a: [x[0] - x[1]],
-        "Mul": lambda x, a: [x[0] * x[1]],
-        "Div": lambda x, a: [x[0] / x[1]],
-        "Relu": lambda x, a: [F().relu(x[0])],
-        "Sigmoid": lambda x, a: [F().sigmoid(x[0])],
-        "Tanh": lambda x, a: [P().tanh(x[0])],
-        "Exp": lambda x, a: [P().exp(x[0])],
-        "Sqrt": lambda x, a: [P().sqrt(x[0])],
-        "LeakyRelu": lambda x, a: [F().leaky_relu(x[0], a.get("alpha", 0.01))],
-        "HardSigmoid": lambda x, a: [P().clip(x[0] * a.get("alpha", 0.2) + a.get("beta", 0.5), 0.0, 1.0)],
-        "HardSwish": lambda x, a: [F().hardswish(x[0])],
-        "Softmax": lambda x, a: [F().softmax(x[0], axis=a.get("axis", -1))],
-        "Clip": _clip,
-        "Concat": lambda x, a: [P().concat(x, axis=a["axis"])],
-        "Split": _split,
-        "Reshape": lambda x, a: [P().reshape(x[0], [int(v) for v in _np(x[1])])],
-        "Transpose": lambda x, a: [P().transpose(x[0], list(a["perm"]))],
-        "Flatten": lambda x, a: [P().reshape(x[0], [int(np.prod(x[0].shape[:a.get("axis", 1)])), -1])],
-        "GlobalAveragePool": lambda x, a: [P().mean(x[0], axis=[2, 3], keepdim=True)],
-        "MaxPool": lambda x, a: [F().max_pool2d(x[0], list(a["kernel_shape"]), list(a.get("strides", [1, 1])),
-                                                [v for p in zip(a.get("pads", [0] * 4)[:2], a.get("pads", [0] * 4)[2:])
-                                                 for v in p])],
-        "Resize": _resize,
-        "BatchNormalization": lambda x, a: [F().batch_norm(x[0], x[3], x[4], x[1], x[2], training=False,
-                                                           epsilon=a.get("epsilon", 1e-5))],
-    }
+    x, shape = args[0], [int(v) for v in np.asarray(args[1])]
+    shape = [x.shape[i] if v == 0 and not a.get("allowzero") else v for i, v in enumerate(shape)]
+    return [x.reshape(shape) if _numpy(x) else paddle.reshape(x, shape)]
 
 
-_OPS = _ops()
+def _axes(args, a) -> list[int]:
+    return [int(v) for v in (np.asarray(args[1]) if len(args) > 1 and args[1] is not None else a["axes"])]
+
+
+def _squeeze(args, a):
+    import paddle
+
+    x = args[0]
+    axes = _axes(args, a) if (len(args) > 1 and args[1] is not None) or "axes" in a else None
+    if _numpy(x):
+        return [np.squeeze(x, axis=None if axes is None else tuple(axes))]
+    return [paddle.squeeze(x, axis=axes)]
+
+
+def _unsqueeze(args, a):
+    import paddle
+
+    x, axes = args[0], _axes(args, a)
+    return [np.expand_dims(x, tuple(axes)) if _numpy(x) else paddle.unsqueeze(x, axes)]
+
+
+def _expand(args, a):
+    import paddle
+
+    x, shape = args[0], tuple(int(v) for v in np.asarray(args[1]))
+    out = np.broadcast_shapes(tuple(x.shape), shape)
+    return [np.broadcast_to(x, out).copy() if _numpy(x) else paddle.expand(x, list(out))]
+
+
+def _cast(args, a):
+    import paddle
+    from onnx import helper
+
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(a["to"]))
+    x = args[0]
+    return [x.astype(dtype) if _numpy(x) else paddle.cast(x, str(dtype))]
+
+
+def _concat(args, a):
+    import paddle
+
+    return [np.concatenate(args, axis=a["axis"]) if _numpy(*args) else paddle.concat([_t(v) for v in args],
+                                                                                    axis=a["axis"])]
+
+
+def _transpose(args, a):
+    import paddle
+
+    x, perm = args[0], list(a["perm"])
+    return [np.transpose(x, perm) if _numpy(x) else paddle.transpose(x, perm)]
+
+
+def _batch_norm(x, a):
+    import paddle.nn.functional as F
+
+    return [F.batch_norm(_t(x[0]), _t(x[3]), _t(x[4]), _t(x[1]), _t(x[2]), training=False,
+                         epsilon=a.get("epsilon", 1e-5))]
+
+
+def _pool(x, a):
+    import paddle
+    import paddle.nn.functional as F
+
+    if a is None:  # GlobalAveragePool
+        return [paddle.mean(_t(x[0]), axis=[2, 3], keepdim=True)]
+    pads = list(a.get("pads", [0] * 4))
+    return [F.max_pool2d(_t(x[0]), list(a["kernel_shape"]), list(a.get("strides", [1, 1])),
+                         [v for p in zip(pads[:2], pads[2:]) for v in p])]
+
+
+def _leaky_relu(x, a):
+    import paddle.nn.functional as F
+
+    return [F.leaky_relu(_t(x[0]), a.get("alpha", 0.01))]
+
+
+def _hard_sigmoid(x, a):
+    import paddle
+
+    return [paddle.clip(_t(x[0]) * a.get("alpha", 0.2) + a.get("beta", 0.5), 0.0, 1.0)]
+
+
+# op type → f(inputs, attributes) -> [outputs]; inputs are tensors, or numpy arrays for constants and shape values
+_OPS = {
+    "Identity": lambda x, a: [x[0]],
+    "Add": _binary(lambda p, q: p + q), "Sub": _binary(lambda p, q: p - q), "Mul": _binary(lambda p, q: p * q),
+    "Div": _binary(_div),
+    "MatMul": lambda x, a: [__import__("paddle").matmul(_t(x[0]), _t(x[1]))],
+    "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"), "Exp": _unary("exp"),
+    "Sqrt": _unary("sqrt"), "HardSwish": _unary("hardswish"), "LeakyRelu": _leaky_relu,
+    "Softmax": lambda x, a: [__import__("paddle").nn.functional.softmax(_t(x[0]), axis=a.get("axis", -1))],
+    "HardSigmoid": _hard_sigmoid, "Clip": _clip, "Concat": _concat, "Split": _split, "Reshape": _reshape,
+    "Transpose": _transpose, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Expand": _expand, "Cast": _cast,
+    "Shape": lambda x, a: [np.array(x[0].shape, np.int64)],
+    "Range": lambda x, a: [np.arange(x[0], x[1], x[2]).astype(np.asarray(x[0]).dtype)],
+    "Flatten": lambda x, a: [_reshape([x[0], np.array([int(np.prod(x[0].shape[:a.get("axis", 1)])), -1])], {})[0]],
+    "GlobalAveragePool": lambda x, a: _pool(x, None), "MaxPool": _pool, "Resize": _resize,
+    "BatchNormalization": _batch_norm,
+}

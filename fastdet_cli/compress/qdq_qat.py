@@ -25,12 +25,16 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_EPOCHS = 8
+DEFAULT_BATCH = 4  # images per step
+DEFAULT_PATIENCE = 3  # epochs without a better measurement before training stops
 DEFAULT_LR = 1e-5  # Adam; larger rates (1e-4) moved the depthwise weights off their grid within an epoch
 _SHAPE_OPS = {"Transpose", "Reshape", "Concat", "Split", "Identity", "Flatten", "Squeeze", "Unsqueeze", "Slice"}
 
 
 def output_kinds(model) -> dict[str, str]:
-    """{graph output: scores | distribution | other} (compress/distill.py's kinds, read from an ONNX graph)."""
+    """{graph output: scores | distribution | boxes | other} (compress/distill.py's kinds, read from an ONNX
+    graph): a sigmoid seen through shape-only ops (or a product / square root of such) is a score map, a last axis
+    of 4 decoded boxes (relative L1), of 4 · n (n ≥ 2) DFL box distributions."""
     producer = {o: n for n in model.graph.node for o in n.output}
 
     def probability(name: str, depth: int = 0) -> bool:
@@ -47,7 +51,7 @@ def output_kinds(model) -> dict[str, str]:
     kinds = {}
     for o in model.graph.output:
         last = o.type.tensor_type.shape.dim[-1].dim_value if o.type.tensor_type.shape.dim else 0
-        kinds[o.name] = ("scores" if probability(o.name) else
+        kinds[o.name] = ("scores" if probability(o.name) else "boxes" if last == 4 else
                          "distribution" if last and last % 4 == 0 and last // 4 >= 2 else "other")
     return kinds
 
@@ -58,6 +62,9 @@ class _Loss:
     def __init__(self, model):
         self.kinds = output_kinds(model)
         shapes = {o.name: tuple(d.dim_value for d in o.type.tensor_type.shape.dim) for o in model.graph.output}
+        # a score map's classes: the shorter of its last two axes ([N, anchors, C] or [N, C, anchors])
+        self.classes = {n: min(v for v in shapes[n][-2:] if v) for n, k in self.kinds.items()
+                        if k == "scores" and any(shapes[n][-2:])}
         scores = {shapes[n][:-1]: n for n, k in self.kinds.items() if k == "scores"}
         self.partner = {n: scores.get(shapes[n][:-1]) for n, k in self.kinds.items() if k == "distribution"}
 
@@ -70,7 +77,7 @@ class _Loss:
         total = 0.0
         for name, kind in self.kinds.items():
             if kind == "scores":
-                total = total + sigmoid_kl(t[name], student[name])
+                total = total + sigmoid_kl(t[name], student[name], self.classes.get(name))
             elif kind == "distribution":
                 partner = self.partner.get(name)
                 total = total + dfl_kl(t[name], student[name], t[partner] if partner else None)
@@ -99,6 +106,15 @@ def _teacher(fp32_path: Path):
     return run
 
 
+def conv_weights(model) -> dict[str, np.ndarray]:
+    """{Conv node name: its weight} of a float graph."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    return {n.name: numpy_helper.to_array(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "Conv" and n.input[1] in inits}
+
+
 def _student_feeds(batch: dict, graph) -> dict:
     import paddle
 
@@ -107,11 +123,13 @@ def _student_feeds(batch: dict, graph) -> dict:
 
 
 def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callable[[Path], float] | None,
-              train: dict, augment: bool = True, log=print) -> dict:
+              train: dict, augment: bool = True, batch: int = DEFAULT_BATCH, patience: int = DEFAULT_PATIENCE,
+              log=print, prepared: Path | None = None) -> dict:
     """Train the INT8 graph at `model_path` (rewritten in place with the best measured epoch) against the FP32
     model at `fp32_path` on `samples` (FeedSamples); `holdout`: FeedSamples of the held-back images (or None) and
     `judge(model_path) -> agreement` measured on them on the form's runtime. `train`: TrainConfig (epochs,
-    learning_rate). Returns the record for the report."""
+    learning_rate). `batch`: images per step (their gradients summed one image at a time: memory of one). The
+    learning rate follows a cosine from `learning_rate` to 0 over the run. Returns the record for the report."""
     import onnx
     import paddle
 
@@ -121,39 +139,50 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     t0 = time.perf_counter()
     paddle.set_device("cpu")
     model = onnx.load(str(model_path))
-    graph, loss_of, teacher = QdqGraph(model), _Loss(model), _teacher(fp32_path)
+    graph = QdqGraph(model, conv_weights(onnx.load(str(prepared))) if prepared and prepared.exists() else None)
+    loss_of, teacher = _Loss(model), _teacher(fp32_path)
     epochs, lr = int(train.get("epochs", DEFAULT_EPOCHS)), float(train.get("learning_rate", DEFAULT_LR))
-    opt = paddle.optimizer.Adam(learning_rate=lr, parameters=graph.parameters)
+    steps = max(1, epochs * -(-len(samples) // batch))
+    opt = paddle.optimizer.Adam(learning_rate=paddle.optimizer.lr.CosineAnnealingDecay(lr, steps),
+                                parameters=graph.parameters)
     held = [{k: v[None] for k, v in holdout[i].items()} for i in range(len(holdout))] if holdout else []
     held_teacher = [teacher(f) for f in held]
     batches = TrainBatches(samples, 1, augment, seed=0)
-    log(f"QAT of the INT8 graph: {len(graph.parameters)} weights and biases trained (scales held), {epochs} "
-        f"epoch(s) of {len(samples)} image(s), Adam lr {lr:g}; distilled outputs: "
+    log(f"QAT of the INT8 graph: {len(graph.parameters)} weights and biases trained (scales held; "
+        f"{graph.latent_used} weights start from their FP32 values), {epochs} "
+        f"epoch(s) of {len(samples)} image(s), {batch} per step, Adam lr {lr:g} (cosine); distilled outputs: "
         + ", ".join(f"{k} {n}" for k, n in _count(loss_of.kinds).items()))
     history = [_measure(graph, model, model_path, judge, held, held_teacher, loss_of, 0, None)]
     best = _snapshot(graph)
     log(f"QAT epoch 0 (the PTQ model): {_shown(history[-1])}")
     for epoch in range(1, epochs + 1):
         losses = []
-        for batch in batches():
-            loss = loss_of(graph(_student_feeds(batch, graph)), teacher(batch))
+        for i, one in enumerate(batches(), 1):
+            loss = loss_of(graph(_student_feeds(one, graph)), teacher(one)) / batch
             loss.backward()
-            opt.step()
-            opt.clear_grad()
-            losses.append(float(loss))
+            losses.append(float(loss) * batch)
+            if i % batch == 0 or i == len(samples):
+                opt.step()
+                opt.clear_grad()
+                opt._learning_rate.step()
         history.append(_measure(graph, model, model_path, judge, held, held_teacher, loss_of, epoch,
                                 float(np.mean(losses))))
         if _key(history[-1]) > _key(max(history[:-1], key=_key)):
             best = _snapshot(graph)
         log(f"QAT epoch {epoch}/{epochs}: {_shown(history[-1])}")
+        if patience and epoch - max(history, key=_key)["epoch"] >= patience:
+            log(f"QAT stops: no better measurement in {patience} epochs")
+            break
     chosen = max(history, key=_key)
     _restore(graph, best)
     graph.write_back()
     onnx.save(model, str(model_path))
     log(f"QAT keeps epoch {chosen['epoch']}" + (" (the PTQ model: no epoch measured better)"
                                                  if chosen["epoch"] == 0 else ""))
-    return {"epochs": epochs, "learning_rate": lr, "chosen_epoch": chosen["epoch"], "history": history,
+    return {"epochs": epochs, "learning_rate": lr, "batch": batch, "steps": steps, "chosen_epoch": chosen["epoch"],
+            "history": history,
             "distilled": loss_of.kinds, "parameters": len(graph.parameters), "augment": augment,
+            "fp32_start_weights": graph.latent_used,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 

@@ -72,6 +72,15 @@ def test_older_quantization_form_is_accepted(tmp_path):
     ("Global: {model_dir: m}\nPTQ: {max_float_layers: 0}\n", "max_float_layers must be ≥ 1"),
     ("Global: {model_dir: m}\nPTQ: {max_map_drop: half}\n", "'PTQ.max_map_drop' must be int/float"),
     ("Global: {model_dir: m, deploy_backend: ort}\n", "deploy_backend must be one of onnxruntime, openvino, tensorrt"),
+    # engine onnxruntime's QAT trains its INT8 graph with its own loss: ACT's keys are named, not ignored
+    ("Global: {model_dir: m, engine: onnxruntime}\nQuantAware: {}\nDistillation: {loss: l2}\n",
+     "Distillation.loss applies to engine paddleslim's QAT only .*TrainConfig.epochs"),
+    ("Global: {model_dir: m, engine: onnxruntime}\nTrainConfig: {train_iter: 100}\n", "TrainConfig.train_iter"),
+    ("Global: {model_dir: m, engine: onnxruntime}\nQuantAware: {use_pact: true}\n", "QuantAware.use_pact"),
+    ("Global: {model_dir: m, engine: onnxruntime}\nTrainConfig: {learning_rate: {type: CosineAnnealingDecay}}\n",
+     "learning_rate is a number for engine onnxruntime"),
+    ("Global: {model_dir: m, engine: onnxruntime, qat_hold_scales: false}\nQuantAware: {}\n",
+     "always trains with the calibrated scales"),
     ("Global: [1]\n", "must be a mapping"),
     ("Global: {model_dir: [m\n", "not valid YAML"),
 ])
