@@ -49,8 +49,9 @@ def deploy_target(backend: str) -> str:
 def method_config(method: str, backends: list[str], work: Path) -> Path:
     """The shipped config the method runs, written beside the outputs with its paths made absolute: `search` is
     configs/real_layout.yaml as shipped (a template with paths only), `ptq` the same without the search, `qat`
-    configs/real_layout_qat.yaml as shipped (paths only: the x2paddle route's QAT on the calib/ pages). One
-    compress makes the form of every backend measured (QAT: one program, exported per backend)."""
+    configs/real_layout_qat.yaml as shipped (paths only: engine onnxruntime's QAT of each form's INT8 graph on the
+    calib/ pages). One compress makes the form of every backend measured (engine paddleslim: one program, exported
+    per backend)."""
     config = QAT_CONFIG if method == "qat" else CONFIG
     raw = yaml.safe_load(config.read_text())
     g = raw["Global"]
@@ -59,6 +60,7 @@ def method_config(method: str, backends: list[str], work: Path) -> Path:
             g[key] = str((config.parent / g[key]).resolve())
     if method != "qat":
         raw["PTQ"]["search_dataset"] = str((config.parent / raw["PTQ"]["search_dataset"]).resolve())
+    if g.get("engine", "onnxruntime") == "onnxruntime":  # one INT8 form per backend measured
         g["deploy_backend"] = [deploy_target(b) for b in backends]
     if method == "ptq":
         for key in ("max_map_drop", "search_dataset"):
@@ -83,6 +85,11 @@ def compress(method: str, backends: list[str], work: Path) -> tuple[Path, dict]:
     qat = {k: resolved[k] for k in ("loss_log", "agreement_log", "activation_scales", "distill_nodes",
                                     "holdout_images")
            if k in resolved} or None
+    if report.get("forms"):  # engine onnxruntime's QAT: each form trained, its epochs in its own report
+        per_form = {t: json.loads((out / f["dir"] / "compress_report.json").read_text())["config_resolved"]
+                    for t, f in report["forms"].items()}
+        qat = {t: {"epochs": r["qat"], "holdout_images": r.get("holdout_images")} for t, r in per_form.items()
+               if r.get("qat")} or qat
     return out, {"seconds": round(time.perf_counter() - t0, 1), "met": report.get("met"), "qat": qat,
                  "calibration_passes": report.get("calibration_passes"),
                  "forms": {t: {"met": f.get("met"), "seconds": f.get("seconds"),
@@ -151,10 +158,10 @@ def table(results: dict) -> str:
 
 
 def curves(results: dict, png: Path) -> bool:
-    """The QAT row's distillation loss (per logged step) and agreement on the held-back calibration pages (per
-    check) as a PNG; False when no row has them."""
-    qat = next((r["compress"].get("qat") for r in results["rows"] if (r["compress"].get("qat") or {}).get(
-        "agreement_log")), None)
+    """The QAT row's distillation loss and agreement with FP32 on the held-back calibration pages as a PNG: per
+    epoch and form (engine onnxruntime), else per logged step and check (engine paddleslim); False when no row has
+    them."""
+    qat = next((r["compress"]["qat"] for r in results["rows"] if r["compress"].get("qat")), None)
     if not qat:
         return False
     import matplotlib
@@ -163,26 +170,41 @@ def curves(results: dict, png: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.8), dpi=120)
+    ax2 = ax.twinx()
+    if "agreement_log" in qat:
+        _step_curves(ax, ax2, qat)
+    else:
+        for (target, rec), color in zip(qat.items(), ("tab:blue", "tab:green", "tab:purple")):
+            h = rec["epochs"]["history"]
+            ax.plot([e["epoch"] for e in h], [e["holdout_loss"] for e in h], "s--", color=color, alpha=0.6,
+                    label=f"{target}: distillation loss, held-back pages")
+            ax2.plot([e["epoch"] for e in h], [e["agreement"] for e in h], "o-", color=color,
+                     label=f"{target}: agreement with FP32, held-back pages")
+            ax2.axvline(rec["epochs"]["chosen_epoch"], color=color, lw=0.8, ls=":")
+        ax.set_xlabel("QAT epoch (0: the PTQ model it starts from; dotted: the epoch written)")
+    ax.set_ylabel("distillation loss")
+    ax2.set_ylabel("agreement mAP")
+    fig.legend(loc="upper center", ncol=2, fontsize=7, frameon=False)
+    ax.set_title(f"QAT of the real-weight PicoDet ({results['date']}): the weights kept are the best check's",
+                 fontsize=9, pad=14)
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    fig.savefig(png)
+    plt.close(fig)
+    return True
+
+
+def _step_curves(ax, ax2, qat: dict) -> None:
+    """Engine paddleslim's record: the loss per logged step, the agreement per check."""
     steps, loss = zip(*qat["loss_log"]) if qat.get("loss_log") else ((), ())
     ax.plot(steps, loss, color="tab:blue", alpha=0.5, lw=1, label="distillation loss (logged steps)")
     ax.set_xlabel("QAT step")
-    ax.set_ylabel("distillation loss", color="tab:blue")
-    ax2 = ax.twinx()
     checks = [(c["iteration"], c["agreement"]) for c in qat["agreement_log"]]
     scales = qat.get("activation_scales") or {}
     start = (scales.get("agreement_at_step_0") or {}).get(str(float(scales.get("percentile") or 0)))
     if start is not None:  # the held ranges with the FP32 weights, before any step
         checks.insert(0, (0, start))
     ax2.plot(*zip(*checks), "o-", color="tab:red", label="agreement with FP32, held-back calib pages")
-    ax2.set_ylabel("agreement mAP", color="tab:red")
     ax2.set_ylim(0, 1)
-    fig.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
-    ax.set_title(f"QAT of the real-weight PicoDet ({results['date']}): the weights kept are the best check's",
-                 fontsize=9, pad=6)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(png)
-    plt.close(fig)
-    return True
 
 
 def main() -> int:

@@ -58,6 +58,15 @@ def _report_table(r, output_dir: Path, target: str | None = None):
     table.add_row("size FP32 → INT8 program", f"{r.size_bytes.fp32 / 1e6:.2f} MB → {r.size_bytes.int8 / 1e6:.2f} MB")
     table.add_row("time", f"{r.seconds:.1f} s")
     table.add_row("deploy config", f"{r.deploy_config} (copied unchanged)")
+    qat = r.config_resolved.get("qat")  # engine onnxruntime's QAT: the epoch written and what it measured
+    if qat:
+        kept = next(h for h in qat["history"] if h["epoch"] == qat["chosen_epoch"])
+        start = qat["history"][0]
+        shown = "-" if kept["agreement"] is None else f"{kept['agreement']:.3f}"
+        table.add_row("QAT", f"epoch {kept['epoch']} of {len(qat['history']) - 1} written"
+                      + (" (the PTQ model: no epoch measured better)" if kept["epoch"] == 0 else "")
+                      + f"; held-back agreement {shown}"
+                      + ("" if start["agreement"] is None else f" (PTQ {start['agreement']:.3f})"))
     if r.distributed:
         d = r.distributed
         same = "-" if d.weights_identical is None else d.weights_identical

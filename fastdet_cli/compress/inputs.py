@@ -23,8 +23,7 @@ def checked_method(cfg: CompressConfig, method: str | None, engines: dict[tuple[
     if (cfg.engine, method) not in engines:
         names = {"ptq": "post-training quantization", "qat": "quantization-aware training"}
         done = " or ".join(names[m] for e, m in engines if e == cfg.engine)
-        raise FastdetError(f"engine {cfg.engine} does {done} only; QAT (with distillation) trains the Paddle "
-                           "program: use engine paddleslim")
+        raise FastdetError(f"engine {cfg.engine} does {done} only")
     return method
 
 

@@ -129,13 +129,14 @@ class QdqGraph:
                     value = self.consts[name].astype(np.float32)
                 else:
                     continue
+                unit = _unit(value, grid)
                 p = paddle.create_parameter(list(value.shape), "float32",
-                                            default_initializer=paddle.nn.initializer.Assign(value))
-                self.params[name] = (p, grid, source)
+                                            default_initializer=paddle.nn.initializer.Assign(value / unit))
+                self.params[name] = (p, grid, source, paddle.to_tensor(unit))
 
     @property
     def parameters(self) -> list:
-        return [p for p, _, _ in self.params.values()]
+        return [p for p, _, _, _ in self.params.values()]
 
     def _value(self, name: str):
         """A node input: a computed tensor, a trainable parameter (rounded to its grid), or a constant."""
@@ -143,8 +144,8 @@ class QdqGraph:
         if name in self._tensors:
             return self._tensors[name]
         if name in self.params:
-            p, grid, _ = self.params[name]
-            return p if grid is None else grid.fake_quant(p)
+            p, grid, _, unit = self.params[name]
+            return p * unit if grid is None else grid.fake_quant(p * unit)
         if name in self.consts:
             return self.consts[name]  # numpy: shape arithmetic stays numpy, `_t` makes a tensor where one is needed
         raise FastdetError(f"QAT of the ONNX form: value '{name}' has no producer")
@@ -189,11 +190,29 @@ class QdqGraph:
         from onnx import numpy_helper
 
         inits = {i.name: i for i in self.model.graph.initializer}
-        for p, grid, source in self.params.values():
-            value = p.numpy()
+        for p, grid, source, unit in self.params.values():
+            value = p.numpy() * unit.numpy()
             stored = value.astype(np.float32) if grid is None else grid.integers(value)
             inits[source].CopyFrom(numpy_helper.from_array(stored, source))
         return len(self.params)
+
+
+def _unit(value: np.ndarray, grid: _Grid | None) -> np.ndarray:
+    """What one unit of a parameter is worth: its grid step (a weight's per output channel; a bias's int32 step,
+    input scale × weight scale), for a float weight or bias 1/127 of its largest |value| per output channel. Adam
+    moves every parameter by about the same number of units a step, so the learning rate is the same share of a
+    grid step in every channel — in raw values a channel with a tiny scale (a nearly dead one) was moved by many of
+    its steps at once."""
+    if grid is not None:
+        unit = grid.scale
+    else:
+        axes = tuple(range(1, value.ndim))
+        unit = (np.abs(value).max(axis=axes) if axes else np.abs(value).max(keepdims=True)) / 127
+    unit = np.maximum(np.asarray(unit, np.float32), 1e-12)
+    shape = [1] * value.ndim
+    if unit.size > 1:
+        shape[0 if grid is None else grid.axis % value.ndim] = unit.size
+    return np.broadcast_to(unit.reshape(shape), value.shape).astype(np.float32).copy()
 
 
 def _t(v):

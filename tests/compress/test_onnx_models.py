@@ -145,7 +145,7 @@ def test_onnx_bad_inputs_are_one_line_errors(onnx_only, tmp_path, capsys):
     cases = [
         ({"model_dir": str(bare), "format": "onnx"}, {}, "no deploy config"),
         ({"model_dir": str(model), "format": "onnx", "model_filename": "detector.onnx"},
-         {"QuantAware": {"use_pact": False}}, "use engine paddleslim"),
+         {"QuantAware": {"use_pact": False}}, "QuantAware.use_pact applies to engine paddleslim's QAT only"),
         ({"model_dir": str(model), "format": "onnx", "ptq_image_path": str(empty)}, {}, "no images in"),
         ({"model_dir": "default", "format": "onnx"}, {}, "Global.format is onnx but"),
     ]

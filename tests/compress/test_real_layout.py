@@ -95,15 +95,24 @@ def _has(module: str) -> bool:
 
 
 def test_real_layout_qat_distils_the_decoded_outputs(tmp_path):
-    """Issue 33: the shipped QAT config names this model, and the program x2paddle makes of it is distilled on its
-    8 outputs: 4 sigmoid score maps (10 classes) and 4 DFL distributions (4 sides × 8 bins), paired by stride."""
-    pytest.importorskip("x2paddle", reason="x2paddle not installed")
+    """Issue 33: the shipped QAT config names this model and trains its INT8 graph (engine onnxruntime), distilled
+    on its 8 outputs: 4 sigmoid score maps (10 classes) and 4 DFL distributions (4 sides × 8 bins), paired by
+    stride; the program x2paddle makes of it (engine paddleslim) is distilled on the same outputs."""
+    import onnx
+
     from fastdet_cli.compress.config import load_compress_config
+    from fastdet_cli.compress.qdq_qat import _Loss
+
+    cfg = load_compress_config(ROOT / "configs" / "real_layout_qat.yaml")
+    assert cfg.method_hint == "qat" and Path(cfg.model_dir).resolve() == MODEL.parent and cfg.engine == "onnxruntime"
+    loss = _Loss(onnx.load(str(MODEL)))
+    shapes = {o.name: o.type.tensor_type.shape.dim[-1].dim_value for o in onnx.load(str(MODEL)).graph.output}
+    assert sorted((k, shapes[n]) for n, k in loss.kinds.items()) == [("distribution", 32)] * 4 + [("scores", 10)] * 4
+    assert all(loss.partner.values()) and len(loss.partner) == 4 and set(loss.classes.values()) == {10}
+    pytest.importorskip("x2paddle", reason="x2paddle not installed")
     from fastdet_cli.compress.distill import default_nodes, partners
     from fastdet_cli.compress.inputs import converted, model_source
 
-    cfg = load_compress_config(ROOT / "configs" / "real_layout_qat.yaml")
-    assert cfg.method_hint == "qat" and Path(cfg.model_dir).resolve() == MODEL.parent
     program = converted(model_source(cfg), cfg, log=lambda m: None)
     nodes = default_nodes(program.dir / "model.pdmodel")
     assert sorted((n.kind, n.shape[-1]) for n in nodes) == [("distribution", 32)] * 4 + [("scores", 10)] * 4
