@@ -44,10 +44,13 @@ def test_engine_from_option_overrides_config_and_names_map(tmp_path):
     assert load_compress_config(DEFAULT_PTQ_ORT_CONFIG).engine == "onnxruntime"
 
 
-def test_qat_with_the_onnxruntime_engine_is_refused(tmp_path):
+def test_qat_with_the_onnxruntime_engine_refuses_acts_keys(tmp_path):
+    """Engine onnxruntime trains its INT8 graph with its own loss (compress/qdq_qat.py): ACT's distillation keys
+    are an error before anything runs, not ignored."""
     from fastdet_cli.cli import main
 
-    cfg = write(tmp_path, "Global: {model_dir: default, engine: onnxruntime}\nQuantAware: {}\n")
+    cfg = write(tmp_path, "Global: {model_dir: default, engine: onnxruntime}\nQuantAware: {}\n"
+                          "Distillation: {loss: l2}\n")
     assert main(["compress", str(cfg), "--save-dir", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
 
@@ -70,23 +73,14 @@ def _tiny_conv_model(path: Path) -> None:
 
 def test_sites_of_ort_qdq_graph_include_outputs_and_float_wiring_is_exact(tmp_path):
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+    from ort_run import quantize_qdq
 
     from fastdet_cli.compress import sensitivity as S
 
     _tiny_conv_model(tmp_path / "f.onnx")
     feeds = [{"x": np.random.default_rng(i).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)} for i in range(4)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(feeds)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(), per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    extra_options={"AddQDQPairToWeight": True, "QDQKeepRemovableActivations": True})
+    quantize_qdq(tmp_path / "f.onnx", tmp_path / "q.onnx", feeds,
+                 extra_options={"AddQDQPairToWeight": True, "QDQKeepRemovableActivations": True})
     fp32, q = onnx.load(str(tmp_path / "f.onnx")), onnx.load(str(tmp_path / "q.onnx"))
     sites = {s.conv: s for s in S.conv_sites(q)}
     assert set(sites) == {"conv1", "conv2"}

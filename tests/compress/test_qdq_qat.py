@@ -59,23 +59,13 @@ def tiny(tmp_path_factory):
     """(FP32 path, Q/DQ path): ORT's quantizer's form (u8 activations, per-channel int8 weights, int32 biases) with
     the depthwise input's range per channel (OpenVINO's form, compress/depthwise.py)."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+    from ort_run import quantize_qdq
 
     from fastdet_cli.compress.depthwise import per_channel_depthwise
 
     tmp = tmp_path_factory.mktemp("qdq_qat")
     _tiny_detector(tmp / "f.onnx")
-    feeds = _feeds(8, 0)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(feeds)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(tmp / "f.onnx"), str(tmp / "q.onnx"), Reader(), per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+    quantize_qdq(tmp / "f.onnx", tmp / "q.onnx", _feeds(8, 0), op_types_to_quantize=["Conv"])
     model = onnx.load(str(tmp / "q.onnx"))
     lo, hi = np.zeros(8, np.float32), np.linspace(0.5, 6, 8).astype(np.float32)  # h1's channels span differently
     assert per_channel_depthwise(model, {"h1": (lo, hi)}) == 1
