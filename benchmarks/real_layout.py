@@ -182,6 +182,7 @@ def curves(results: dict, png: Path) -> bool:
                      label=f"{target}: agreement with FP32, held-back pages")
             ax2.axvline(rec["epochs"]["chosen_epoch"], color=color, lw=0.8, ls=":")
         ax.set_xlabel("QAT epoch (0: the PTQ model it starts from; dotted: the epoch written)")
+        ax.set_yscale("log")  # the forms' losses differ by 20×
     ax.set_ylabel("distillation loss")
     ax2.set_ylabel("agreement mAP")
     fig.legend(loc="upper center", ncol=2, fontsize=7, frameon=False)

@@ -172,7 +172,7 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
         if _key(history[-1]) > _key(max(history[:-1], key=_key)):
             best = _snapshot(graph)
         log(f"QAT epoch {epoch}/{epochs}: {_shown(history[-1])}")
-        if patience and epoch - max(history, key=_key)["epoch"] >= patience:
+        if patience and epoch < epochs and epoch - max(history, key=_key)["epoch"] >= patience:
             log(f"QAT stops: no better measurement in {patience} epochs")
             break
     chosen = max(history, key=_key)
