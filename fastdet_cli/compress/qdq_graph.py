@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastdet_cli.compress.onnx_ops import OPS, as_tensor
 from fastdet_cli.errors import FastdetError
 
 
@@ -94,10 +95,10 @@ class QdqGraph:
             if n.op_type == "Constant":
                 self.consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
         self.nodes = [n for n in model.graph.node if n.op_type != "Constant"]
-        unknown = sorted({n.op_type for n in self.nodes} - set(_OPS) - {"QuantizeLinear", "DequantizeLinear", "Conv"})
+        unknown = sorted({n.op_type for n in self.nodes} - set(OPS) - {"QuantizeLinear", "DequantizeLinear"})
         if unknown:
             raise FastdetError(f"QAT of the ONNX form cannot run op(s) {', '.join(unknown)} (it runs "
-                               f"{', '.join(sorted(_OPS))}, Conv and Q/DQ)")
+                               f"{', '.join(sorted(OPS))} and Q/DQ)")
         self.outputs = [o.name for o in model.graph.output]
         self.params: dict[str, tuple] = {}  # initializer → (parameter, grid or None)
         self._tensors: dict[str, object] = {}
@@ -147,7 +148,7 @@ class QdqGraph:
             p, grid, _, unit = self.params[name]
             return p * unit if grid is None else grid.fake_quant(p * unit)
         if name in self.consts:
-            return self.consts[name]  # numpy: shape arithmetic stays numpy, `_t` makes a tensor where one is needed
+            return self.consts[name]  # numpy: shape arithmetic stays numpy, ops make tensors where they need them
         raise FastdetError(f"QAT of the ONNX form: value '{name}' has no producer")
 
     def __call__(self, feeds: dict) -> dict:
@@ -163,7 +164,7 @@ class QdqGraph:
             else:
                 args = [self._value(i) if i else None for i in n.input]
                 attrs = {**_attrs(n), "_outputs": len(n.output)}
-                outs = _OPS[n.op_type](args, attrs) if n.op_type != "Conv" else [_conv(args, attrs)]
+                outs = OPS[n.op_type](args, attrs)
             self._tensors.update(zip(n.output, outs))
         out = {o: self._tensors[o] for o in self.outputs}
         self._tensors = {}
@@ -183,7 +184,7 @@ class QdqGraph:
         qzero = self.consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
         grid = _Grid(self.consts[q.input[1]], qzero, _attrs(q).get("axis", 1))
         out = _Grid(self.consts[dq.input[1]], zero, _attrs(dq).get("axis", 1))
-        return grid.fake_quant(_t(self._value(q.input[0])), out)
+        return grid.fake_quant(as_tensor(self._value(q.input[0])), out)
 
     def write_back(self) -> int:
         """The trained parameters written into `self.model`'s initializers in their own storage; returns how many."""
@@ -213,200 +214,3 @@ def _unit(value: np.ndarray, grid: _Grid | None) -> np.ndarray:
     if unit.size > 1:
         shape[0 if grid is None else grid.axis % value.ndim] = unit.size
     return np.broadcast_to(unit.reshape(shape), value.shape).astype(np.float32).copy()
-
-
-def _t(v):
-    """A Paddle tensor: numpy values converted (floats as float32), tensors as they are."""
-    import paddle
-
-    if isinstance(v, (np.ndarray, np.generic, int, float)):
-        v = np.asarray(v)
-        return paddle.to_tensor(v.astype(np.float32) if v.dtype.kind == "f" else v)
-    return v
-
-
-def _numpy(*values) -> bool:
-    return all(isinstance(v, np.ndarray) for v in values)
-
-
-def _binary(f):
-    """An elementwise op on two inputs: numpy when both are (shape arithmetic), else on tensors."""
-    def op(x, a):
-        return [f(x[0], x[1]) if _numpy(x[0], x[1]) else f(_t(x[0]), _t(x[1]))]
-
-    return op
-
-
-def _unary(name: str):
-    def op(x, a):
-        import paddle
-        import paddle.nn.functional as F
-
-        return [(getattr(F, name, None) or getattr(paddle, name))(_t(x[0]))]
-
-    return op
-
-
-def _div(p, q):
-    if _numpy(p, q) and p.dtype.kind in "iu":
-        return (p // q).astype(p.dtype)
-    return p / q
-
-
-def _conv(args, a: dict):
-    import paddle.nn.functional as F
-
-    x, w, b = (args + [None])[:3]
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise FastdetError("QAT of the ONNX form: Conv with auto_pad is not supported")
-    pads = list(a.get("pads", [0, 0, 0, 0]))
-    half = len(pads) // 2
-    padding = [v for pair in zip(pads[:half], pads[half:]) for v in pair]  # [top, bottom, left, right]
-    return F.conv2d(_t(x), _t(w), None if b is None else _t(b), stride=list(a.get("strides", [1, 1])),
-                    padding=padding, dilation=list(a.get("dilations", [1, 1])), groups=int(a.get("group", 1)))
-
-
-def _clip(args, a):
-    import paddle
-
-    lo = args[1] if len(args) > 1 and args[1] is not None else a.get("min")
-    hi = args[2] if len(args) > 2 and args[2] is not None else a.get("max")
-    return [paddle.clip(_t(args[0]), None if lo is None else float(lo), None if hi is None else float(hi))]
-
-
-def _resize(args, a):
-    import paddle.nn.functional as F
-
-    mode = a.get("mode", b"nearest")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    ctm = a.get("coordinate_transformation_mode", b"half_pixel")
-    ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
-    scales = args[2] if len(args) > 2 else None
-    sizes = args[3] if len(args) > 3 else None
-    x = _t(args[0])
-    if sizes is not None and np.size(sizes):
-        size = [int(v) for v in np.asarray(sizes)[2:]]
-    else:
-        size = [int(round(d * float(s))) for d, s in zip(x.shape[2:], np.asarray(scales)[2:])]
-    if mode == "nearest":
-        return [F.interpolate(x, size=size, mode="nearest")]
-    return [F.interpolate(x, size=size, mode="bilinear", align_corners=ctm == "align_corners",
-                          align_mode=0 if ctm in ("half_pixel", "pytorch_half_pixel") else 1)]
-
-
-def _split(args, a):
-    import paddle
-
-    x, axis = _t(args[0]), int(a.get("axis", 0))
-    sizes = a.get("split") or (list(np.asarray(args[1]).astype(int)) if len(args) > 1 and args[1] is not None
-                               else None)
-    return paddle.split(x, sizes if sizes else int(a.get("num_outputs", a["_outputs"])), axis=axis)
-
-
-def _reshape(args, a):
-    import paddle
-
-    x, shape = args[0], [int(v) for v in np.asarray(args[1])]
-    shape = [x.shape[i] if v == 0 and not a.get("allowzero") else v for i, v in enumerate(shape)]
-    return [x.reshape(shape) if _numpy(x) else paddle.reshape(x, shape)]
-
-
-def _axes(args, a) -> list[int]:
-    return [int(v) for v in (np.asarray(args[1]) if len(args) > 1 and args[1] is not None else a["axes"])]
-
-
-def _squeeze(args, a):
-    import paddle
-
-    x = args[0]
-    axes = _axes(args, a) if (len(args) > 1 and args[1] is not None) or "axes" in a else None
-    if _numpy(x):
-        return [np.squeeze(x, axis=None if axes is None else tuple(axes))]
-    return [paddle.squeeze(x, axis=axes)]
-
-
-def _unsqueeze(args, a):
-    import paddle
-
-    x, axes = args[0], _axes(args, a)
-    return [np.expand_dims(x, tuple(axes)) if _numpy(x) else paddle.unsqueeze(x, axes)]
-
-
-def _expand(args, a):
-    import paddle
-
-    x, shape = args[0], tuple(int(v) for v in np.asarray(args[1]))
-    out = np.broadcast_shapes(tuple(x.shape), shape)
-    return [np.broadcast_to(x, out).copy() if _numpy(x) else paddle.expand(x, list(out))]
-
-
-def _cast(args, a):
-    import paddle
-    from onnx import helper
-
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(a["to"]))
-    x = args[0]
-    return [x.astype(dtype) if _numpy(x) else paddle.cast(x, str(dtype))]
-
-
-def _concat(args, a):
-    import paddle
-
-    return [np.concatenate(args, axis=a["axis"]) if _numpy(*args) else paddle.concat([_t(v) for v in args],
-                                                                                    axis=a["axis"])]
-
-
-def _transpose(args, a):
-    import paddle
-
-    x, perm = args[0], list(a["perm"])
-    return [np.transpose(x, perm) if _numpy(x) else paddle.transpose(x, perm)]
-
-
-def _batch_norm(x, a):
-    import paddle.nn.functional as F
-
-    return [F.batch_norm(_t(x[0]), _t(x[3]), _t(x[4]), _t(x[1]), _t(x[2]), training=False,
-                         epsilon=a.get("epsilon", 1e-5))]
-
-
-def _pool(x, a):
-    import paddle
-    import paddle.nn.functional as F
-
-    if a is None:  # GlobalAveragePool
-        return [paddle.mean(_t(x[0]), axis=[2, 3], keepdim=True)]
-    pads = list(a.get("pads", [0] * 4))
-    return [F.max_pool2d(_t(x[0]), list(a["kernel_shape"]), list(a.get("strides", [1, 1])),
-                         [v for p in zip(pads[:2], pads[2:]) for v in p])]
-
-
-def _leaky_relu(x, a):
-    import paddle.nn.functional as F
-
-    return [F.leaky_relu(_t(x[0]), a.get("alpha", 0.01))]
-
-
-def _hard_sigmoid(x, a):
-    import paddle
-
-    return [paddle.clip(_t(x[0]) * a.get("alpha", 0.2) + a.get("beta", 0.5), 0.0, 1.0)]
-
-
-# op type → f(inputs, attributes) -> [outputs]; inputs are tensors, or numpy arrays for constants and shape values
-_OPS = {
-    "Identity": lambda x, a: [x[0]],
-    "Add": _binary(lambda p, q: p + q), "Sub": _binary(lambda p, q: p - q), "Mul": _binary(lambda p, q: p * q),
-    "Div": _binary(_div),
-    "MatMul": lambda x, a: [__import__("paddle").matmul(_t(x[0]), _t(x[1]))],
-    "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"), "Exp": _unary("exp"),
-    "Sqrt": _unary("sqrt"), "HardSwish": _unary("hardswish"), "LeakyRelu": _leaky_relu,
-    "Softmax": lambda x, a: [__import__("paddle").nn.functional.softmax(_t(x[0]), axis=a.get("axis", -1))],
-    "HardSigmoid": _hard_sigmoid, "Clip": _clip, "Concat": _concat, "Split": _split, "Reshape": _reshape,
-    "Transpose": _transpose, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Expand": _expand, "Cast": _cast,
-    "Shape": lambda x, a: [np.array(x[0].shape, np.int64)],
-    "Range": lambda x, a: [np.arange(x[0], x[1], x[2]).astype(np.asarray(x[0]).dtype)],
-    "Flatten": lambda x, a: [_reshape([x[0], np.array([int(np.prod(x[0].shape[:a.get("axis", 1)])), -1])], {})[0]],
-    "GlobalAveragePool": lambda x, a: _pool(x, None), "MaxPool": _pool, "Resize": _resize,
-    "BatchNormalization": _batch_norm,
-}

@@ -19,6 +19,7 @@ its start. Ties (a few held-back images often agree fully) go to the lower disti
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     model at `fp32_path` on `samples` (FeedSamples); `holdout`: FeedSamples of the held-back images (or None) and
     `judge(model_path) -> agreement` measured on them on the form's runtime. `train`: TrainConfig (epochs,
     learning_rate). `batch`: images per step (their gradients summed one image at a time: memory of one). The
-    learning rate follows a cosine from `learning_rate` to 0 over the run. Returns the record for the report."""
+    learning rate follows a cosine from `learning_rate` to 0 over the run; training stops after `patience` epochs
+    without a better measurement (0: never). `prepared`: the FP32 graph that was quantized; its weights are where
+    training starts (QdqGraph's `latent`). Returns the record for the report."""
     import onnx
     import paddle
 
@@ -145,30 +148,21 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     loss_of, teacher = _Loss(model), _teacher(fp32_path)
     epochs, lr = int(train.get("epochs", DEFAULT_EPOCHS)), float(train.get("learning_rate", DEFAULT_LR))
     steps = max(1, epochs * -(-len(samples) // batch))
-    opt = paddle.optimizer.Adam(learning_rate=paddle.optimizer.lr.CosineAnnealingDecay(lr, steps),
-                                parameters=graph.parameters)
+    schedule = paddle.optimizer.lr.CosineAnnealingDecay(lr, steps)
+    opt = paddle.optimizer.Adam(learning_rate=schedule, parameters=graph.parameters)
     held = [{k: v[None] for k, v in holdout[i].items()} for i in range(len(holdout))] if holdout else []
     held_teacher = [teacher(f) for f in held]
     batches = TrainBatches(samples, 1, augment, seed=0)
     log(f"QAT of the INT8 graph: {len(graph.parameters)} weights and biases trained (scales held; "
         f"{graph.latent_used} weights start from their FP32 values), {epochs} "
         f"epoch(s) of {len(samples)} image(s), {batch} per step, Adam lr {lr:g} (cosine); distilled outputs: "
-        + ", ".join(f"{k} {n}" for k, n in _count(loss_of.kinds).items()))
+        + ", ".join(f"{k} {n}" for k, n in Counter(loss_of.kinds.values()).items()))
     history = [_measure(graph, model, model_path, judge, held, held_teacher, loss_of, 0, None)]
     best = _snapshot(graph)
     log(f"QAT epoch 0 (the PTQ model): {_shown(history[-1])}")
     for epoch in range(1, epochs + 1):
-        losses = []
-        for i, one in enumerate(batches(), 1):
-            loss = loss_of(graph(_student_feeds(one, graph)), teacher(one)) / batch
-            loss.backward()
-            losses.append(float(loss) * batch)
-            if i % batch == 0 or i == len(samples):
-                opt.step()
-                opt.clear_grad()
-                opt._learning_rate.step()
-        history.append(_measure(graph, model, model_path, judge, held, held_teacher, loss_of, epoch,
-                                float(np.mean(losses))))
+        loss = _epoch(graph, batches, loss_of, teacher, (opt, schedule), batch, len(samples))
+        history.append(_measure(graph, model, model_path, judge, held, held_teacher, loss_of, epoch, loss))
         if _key(history[-1]) > _key(max(history[:-1], key=_key)):
             best = _snapshot(graph)
         log(f"QAT epoch {epoch}/{epochs}: {_shown(history[-1])}")
@@ -182,17 +176,24 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     log(f"QAT keeps epoch {chosen['epoch']}" + (" (the PTQ model: no epoch measured better)"
                                                  if chosen["epoch"] == 0 else ""))
     return {"epochs": epochs, "learning_rate": lr, "batch": batch, "steps": steps, "chosen_epoch": chosen["epoch"],
-            "history": history,
-            "distilled": loss_of.kinds, "parameters": len(graph.parameters), "augment": augment,
-            "fp32_start_weights": graph.latent_used,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "history": history, "distilled": loss_of.kinds, "parameters": len(graph.parameters), "augment": augment,
+            "fp32_start_weights": graph.latent_used, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _count(kinds: dict) -> dict:
-    out: dict[str, int] = {}
-    for k in kinds.values():
-        out[k] = out.get(k, 0) + 1
-    return out
+def _epoch(graph, batches, loss_of, teacher, optimizer, batch: int, n: int) -> float:
+    """One pass over the training images, a step every `batch` images (`optimizer`: the optimizer and its
+    learning-rate schedule); the mean distillation loss."""
+    opt, schedule = optimizer
+    losses = []
+    for i, one in enumerate(batches(), 1):
+        loss = loss_of(graph(_student_feeds(one, graph)), teacher(one)) / batch
+        loss.backward()
+        losses.append(float(loss) * batch)
+        if i % batch == 0 or i == n:
+            opt.step()
+            opt.clear_grad()
+            schedule.step()
+    return float(np.mean(losses))
 
 
 def _key(h: dict) -> tuple:
