@@ -93,14 +93,17 @@ class QdqGraph:
         self.consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         for n in model.graph.node:
             if n.op_type == "Constant":
-                self.consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
+                a = _attrs(n)
+                self.consts[n.output[0]] = (numpy_helper.to_array(a["value"]) if "value" in a else
+                                            np.asarray(next(iter(a.values()))))  # value_float(s) / value_int(s)
         self.nodes = [n for n in model.graph.node if n.op_type != "Constant"]
         unknown = sorted({n.op_type for n in self.nodes} - set(OPS) - {"QuantizeLinear", "DequantizeLinear"})
         if unknown:
             raise FastdetError(f"QAT of the ONNX form cannot run op(s) {', '.join(unknown)} (it runs "
                                f"{', '.join(sorted(OPS))} and Q/DQ)")
         self.outputs = [o.name for o in model.graph.output]
-        self.params: dict[str, tuple] = {}  # initializer → (parameter, grid or None)
+        # conv input → (parameter, its grid or None, the initializer it is stored in, the value of one unit)
+        self.params: dict[str, tuple] = {}
         self._tensors: dict[str, object] = {}
         self.latent_used = 0
         self._make_parameters(latent or {})
