@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.paddle, pytest.mark.openvino]
+# slow (~1 min: PTQ with the calibration choice and bias correction, then two epochs, each measured on OpenVINO);
+# .ci/run runs it. The mechanics are tested fast on a tiny graph in test_qdq_qat.py
+pytestmark = [pytest.mark.paddle, pytest.mark.openvino, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
