@@ -128,6 +128,10 @@ class QdqGraph:
                     if start is not None and start.shape == value.shape and np.array_equal(
                             grid.integers(start), self.consts[source]):  # the FP32 weight these integers came from
                         value, self.latent_used = start.astype(np.float32), self.latent_used + 1
+                    if pos == 1:  # training keeps the range the quantizer used: 7-bit weights (reduce_range,
+                        # CPUs without VNNI: pmaddubsw's int16 pairs saturate otherwise) stay 7-bit
+                        widest = float(np.abs(self.consts[source].astype(np.int32)).max())
+                        grid.qmin, grid.qmax = max(grid.qmin, -widest), min(grid.qmax, widest)
                     grid = grid if pos == 1 else _BiasGrid(grid)
                 elif name in self.consts:
                     value = self.consts[name].astype(np.float32)

@@ -189,3 +189,32 @@ def test_short_training_lowers_the_loss_of_the_graph_onnx_runtime_runs(tiny, tmp
     written = ort_loss(model)
     assert written < 0.9 * ort_loss(start)
     assert written == pytest.approx(losses[record["chosen_epoch"]], rel=0.02)  # the written graph is the trained one
+
+
+def test_training_keeps_7_bit_weights_7_bit(tiny, tmp_path):
+    """Weights quantized to 7 bits (reduce_range: CPUs without VNNI) stay in that range however far training moves
+    them (here: every weight ×100), in the forward pass and when written, so ORT's u8 × s8 pairs cannot saturate."""
+    import onnx
+    import paddle
+    from onnx import numpy_helper
+    from ort_run import quantize_qdq
+
+    from fastdet_cli.compress.qdq_graph import QdqGraph
+
+    path = tmp_path / "q7.onnx"
+    quantize_qdq(tiny[0], path, _feeds(8, 0), op_types_to_quantize=["Conv"], reduce_range=True)
+    model = onnx.load(str(path))
+
+    def widest() -> int:
+        return max(int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
+                   for i in model.graph.initializer if numpy_helper.to_array(i).dtype == np.int8)
+
+    before = widest()
+    assert before <= 64
+    graph = QdqGraph(model)
+    for p, grid, _, unit in graph.params.values():
+        if grid is not None and grid.zero.dtype == np.int8:  # a weight
+            p.set_value(p.numpy() * 100)
+            assert float(paddle.abs(grid.fake_quant(p * unit) / unit).max()) <= before + 1e-3
+    graph.write_back()
+    assert widest() == before
