@@ -51,6 +51,7 @@ def _pages(kind: str, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow  # ~2.5 min (the real model's compress with bias correction and the search); .ci/run runs it
 def test_real_layout_int8_keeps_the_fp32_boxes(tmp_path, capsys):
     """The shipped config names this model; the search's figures are recorded (its runtimes are measurements on
     a shared machine: recorded, not compared); INT8 keeps at least 75% of FP32's boxes on held-out pages."""
