@@ -25,7 +25,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                                         #     'all' (default: every installed CPU backend's, engine onnxruntime)
         "engine": (str,),  # (+) paddleslim | onnxruntime (the quantizer; see docs/compress.md)
         "qat_augment": (bool,),  # (+) QAT: flip/zoom the training images at random (default true)
-        "qat_hold_scales": (bool,),  # (+) QAT: activation ranges calibrated on FP32 and held (default true)
+        "qat_hold_scales": (bool,),  # (+) QAT: activation ranges calibrated on FP32 and held (default true; engine
+                                     #     onnxruntime: false, its scales are trained from the calibrated ones)
         "qat_patience": (int,),  # (+) QAT: stop after this many evaluations without a better agreement on the
                                  #     held-back calibration images (default 3; 0: never stop early)
     },
@@ -245,7 +246,8 @@ def _check_paddleslim_ptq(path: Path, ptq: dict, engine_given: bool) -> None:
 
 
 # what engine onnxruntime's QAT reads (compress/qdq_qat.py): it trains the INT8 graph itself, with its own loss
-ORT_QAT_KEYS = {"TrainConfig": ("epochs", "learning_rate"), "Global": ("qat_batch_size", "qat_augment", "qat_patience"),
+ORT_QAT_KEYS = {"TrainConfig": ("epochs", "learning_rate"), "Global": ("qat_batch_size", "qat_augment", "qat_patience",
+                                                                             "qat_hold_scales"),
                 "QuantAware": (), "Quantization": (), "Distillation": ()}
 
 
@@ -260,9 +262,6 @@ def _check_ort_qat(path: Path, raw: dict) -> None:
     if isinstance(raw.get("TrainConfig", {}).get("learning_rate"), dict):
         raise FastdetError(f"{path}: TrainConfig.learning_rate is a number for engine onnxruntime (a cosine decay "
                            "from it is built in)")
-    if raw.get("Global", {}).get("qat_hold_scales") is False:
-        raise FastdetError(f"{path}: Global.qat_hold_scales: false applies to engine paddleslim only (engine "
-                           "onnxruntime always trains with the calibrated scales)")
 
 
 def installed_targets() -> tuple[str, ...]:

@@ -17,7 +17,8 @@ ONNX Runtime's QLinearConv and TensorRT take one activation scale per tensor, so
 its per-tensor pair for them; the depthwise convolution gets its own pair. An input made by a Concat (directly or
 through one activation) keeps its per-tensor range: OpenVINO's MoveFakeQuantize moves a FakeQuantize from after a
 Concat to each of its inputs without splitting per-channel constants, and the model no longer compiles ("Argument
-shapes are inconsistent", OpenVINO 2026.4, the embedded model's neck).
+shapes are inconsistent", OpenVINO 2026.4, the embedded model's neck); such an input is smoothed at α 1
+instead (compress/smooth.py), the same spread moved into the depthwise filters.
 """
 from __future__ import annotations
 

@@ -1,13 +1,15 @@
 """An ONNX graph — FP32, or the INT8 Q/DQ form a deploy target runs — executed by Paddle's dygraph, so that it can be
 trained: quantization-aware training of the very graph the backend runs (compress/qdq_qat.py).
 
-Every QuantizeLinear → DequantizeLinear pair keeps its calibrated scale and zero point (per tensor, or per channel as
-the depthwise inputs of OpenVINO's form have them) and rounds with a straight-through gradient, clipped to its
-integer range (the gradient is 0 where the value is clipped). A convolution's int8 weight behind a DequantizeLinear
-becomes a float parameter, rounded to the same grid on every forward pass (per output channel); its int32 bias a float
-parameter; a convolution left in float trains its float weight and bias. `write_back` puts the trained values into
-the ONNX model in its own storage (int8 on the weight's grid, int32 on the bias's), so the written graph is the
-trained one. Ops are the small set detectors exported by paddle2onnx use; any other op is an error that names it.
+Every QuantizeLinear → DequantizeLinear pair starts from its calibrated scale and zero point (per tensor, or per
+channel as the depthwise inputs of OpenVINO's form have them) and rounds with a straight-through gradient, clipped
+to its integer range (the gradient is 0 where the value is clipped); with `learn_scales` the activations' scales are
+trained too (LSQ: the rounding's straight-through form gives the scale its gradient), the zero points held. A
+convolution's int8 weight behind a DequantizeLinear becomes a float parameter, rounded to the same grid on every
+forward pass (per output channel); its int32 bias a float parameter; a convolution left in float trains its float
+weight and bias. `write_back` puts the trained values into the ONNX model in its own storage (int8 on the weight's
+grid, int32 on the bias's, float scales), so the written graph is the trained one. Ops are the small set detectors
+exported by paddle2onnx use; any other op is an error that names it.
 """
 from __future__ import annotations
 
@@ -50,9 +52,12 @@ class _Grid:
         import paddle
 
         out = out or self
-        q = x / self._tensor(self.scale, x.ndim) + self._tensor(self.zero, x.ndim)
+        q = x / self.scale_tensor(x.ndim) + self._tensor(self.zero, x.ndim)
         q = paddle.clip(q + (paddle.round(q) - q).detach(), self.qmin, self.qmax)
-        return (q - out._tensor(out.zero, x.ndim)) * out._tensor(out.scale, x.ndim)
+        return (q - out._tensor(out.zero, x.ndim)) * out.scale_tensor(x.ndim)
+
+    def scale_tensor(self, ndim: int):
+        return self._tensor(self.scale, ndim)
 
     def _tensor(self, value: np.ndarray, ndim: int):
         import paddle
@@ -80,13 +85,42 @@ class _BiasGrid(_Grid):
         return x
 
 
+class _LearnedGrid(_Grid):
+    """An activation's grid whose scale is trained (LSQ: the straight-through rounding gives the scale its
+    gradient): scale = calibrated scale · exp(SCALE_STEP · θ), θ a parameter from 0 — in log space, so that one
+    Adam step is the same share of every scale; SCALE_STEP makes a step of the weights' learning rate a larger one
+    here. The zero point stays."""
+
+    def __init__(self, grid: _Grid):
+        import paddle
+
+        super().__init__(grid.scale, grid.zero, grid.axis)
+        self.theta = paddle.create_parameter(list(self.scale.shape) or [1], "float32",
+                                             default_initializer=paddle.nn.initializer.Constant(0.0))
+
+    def scale_tensor(self, ndim: int):
+        import paddle
+
+        return self._tensor(self.scale, ndim) * paddle.exp(SCALE_STEP * self.theta).reshape(self._shape(ndim))
+
+    def learned(self) -> np.ndarray:
+        return (self.scale * np.exp(SCALE_STEP * self.theta.numpy().reshape(self.scale.shape))).astype(np.float32)
+
+
+SCALE_STEP = 10.0  # a learned scale's θ unit (log space): the weights' learning rate × 10
+
+
 class QdqGraph:
     """`model` (an onnx.ModelProto) as a callable on Paddle tensors: `graph({input: tensor})` → {output: tensor}.
     `parameters`: the convolutions' weights and biases, trainable. `latent`: {Conv node name: its FP32 weight} —
     the weights to start from (rounded on the forward pass, they give the INT8 weights back); without it a weight
-    starts on its grid point, where the first small steps flip roundings that were not close calls."""
+    starts on its grid point, where the first small steps flip roundings that were not close calls.
+    `learn_scales`: the activations' scales are trained too (_LearnedGrid), where a QuantizeLinear's scale is its
+    DequantizeLinears' and no other node's; `write_back` then also writes the scales, and the int32 biases of the
+    convolutions that read them on their new grid (ONNX Runtime's QLinearConv takes a bias in input scale × weight
+    scale)."""
 
-    def __init__(self, model, latent: dict[str, np.ndarray] | None = None):
+    def __init__(self, model, latent: dict[str, np.ndarray] | None = None, learn_scales: bool = False):
         from onnx import numpy_helper
 
         self.model = model
@@ -106,7 +140,9 @@ class QdqGraph:
         self.params: dict[str, tuple] = {}
         self._tensors: dict[str, object] = {}
         self.latent_used = 0
+        self._bias_follows: dict[str, str] = {}  # a bias (int32 initializer's conv input) → the scale it follows
         self._make_parameters(latent or {})
+        self.scales: dict[str, _LearnedGrid] = self._learned_scales() if learn_scales else {}
 
     def _make_parameters(self, latent: dict[str, np.ndarray]) -> None:
         """The convolutions' weights and biases (through a DequantizeLinear of an initializer, or float)."""
@@ -142,9 +178,39 @@ class QdqGraph:
                                             default_initializer=paddle.nn.initializer.Assign(value / unit))
                 self.params[name] = (p, grid, source, paddle.to_tensor(unit))
 
+    def _learned_scales(self) -> dict[str, _LearnedGrid]:
+        """{scale initializer: its learned grid} for the activations' QuantizeLinears whose scale initializer only
+        they and their DequantizeLinears read."""
+        readers: dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                readers.setdefault(i, []).append(n)
+        out = {}
+        for q in (n for n in self.nodes if n.op_type == "QuantizeLinear" and n.input[0] not in self.consts):
+            scale = q.input[1]
+            dqs = readers.get(q.output[0], [])
+            if (scale in self.consts and dqs and all(d.op_type == "DequantizeLinear" and d.input[1] == scale
+                                                     for d in dqs)
+                    and len(readers[scale]) == 1 + len(dqs)):
+                zero = self.consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
+                out[scale] = _LearnedGrid(_Grid(self.consts[scale], zero, _attrs(q).get("axis", 1)))
+        # a convolution's bias is stored on input scale × weight scale: it follows a learned per-tensor input scale
+        dq_input = {n.output[0]: n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"}
+        q_scale = {n.output[0]: n.input[1] for n in self.nodes if n.op_type == "QuantizeLinear"}
+        for conv in (n for n in self.nodes if n.op_type == "Conv" and len(n.input) > 2 and n.input[2]):
+            scale = q_scale.get(dq_input.get(conv.input[0], ""))
+            if scale in out and conv.input[2] in self.params and self.params[conv.input[2]][1] is not None:
+                bias_dq = next(n for n in self.nodes if n.output[0] == conv.input[2])
+                if len(readers[bias_dq.input[1]]) > 1:  # a shared bias scale cannot follow one input: held
+                    out.pop(scale)
+                else:
+                    self._bias_follows[conv.input[2]] = scale
+        self._bias_follows = {b: s for b, s in self._bias_follows.items() if s in out}
+        return out
+
     @property
     def parameters(self) -> list:
-        return [p for p, _, _, _ in self.params.values()]
+        return [p for p, _, _, _ in self.params.values()] + [g.theta for g in self.scales.values()]
 
     def _value(self, name: str):
         """A node input: a computed tensor, a trainable parameter (rounded to its grid), or a constant."""
@@ -189,8 +255,11 @@ class QdqGraph:
             raise FastdetError(f"QAT of the ONNX form: DequantizeLinear '{dq.name}' reads no QuantizeLinear")
         q = src[1]
         qzero = self.consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
-        grid = _Grid(self.consts[q.input[1]], qzero, _attrs(q).get("axis", 1))
-        out = _Grid(self.consts[dq.input[1]], zero, _attrs(dq).get("axis", 1))
+        if q.input[1] in self.scales:
+            grid = out = self.scales[q.input[1]]
+        else:
+            grid = _Grid(self.consts[q.input[1]], qzero, _attrs(q).get("axis", 1))
+            out = _Grid(self.consts[dq.input[1]], zero, _attrs(dq).get("axis", 1))
         return grid.fake_quant(as_tensor(self._value(q.input[0])), out)
 
     def write_back(self) -> int:
@@ -198,8 +267,18 @@ class QdqGraph:
         from onnx import numpy_helper
 
         inits = {i.name: i for i in self.model.graph.initializer}
-        for p, grid, source, unit in self.params.values():
+        for name, grid in self.scales.items():
+            inits[name].CopyFrom(numpy_helper.from_array(grid.learned().reshape(grid.scale.shape), name))
+        bias_scale = {d.input[0]: d.input[1] for d in self.nodes if d.op_type == "DequantizeLinear"}
+        for name, (p, grid, source, unit) in self.params.items():
             value = p.numpy() * unit.numpy()
+            follows = self.scales.get(self._bias_follows.get(name, ""))
+            if follows is not None and follows.scale.size == 1:  # the bias's grid moves with its input's scale
+                grid = _BiasGrid(_Grid(grid.scale * float(follows.learned().ravel()[0] / follows.scale.ravel()[0]),
+                                       None, grid.axis))
+                inits[bias_scale[source]].CopyFrom(numpy_helper.from_array(
+                    grid.scale.reshape(self.consts[bias_scale[source]].shape).astype(np.float32),
+                    bias_scale[source]))
             stored = value.astype(np.float32) if grid is None else grid.integers(value)
             inits[source].CopyFrom(numpy_helper.from_array(stored, source))
         return len(self.params)

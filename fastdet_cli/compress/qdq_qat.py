@@ -5,11 +5,12 @@ Why not Paddle's QAT for these forms: Paddle's QAT program holds one symmetric r
 what made OpenVINO's all-INT8 form accurate (compress/depthwise.py, smooth.py, bias_correction.py) is ranges per
 channel on the depthwise inputs, asymmetric uint8 activations and corrected biases — a program that cannot hold them
 trains a different model (measured on the real-weight PicoDet: Paddle QAT 87% of the FP32 boxes kept, this form's
-PTQ 97%). So the PTQ graph itself is trained (compress/qdq_graph.py runs it in Paddle's dygraph): every scale and
-zero point stays the calibrated one, the convolutions' weights and biases move, rounded on every pass
-(straight-through), to match the FP32 model's decoded outputs (compress/distill.py's losses: sigmoid scores by
-per-class KL, DFL distributions by KL over their bins weighted by the teacher's scores) on the user's unlabeled
-images, flipped and zoomed at random (compress/qat_data.py). The FP32 teacher runs on ONNX Runtime.
+PTQ 97%). So the PTQ graph itself is trained (compress/qdq_graph.py runs it in Paddle's dygraph): the
+convolutions' weights and biases move, rounded on every pass (straight-through), and so do the activations' scales
+from their calibrated values (LSQ; zero points held; `Global.qat_hold_scales: true` holds them), to match the FP32
+model's decoded outputs (compress/distill.py's losses: sigmoid scores by per-class KL, DFL distributions by KL over
+their bins weighted by the teacher's scores) on the user's unlabeled images, flipped and zoomed at random
+(compress/qat_data.py). The FP32 teacher runs on ONNX Runtime.
 
 What is written is always a measured model: after each epoch the trained weights are rounded into the graph and its
 agreement with FP32 is measured on the held-back slice of the calibration images on the form's own runtime; the
@@ -127,7 +128,7 @@ def _student_feeds(batch: dict, graph) -> dict:
 
 def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callable[[Path], float] | None,
               train: dict, augment: bool = True, batch: int = DEFAULT_BATCH, patience: int = DEFAULT_PATIENCE,
-              log=print, prepared: Path | None = None) -> dict:
+              log=print, prepared: Path | None = None, learn_scales: bool = False) -> dict:
     """Train the INT8 graph at `model_path` (rewritten in place with the best measured epoch) against the FP32
     model at `fp32_path` on `samples` (FeedSamples); `holdout`: FeedSamples of the held-back images (or None) and
     `judge(model_path) -> agreement` measured on them on the form's runtime. `train`: TrainConfig (epochs,
@@ -144,7 +145,8 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     t0 = time.perf_counter()
     paddle.set_device("cpu")
     model = onnx.load(str(model_path))
-    graph = QdqGraph(model, conv_weights(onnx.load(str(prepared))) if prepared and prepared.exists() else None)
+    graph = QdqGraph(model, conv_weights(onnx.load(str(prepared))) if prepared and prepared.exists() else None,
+                     learn_scales)
     loss_of, teacher = _Loss(model), _teacher(fp32_path)
     epochs, lr = int(train.get("epochs", DEFAULT_EPOCHS)), float(train.get("learning_rate", DEFAULT_LR))
     steps = max(1, epochs * -(-len(samples) // batch))
@@ -153,7 +155,8 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     held = [{k: v[None] for k, v in holdout[i].items()} for i in range(len(holdout))] if holdout else []
     held_teacher = [teacher(f) for f in held]
     batches = TrainBatches(samples, 1, augment, seed=0)
-    log(f"QAT of the INT8 graph: {len(graph.parameters)} weights and biases trained (scales held; "
+    log(f"QAT of the INT8 graph: {len(graph.params)} weights and biases trained ("
+        + (f"{len(graph.scales)} activation scales learned; " if graph.scales else "scales held; ") +
         f"{graph.latent_used} weights start from their FP32 values), {epochs} "
         f"epoch(s) of {len(samples)} image(s), {batch} per step, Adam lr {lr:g} (cosine); distilled outputs: "
         + ", ".join(f"{k} {n}" for k, n in Counter(loss_of.kinds.values()).items()))
@@ -176,7 +179,8 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     log(f"QAT keeps epoch {chosen['epoch']}" + (" (the PTQ model: no epoch measured better)"
                                                  if chosen["epoch"] == 0 else ""))
     return {"epochs": epochs, "learning_rate": lr, "batch": batch, "steps": steps, "chosen_epoch": chosen["epoch"],
-            "history": history, "distilled": loss_of.kinds, "parameters": len(graph.parameters), "augment": augment,
+            "history": history, "distilled": loss_of.kinds, "parameters": len(graph.params),
+            "learned_scales": len(graph.scales), "augment": augment,
             "fp32_start_weights": graph.latent_used, "seconds": round(time.perf_counter() - t0, 1)}
 
 

@@ -79,8 +79,6 @@ def test_older_quantization_form_is_accepted(tmp_path):
     ("Global: {model_dir: m, engine: onnxruntime}\nQuantAware: {use_pact: true}\n", "QuantAware.use_pact"),
     ("Global: {model_dir: m, engine: onnxruntime}\nTrainConfig: {learning_rate: {type: CosineAnnealingDecay}}\n",
      "learning_rate is a number for engine onnxruntime"),
-    ("Global: {model_dir: m, engine: onnxruntime, qat_hold_scales: false}\nQuantAware: {}\n",
-     "always trains with the calibrated scales"),
     ("Global: [1]\n", "must be a mapping"),
     ("Global: {model_dir: [m\n", "not valid YAML"),
 ])

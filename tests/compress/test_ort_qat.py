@@ -44,6 +44,7 @@ def test_every_epoch_is_measured_and_the_best_is_written(trained):
     best = max(history, key=lambda h: (h["agreement"], -h["holdout_loss"]))
     assert qat["chosen_epoch"] == best["epoch"]
     assert qat["fp32_start_weights"] > 50  # the weights start from their FP32 values, not their grid points
+    assert qat["learned_scales"] > 50  # the activations' scales are trained too (Global.qat_hold_scales: false)
     assert set(qat["distilled"].values()) == {"scores", "boxes"}  # the embedded export's decoded outputs
     job = prepare(config, "qat", out.parent / "job", log=lambda m: None)
     assert sorted(p.name for p in job.holdout) == sorted(report["config_resolved"]["holdout_images"])

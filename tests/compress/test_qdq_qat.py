@@ -159,9 +159,11 @@ class _Samples:
         return {k: v[0] for k, v in self.feeds[i].items()}
 
 
-def test_short_training_lowers_the_loss_of_the_graph_onnx_runtime_runs(tiny, tmp_path):
+@pytest.mark.parametrize("learn_scales,lr", [(False, 1.0), (True, 0.03)])
+def test_short_training_lowers_the_loss_of_the_graph_onnx_runtime_runs(tiny, tmp_path, learn_scales, lr):
     """Trained on 8 images, judged on 4 others: the held-back distillation loss falls, the best epoch is written,
-    and ONNX Runtime running the written INT8 graph is closer to FP32 than the PTQ graph was."""
+    and ONNX Runtime running the written INT8 graph is closer to FP32 than the PTQ graph was — with the activation
+    scales held, and learned."""
     import shutil
 
     import onnx
@@ -173,7 +175,10 @@ def test_short_training_lowers_the_loss_of_the_graph_onnx_runtime_runs(tiny, tmp
     shutil.copyfile(start, model)
     held = _feeds(4, 9)
     record = train_qdq(model, fp32, _Samples(_feeds(8, 0)), _Samples(held), None,
-                       {"epochs": 6, "learning_rate": 1.0}, augment=False, log=lambda m: None)
+                       {"epochs": 6, "learning_rate": lr}, augment=False, log=lambda m: None,
+                       learn_scales=learn_scales)
+    assert record["learned_scales"] == (7 if learn_scales else 0)  # every Q/DQ pair: the input, the
+    # convolutions' outputs, h1 (per channel)
     losses = [h["holdout_loss"] for h in record["history"]]
     assert record["chosen_epoch"] > 0 and losses[record["chosen_epoch"]] == min(losses) < losses[0]
 
@@ -218,3 +223,45 @@ def test_training_keeps_7_bit_weights_7_bit(tiny, tmp_path):
             assert float(paddle.abs(grid.fake_quant(p * unit) / unit).max()) <= before + 1e-3
     graph.write_back()
     assert widest() == before
+
+
+def _ort_optimized(path: Path, feed: dict) -> list[np.ndarray]:
+    """ORT with its optimizations: Q/DQ → Conv → Q/DQ fused into QLinearConv (integer kernels, int32 bias read
+    as input scale × weight scale)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def test_learned_scales_are_written_with_biases_on_their_new_grid(tiny, tmp_path):
+    """Activation scales trained (LSQ): the written graph is the dygraph's, also where ONNX Runtime fuses
+    QLinearConv, which reads an int32 bias as input scale × weight scale — so a bias follows its input's scale."""
+    import onnx
+    from onnx import numpy_helper
+    from ort_run import quantize_qdq
+
+    from fastdet_cli.compress.qdq_graph import QdqGraph
+
+    path = tmp_path / "q.onnx"
+    quantize_qdq(tiny[0], path, _feeds(8, 0), op_types_to_quantize=["Conv", "Relu", "Sigmoid"])
+    model = onnx.load(str(path))
+    before = {i.name: numpy_helper.to_array(i).copy() for i in model.graph.initializer}
+    graph = QdqGraph(model, learn_scales=True)
+    assert len(graph.scales) >= 4 and graph.write_back() == 8  # untrained: nothing changes
+    for i in model.graph.initializer:
+        np.testing.assert_array_equal(numpy_helper.to_array(i), before[i.name])
+    rng = np.random.default_rng(1)
+    for grid in graph.scales.values():  # scales moved by up to ±30%
+        grid.theta.set_value(rng.uniform(-0.03, 0.03, grid.theta.shape).astype(np.float32))
+    graph.write_back()
+    onnx.save(model, str(path))
+    moved = [n for n in graph.scales if not np.allclose(numpy_helper.to_array(
+        next(i for i in model.graph.initializer if i.name == n)), before[n])]
+    assert len(moved) == len(graph.scales)
+    for feed in _feeds(3, 6):
+        fp32, plain, fused = _ort(tiny[0], feed), _ort(path, feed), _ort_optimized(path, feed)
+        dygraph = _paddle(path, feed)
+        for d, p, f, x in zip(dygraph, plain, fused, fp32):
+            error = np.abs(p - x).mean()
+            assert np.abs(f - p).mean() < 0.1 * error  # ORT's integer kernels run the written graph …
+            assert np.abs(d - p).mean() < 0.1 * error  # … which is the dygraph's
