@@ -44,12 +44,12 @@ def depthwise_inputs(model) -> dict[str, str]:
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         shape = _weight_shape(node.input[1], producer, vals)
         if site.activation and group > 1 and shape is not None and shape[1] == 1 \
-                and not _after_concat(site.activation, producer, vals):
+                and not after_concat(site.activation, producer, vals):
             out[node.name] = site.activation
     return out
 
 
-def _after_concat(tensor: str, producer: dict, vals: dict) -> bool:
+def after_concat(tensor: str, producer: dict, vals: dict) -> bool:
     """Whether `tensor` is a Concat's output, or that of an op with one non-constant input that reads one (the
     pattern OpenVINO's MoveFakeQuantize rewrites)."""
     node = producer.get(tensor)

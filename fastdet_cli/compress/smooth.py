@@ -35,7 +35,11 @@ MIN_CHANNELS = 4  # the stem's 3-channel image input is left alone
 def smoothable(model) -> dict[str, list]:
     """{float tensor: the convolutions (constant weight) that read it} for every activation (not a graph input)
     read by regular convolutions (group 1) with at least MIN_CHANNELS input channels, or only by depthwise ones
-    after a Concat (`_depthwise_after_concat`)."""
+    after a Concat (compress/depthwise.py's `after_concat`: they cannot have a range per channel in
+    OpenVINO's form, so they are smoothed at α 1 — the factor of channel c goes into depthwise filter c, and a range
+    per tensor after the division is a range per channel before it)."""
+    from fastdet_cli.compress.depthwise import after_concat
+
     graph = model.graph
     init = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
@@ -47,7 +51,7 @@ def smoothable(model) -> dict[str, list]:
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         if group == 1 and init[node.input[1]].dims[1] >= MIN_CHANNELS:
             out.setdefault(node.input[0], []).append(node)
-        elif group > 1 and init[node.input[1]].dims[1] == 1 and _after_concat(node.input[0], producer, init):
+        elif group > 1 and init[node.input[1]].dims[1] == 1 and after_concat(node.input[0], producer, init):
             depthwise.setdefault(node.input[0], []).append(node)
     readers: dict[str, int] = {}
     for node in graph.node:
@@ -55,18 +59,6 @@ def smoothable(model) -> dict[str, list]:
             readers[i] = readers.get(i, 0) + 1
     out.update({t: convs for t, convs in depthwise.items() if t not in out and readers[t] == len(convs)})
     return out
-
-
-def _after_concat(tensor: str, producer: dict, init: dict) -> bool:
-    """A Concat's output, or that of an op with one non-constant input that reads one: the depthwise inputs that
-    cannot have a range per channel in OpenVINO's form (compress/depthwise.py). Smoothed at α 1 instead — the
-    factor of channel c goes into depthwise filter c, so a range per tensor after the division is a range per
-    channel before it, with no per-channel FakeQuantize for MoveFakeQuantize to split."""
-    node = producer.get(tensor)
-    if node is not None and node.op_type != "Concat":
-        data = [i for i in node.input if i and i not in init]
-        node = producer.get(data[0]) if len(data) == 1 else None
-    return node is not None and node.op_type == "Concat"
 
 
 def _is_depthwise(conv) -> bool:

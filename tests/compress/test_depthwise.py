@@ -42,7 +42,7 @@ def _pairs(model_dir) -> tuple[dict, dict]:
     import onnx
     from onnx import numpy_helper
 
-    from fastdet_cli.compress.depthwise import _after_concat
+    from fastdet_cli.compress.depthwise import after_concat
     from fastdet_cli.onnx_graph import constant_values
 
     m = onnx.load(str(model_dir / "model.onnx"))
@@ -56,7 +56,7 @@ def _pairs(model_dir) -> tuple[dict, dict]:
             dq = producer[n.input[0]]
             assert dq.op_type == "DequantizeLinear"
             scales[n.name] = (init[dq.input[1]], next((a.i for a in dq.attribute if a.name == "axis"), 1), group)
-            concat[n.name] = _after_concat(producer[dq.input[0]].input[0], producer, vals)
+            concat[n.name] = after_concat(producer[dq.input[0]].input[0], producer, vals)
     return scales, concat
 
 
