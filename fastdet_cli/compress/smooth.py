@@ -19,7 +19,7 @@ better at 0.5 and 0.75; runtime 35.1 vs 33.9 ms (FP32 71 ms).
 A depthwise convolution whose input a Concat makes cannot have its range per channel in OpenVINO's form
 (compress/depthwise.py): it is smoothed instead, at α 1 — filter c reads channel c only, so its factor goes along
 the weight's output axis, each channel spans the same range after the division, and one range per tensor there is
-a range per channel before it. Measured on the embedded model (Zen 4, 2026-12-07): three of its neck's four such
+a range per channel before it. Measured on the embedded model (Zen 5, 2026-12-07): three of its neck's four such
 inputs made 0.0014 of the 0.0047 distillation loss of the all-INT8 form (each activation quantized alone, 12
 images); smoothed, the form's loss fell 0.00468 → 0.00430 on 40 images that play no part in making it, every
 convolution still u8.
