@@ -195,13 +195,12 @@ class QdqGraph:
                 zero = self.consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
                 out[scale] = _LearnedGrid(_Grid(self.consts[scale], zero, _attrs(q).get("axis", 1)))
         # a convolution's bias is stored on input scale × weight scale: it follows a learned per-tensor input scale
-        dq_input = {n.output[0]: n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"}
+        dq = {n.output[0]: n for n in self.nodes if n.op_type == "DequantizeLinear"}
         q_scale = {n.output[0]: n.input[1] for n in self.nodes if n.op_type == "QuantizeLinear"}
         for conv in (n for n in self.nodes if n.op_type == "Conv" and len(n.input) > 2 and n.input[2]):
-            scale = q_scale.get(dq_input.get(conv.input[0], ""))
+            scale = q_scale.get(dq[conv.input[0]].input[0] if conv.input[0] in dq else "")
             if scale in out and conv.input[2] in self.params and self.params[conv.input[2]][1] is not None:
-                bias_dq = next(n for n in self.nodes if n.output[0] == conv.input[2])
-                if len(readers[bias_dq.input[1]]) > 1:  # a shared bias scale cannot follow one input: held
+                if len(readers[dq[conv.input[2]].input[1]]) > 1:  # a shared bias scale cannot follow one input: held
                     out.pop(scale)
                 else:
                     self._bias_follows[conv.input[2]] = scale
