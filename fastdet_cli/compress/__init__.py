@@ -234,7 +234,7 @@ def _forms(job: Job, out_dir: Path, log, evaluate: bool) -> tuple[FormsReport, d
     if job.engine.engine.ort:  # the images' statistics gathered once for every form
         from fastdet_cli.compress.calibration import Statistics
 
-        stats = Statistics(job.samples, log)
+        stats = Statistics(job.calibration, log)
     # the forms quantizing the most tensors first: their statistics cover the others'
     order = sorted(job.cfg.targets, key=lambda t: not t.conv_outputs)
     for i, target in enumerate(order):

@@ -54,7 +54,7 @@ def _ort_ptq_with_source(job: Job, out_dir: Path, log, keep_prepared: Path | Non
     from fastdet_cli.compress.ptq import search_dataset_spec
 
     spec = search_dataset_spec(job.cfg) if job.cfg.ptq.get("max_map_drop") is not None else None
-    settings, search, fp32 = run_ort_ptq(job.cfg, job.source, job.samples, out_dir, spec, log, job.statistics,
+    settings, search, fp32 = run_ort_ptq(job.cfg, job.source, job.calibration, out_dir, spec, log, job.statistics,
                                          keep_prepared)
     return Quantized(settings, search, settings["nodes_to_exclude"]), fp32
 

@@ -53,6 +53,16 @@ class Job:
     statistics: Statistics | None = None  # shared by the forms (engine onnxruntime)
     holdout: list[Path] = field(default_factory=list)  # QAT: calibration images held back for early stopping
 
+    @property
+    def calibration(self) -> FeedSamples:
+        """The images the ranges are calibrated on: all of them. QAT's held-back slice is left out of its training
+        only, so QAT starts from the same PTQ model as `--method ptq` (the best calibration found)."""
+        if not self.holdout:
+            return self.samples
+        from fastdet_cli.compress.samples import FeedSamples
+
+        return FeedSamples(self.source, list(self.samples.files) + list(self.holdout), self.feeds)
+
 
 @dataclass
 class Quantized:

@@ -19,6 +19,7 @@ its start. Ties (a few held-back images often agree fully) go to the lower disti
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +33,8 @@ DEFAULT_PATIENCE = 2  # epochs without a better measurement before training stop
 DEFAULT_LR = 3e-4  # Adam, in grid steps (QdqGraph's units). Measured on the real-weight PicoDet (calib halves,
 # 2026-12-06): 3e-3 raised the held-back loss 0.0157 → 0.027 in one epoch, 5e-2 to 2.8; 3e-4 moved it 0.0157 →
 # 0.0162 → 0.0170 — its INT8 graph is chaotic in its roundings (docs/compress.md)
+BACKOFF = 0.5  # an epoch that measured worse than the best: training goes on from the best epoch's weights (and
+# fresh Adam moments) with the learning rate times this (1: off; the run goes on from where it is)
 _SHAPE_OPS = {"Transpose", "Reshape", "Concat", "Split", "Identity", "Flatten", "Squeeze", "Unsqueeze", "Slice"}
 
 
@@ -145,30 +148,33 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     t0 = time.perf_counter()
     paddle.set_device("cpu")
     model = onnx.load(str(model_path))
-    graph = QdqGraph(model, conv_weights(onnx.load(str(prepared))) if prepared and prepared.exists() else None,
-                     learn_scales)
+    latent = conv_weights(onnx.load(str(prepared))) if prepared and prepared.exists() else None
+    graph = QdqGraph(model, latent, learn_scales)
     loss_of, teacher = _Loss(model), _teacher(fp32_path)
     epochs, lr = int(train.get("epochs", DEFAULT_EPOCHS)), float(train.get("learning_rate", DEFAULT_LR))
     steps = max(1, epochs * -(-len(samples) // batch))
-    schedule = paddle.optimizer.lr.CosineAnnealingDecay(lr, steps)
-    opt = paddle.optimizer.Adam(learning_rate=schedule, parameters=graph.parameters)
-    held = [{k: v[None] for k, v in holdout[i].items()} for i in range(len(holdout))] if holdout else []
+    opt = _Optimizer(graph.parameters, lr, steps)
+    held = [{k: v[None] for k, v in holdout[i].items()} for i in range(len(holdout or ()))]
     held_teacher = [teacher(f) for f in held]
     batches = TrainBatches(samples, 1, augment, seed=0)
-    log(f"QAT of the INT8 graph: {len(graph.params)} weights and biases trained ("
-        + (f"{len(graph.scales)} activation scales learned; " if graph.scales else "scales held; ") +
-        f"{graph.latent_used} weights start from their FP32 values), {epochs} "
-        f"epoch(s) of {len(samples)} image(s), {batch} per step, Adam lr {lr:g} (cosine); distilled outputs: "
+    log(f"QAT of the INT8 graph: {_trained(graph)}, {epochs} epoch(s) of {len(samples)} image(s), {batch} per "
+        f"step, Adam lr {lr:g} (cosine); distilled outputs: "
         + ", ".join(f"{k} {n}" for k, n in Counter(loss_of.kinds.values()).items()))
     history = [_measure(graph, model, model_path, judge, held, held_teacher, loss_of, 0, None)]
     best = _snapshot(graph)
     log(f"QAT epoch 0 (the PTQ model): {_shown(history[-1])}")
     for epoch in range(1, epochs + 1):
-        loss = _epoch(graph, batches, loss_of, teacher, (opt, schedule), batch, len(samples))
+        loss = _epoch(graph, batches, loss_of, teacher, opt, batch, len(samples))
         history.append(_measure(graph, model, model_path, judge, held, held_teacher, loss_of, epoch, loss))
+        history[-1]["lr_factor"] = opt.factor
+        log(f"QAT epoch {epoch}/{epochs}: {_shown(history[-1])}")
         if _key(history[-1]) > _key(max(history[:-1], key=_key)):
             best = _snapshot(graph)
-        log(f"QAT epoch {epoch}/{epochs}: {_shown(history[-1])}")
+        elif BACKOFF < 1 and epoch < epochs:  # a step too far: back to the best weights, with shorter steps
+            _restore(graph, best)
+            opt.back_off()
+            log(f"QAT goes on from epoch {max(history, key=_key)['epoch']}'s weights at {opt.factor:g}× the "
+                "learning rate")
         if patience and epoch < epochs and epoch - max(history, key=_key)["epoch"] >= patience:
             log(f"QAT stops: no better measurement in {patience} epochs")
             break
@@ -184,10 +190,42 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
             "fp32_start_weights": graph.latent_used, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _epoch(graph, batches, loss_of, teacher, optimizer, batch: int, n: int) -> float:
-    """One pass over the training images, a step every `batch` images (`optimizer`: the optimizer and its
-    learning-rate schedule); the mean distillation loss."""
-    opt, schedule = optimizer
+def _trained(graph) -> str:
+    return (f"{len(graph.params)} weights and biases trained ("
+            + (f"{len(graph.scales)} activation scales learned; " if graph.scales else "scales held; ")
+            + f"{graph.latent_used} weights start from their FP32 values)")
+
+
+class _Optimizer:
+    """Adam on `parameters`, its learning rate a cosine from `lr` to 0 over `steps`; `back_off()` lowers the cosine
+    by BACKOFF and starts fresh moments (the weights were set back: the old moments point where they came from)."""
+
+    def __init__(self, parameters, lr: float, steps: int):
+        import paddle
+
+        self.parameters, self.factor = parameters, 1.0
+        self.schedule = paddle.optimizer.lr.LambdaDecay(
+            lr, lambda step: self.factor * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+        self.adam = self._adam()
+
+    def _adam(self):
+        import paddle
+
+        return paddle.optimizer.Adam(learning_rate=self.schedule, parameters=self.parameters)
+
+    def step(self) -> None:
+        self.adam.step()
+        self.adam.clear_grad()
+        self.schedule.step()
+
+    def back_off(self) -> None:
+        self.factor *= BACKOFF
+        self.schedule.step(self.schedule.last_epoch)  # the rate now, not at the next step
+        self.adam = self._adam()
+
+
+def _epoch(graph, batches, loss_of, teacher, opt: _Optimizer, batch: int, n: int) -> float:
+    """One pass over the training images, a step every `batch` images; the mean distillation loss."""
     losses = []
     for i, one in enumerate(batches(), 1):
         loss = loss_of(graph(_student_feeds(one, graph)), teacher(one)) / batch
@@ -195,8 +233,6 @@ def _epoch(graph, batches, loss_of, teacher, optimizer, batch: int, n: int) -> f
         losses.append(float(loss) * batch)
         if i % batch == 0 or i == n:
             opt.step()
-            opt.clear_grad()
-            schedule.step()
     return float(np.mean(losses))
 
 

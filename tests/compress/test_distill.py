@@ -113,6 +113,23 @@ def test_holdout_slice_is_a_fifth_fixed_and_disjoint():
     assert len(split_holdout([Path(f"{i}.jpg") for i in range(500)])[1]) == 20
 
 
+
+def test_qat_trains_without_the_held_back_slice_but_calibrates_on_every_image(tmp_path):
+    """QAT of engine onnxruntime starts from the PTQ model `--method ptq` makes: its ranges come from all the
+    calibration images; only the training leaves the held-back slice out."""
+    pytest.importorskip("paddle")
+    from fastdet_cli.compress import prepare
+
+    config = tmp_path / "c.yaml"
+    config.write_text("Global:\n  model_dir: default\n  format: paddle\n  engine: onnxruntime\n"
+                      "  qat_image_path: default\n  image_limit: 12\nQuantAware: {}\n")
+    job = prepare(config, "qat", tmp_path / "out", log=lambda m: None)
+    assert len(job.samples) == 10 and len(job.holdout) == 2
+    assert not set(job.samples.files) & set(job.holdout)
+    assert sorted(job.calibration.files) == sorted(list(job.samples.files) + job.holdout)
+    ptq = prepare(config, "ptq", tmp_path / "ptq", log=lambda m: None)
+    assert ptq.holdout == [] and ptq.calibration is ptq.samples
+
 def test_augment_flips_and_zooms_within_bounds():
     img = np.zeros((100, 60, 3), np.uint8)
     img[:, :30] = 255  # left half white

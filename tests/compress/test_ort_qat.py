@@ -48,6 +48,7 @@ def test_every_epoch_is_measured_and_the_best_is_written(trained):
     assert set(qat["distilled"].values()) == {"scores", "boxes"}  # the embedded export's decoded outputs
     job = prepare(config, "qat", out.parent / "job", log=lambda m: None)
     assert sorted(p.name for p in job.holdout) == sorted(report["config_resolved"]["holdout_images"])
+    assert report["config_resolved"]["images_used"] == 10  # PTQ (epoch 0) calibrated on all 10, trained on 8
     data = with_reference(ImageList.of(job.holdout), job.source, BACKENDS["ort"])
     assert evaluate_map(out, data, BACKENDS["openvino"]) == pytest.approx(best["agreement"], abs=1e-3)
 

@@ -196,6 +196,27 @@ def test_short_training_lowers_the_loss_of_the_graph_onnx_runtime_runs(tiny, tmp
     assert written == pytest.approx(losses[record["chosen_epoch"]], rel=0.02)  # the written graph is the trained one
 
 
+
+def test_an_epoch_that_measured_worse_sends_training_back_to_the_best_weights(tiny, tmp_path, monkeypatch):
+    """A learning rate far too high makes epoch 1 worse than the PTQ model: training goes on from epoch 0's weights
+    at BACKOFF × the rate. With BACKOFF 0 nothing moves after that, so epoch 2 measures exactly as epoch 0 did (it
+    would measure as epoch 1 if the weights were not set back)."""
+    import shutil
+
+    from fastdet_cli.compress import qdq_qat
+
+    fp32, start = tiny
+    model = tmp_path / "q.onnx"
+    shutil.copyfile(start, model)
+    monkeypatch.setattr(qdq_qat, "BACKOFF", 0.0)
+    record = qdq_qat.train_qdq(model, fp32, _Samples(_feeds(8, 0)), _Samples(_feeds(4, 9)), None,
+                               {"epochs": 3, "learning_rate": 300.0}, augment=False, patience=0,
+                               log=lambda m: None)
+    h = record["history"]
+    assert h[1]["holdout_loss"] > h[0]["holdout_loss"]
+    assert [e["lr_factor"] for e in h[1:]] == [1.0, 0.0, 0.0]
+    assert h[2]["holdout_loss"] == h[3]["holdout_loss"] == h[0]["holdout_loss"] and record["chosen_epoch"] == 0
+
 def test_training_keeps_7_bit_weights_7_bit(tiny, tmp_path):
     """Weights quantized to 7 bits (reduce_range: CPUs without VNNI) stay in that range however far training moves
     them (here: every weight ×100), in the forward pass and when written, so ORT's u8 × s8 pairs cannot saturate."""
