@@ -28,8 +28,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "qat_hold_scales": (bool,),  # (+) QAT: activation ranges calibrated on FP32 and held (default true; engine
                                      #     onnxruntime: false, its scales are trained from the calibrated ones)
         "qat_patience": (int,),  # (+) QAT: stop after this many evaluations without a better agreement on the
-                                 #     held-back calibration images (default 3; engine onnxruntime: 2 epochs;
-                                 #     0: never stop early)
+                                 #     held-back calibration images (default 3; engine onnxruntime: 2 epochs
+                                 #     without a better agreement or held-back loss; 0: never stop early)
     },
     "Distillation": {"alpha": NUM, "loss": (str,), "node": (list,)},
     "QuantAware": {"onnx_format": (bool,), "use_pact": (bool,), "activation_quantize_type": (str,),

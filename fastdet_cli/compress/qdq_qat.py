@@ -14,8 +14,12 @@ their bins weighted by the teacher's scores) on the user's unlabeled images, fli
 
 What is written is always a measured model: after each epoch the trained weights are rounded into the graph and its
 agreement with FP32 is measured on the held-back slice of the calibration images on the form's own runtime; the
-best epoch is kept — the PTQ model itself (epoch 0) included, so QAT never writes a model that measured worse than
-its start. Ties (a few held-back images often agree fully) go to the lower distillation loss on the held-back images.
+best epoch is kept — the PTQ model itself (epoch 0, calibrated on every calibration image: the slice is left out of
+the training only) included, so QAT never writes a model that measured worse than the PTQ model `--method ptq`
+makes. Ties (a few held-back images often agree fully) go to the lower distillation loss on the held-back images.
+Training itself follows the held-back distillation loss (steadier than the agreement of a few images): an epoch that
+raised it sends training back to the weights of the lowest loss at BACKOFF × the learning rate (a step too far is
+undone rather than built on), and `patience` counts the epochs that improved neither measurement.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ DEFAULT_PATIENCE = 2  # epochs without a better measurement before training stop
 DEFAULT_LR = 3e-4  # Adam, in grid steps (QdqGraph's units). Measured on the real-weight PicoDet (calib halves,
 # 2026-12-06): 3e-3 raised the held-back loss 0.0157 → 0.027 in one epoch, 5e-2 to 2.8; 3e-4 moved it 0.0157 →
 # 0.0162 → 0.0170 — its INT8 graph is chaotic in its roundings (docs/compress.md)
-BACKOFF = 0.5  # an epoch that measured worse than the best: training goes on from the best epoch's weights (and
+BACKOFF = 0.5  # an epoch that raised the held-back loss: training goes on from the weights of the lowest loss (and
 # fresh Adam moments) with the learning rate times this (1: off; the run goes on from where it is)
 _SHAPE_OPS = {"Transpose", "Reshape", "Concat", "Split", "Identity", "Flatten", "Squeeze", "Unsqueeze", "Slice"}
 
@@ -160,26 +164,22 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     log(f"QAT of the INT8 graph: {_trained(graph)}, {epochs} epoch(s) of {len(samples)} image(s), {batch} per "
         f"step, Adam lr {lr:g} (cosine); distilled outputs: "
         + ", ".join(f"{k} {n}" for k, n in Counter(loss_of.kinds.values()).items()))
-    history = [_measure(graph, model, model_path, judge, held, held_teacher, loss_of, 0, None)]
-    best = _snapshot(graph)
-    log(f"QAT epoch 0 (the PTQ model): {_shown(history[-1])}")
+    progress = _Progress(graph, _measure(graph, model, model_path, judge, held, held_teacher, loss_of, 0, None))
+    log(f"QAT epoch 0 (the PTQ model): {_shown(progress.history[-1])}")
     for epoch in range(1, epochs + 1):
         loss = _epoch(graph, batches, loss_of, teacher, opt, batch, len(samples))
-        history.append(_measure(graph, model, model_path, judge, held, held_teacher, loss_of, epoch, loss))
-        history[-1]["lr_factor"] = opt.factor
-        log(f"QAT epoch {epoch}/{epochs}: {_shown(history[-1])}")
-        if _key(history[-1]) > _key(max(history[:-1], key=_key)):
-            best = _snapshot(graph)
-        elif BACKOFF < 1 and epoch < epochs:  # a step too far: back to the best weights, with shorter steps
-            _restore(graph, best)
+        h = _measure(graph, model, model_path, judge, held, held_teacher, loss_of, epoch, loss)
+        log(f"QAT epoch {epoch}/{epochs}: {_shown(h)}")
+        if progress.add(h, opt.factor) and BACKOFF < 1 and epoch < epochs:
+            _restore(graph, progress.lowest)  # a step too far: undone, shorter steps from there
             opt.back_off()
-            log(f"QAT goes on from epoch {max(history, key=_key)['epoch']}'s weights at {opt.factor:g}× the "
-                "learning rate")
-        if patience and epoch < epochs and epoch - max(history, key=_key)["epoch"] >= patience:
+            log(f"QAT goes on from epoch {progress.lowest_epoch}'s weights (lowest held-back loss) at {opt.factor:g}× "
+                "the learning rate")
+        if patience and epoch < epochs and progress.stalled() >= patience:
             log(f"QAT stops: no better measurement in {patience} epochs")
             break
-    chosen = max(history, key=_key)
-    _restore(graph, best)
+    history, chosen = progress.history, progress.chosen()
+    _restore(graph, progress.best)
     graph.write_back()
     onnx.save(model, str(model_path))
     log(f"QAT keeps epoch {chosen['epoch']}" + (" (the PTQ model: no epoch measured better)"
@@ -236,9 +236,42 @@ def _epoch(graph, batches, loss_of, teacher, opt: _Optimizer, batch: int, n: int
     return float(np.mean(losses))
 
 
+class _Progress:
+    """The epochs measured so far and the weights worth going back to. Written: the best measured epoch (`_key`:
+    agreement with FP32 on the held-back images, then their distillation loss; nothing held back: the last).
+    Training follows the held-back loss, a steadier signal than the agreement of a few images: an epoch that raised
+    it above the lowest so far is to be undone (`add` says so); patience counts epochs that improved neither."""
+
+    def __init__(self, graph, first: dict):
+        self.graph, self.history = graph, [first]
+        self.best = self.lowest = _snapshot(graph)
+        self.lowest_epoch = self.improved = 0
+
+    def add(self, h: dict, lr_factor: float) -> bool:
+        """Record epoch `h` (trained at `lr_factor` × the learning rate); True when its held-back loss rose."""
+        h["lr_factor"] = lr_factor
+        best, low = self.chosen(), self.history[self.lowest_epoch]["holdout_loss"]
+        self.history.append(h)
+        if _key(h) > _key(best):
+            self.best, self.improved = _snapshot(self.graph), h["epoch"]
+        if low is None or h["holdout_loss"] is None:
+            return False
+        if h["holdout_loss"] < low:
+            self.lowest, self.lowest_epoch, self.improved = _snapshot(self.graph), h["epoch"], h["epoch"]
+            return False
+        return True
+
+    def chosen(self) -> dict:
+        return max(self.history, key=_key)
+
+    def stalled(self) -> int:
+        return self.history[-1]["epoch"] - self.improved
+
+
 def _key(h: dict) -> tuple:
+    measured = h["agreement"] is not None or h["holdout_loss"] is not None
     return (h["agreement"] if h["agreement"] is not None else 0.0,
-            -h["holdout_loss"] if h["holdout_loss"] is not None else 0.0)
+            -h["holdout_loss"] if h["holdout_loss"] is not None else 0.0, 0 if measured else h["epoch"])
 
 
 def _shown(h: dict) -> str:

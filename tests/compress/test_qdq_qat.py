@@ -217,6 +217,21 @@ def test_an_epoch_that_measured_worse_sends_training_back_to_the_best_weights(ti
     assert [e["lr_factor"] for e in h[1:]] == [1.0, 0.0, 0.0]
     assert h[2]["holdout_loss"] == h[3]["holdout_loss"] == h[0]["holdout_loss"] and record["chosen_epoch"] == 0
 
+
+def test_with_nothing_held_back_the_last_epoch_is_written(tiny, tmp_path):
+    """Too few images to hold any back: nothing measures the epochs, so the trained model is written (not the PTQ
+    model every unmeasured epoch would tie with)."""
+    import shutil
+
+    from fastdet_cli.compress.qdq_qat import train_qdq
+
+    fp32, start = tiny
+    model = tmp_path / "q.onnx"
+    shutil.copyfile(start, model)
+    record = train_qdq(model, fp32, _Samples(_feeds(4, 0)), None, None, {"epochs": 2, "learning_rate": 1.0},
+                       augment=False, log=lambda m: None)
+    assert record["chosen_epoch"] == 2 and model.read_bytes() != start.read_bytes()
+
 def test_training_keeps_7_bit_weights_7_bit(tiny, tmp_path):
     """Weights quantized to 7 bits (reduce_range: CPUs without VNNI) stay in that range however far training moves
     them (here: every weight ×100), in the forward pass and when written, so ORT's u8 × s8 pairs cannot saturate."""
