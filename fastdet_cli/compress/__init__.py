@@ -79,7 +79,8 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
     feeds, convs, kept_float = inputs.model_facts(source, cfg, method)
     images = cfg.calib_images if method == "ptq" else qat_image_dir(cfg)
     world = distributed.world()
-    files, holdout = inputs.image_files(cfg, method, images), []
+    files = all_images = inputs.image_files(cfg, method, images)
+    holdout: list[Path] = []
     if method == "qat":  # the same slice on every rank, before the shares
         from fastdet_cli.compress.qat_data import split_holdout
 
@@ -87,7 +88,7 @@ def prepare(config_path: Path, method: str | None = None, save_dir: Path | None 
     files, shards = inputs.rank_share(files, world, method, log)
     job = Job(Path(config_path), cfg, ENGINES[(cfg.engine, method)], devices, source, save_dir, eval_spec, feeds,
               kept_float, convs, images, FeedSamples(source, files, feeds), world, shards, original,
-              holdout=holdout)
+              holdout=holdout, all_images=all_images)
     log(f"{method.upper()} of {source.dir} on {len(files)} images; preprocessing from "
         f"{source.deploy.path.name}: {job.samples.pipeline}")
     if job.kept_float and cfg.engine.paddleslim:

@@ -52,16 +52,18 @@ class Job:
     original: ModelSource | None = None  # the model the config names, when `source` is its x2paddle conversion
     statistics: Statistics | None = None  # shared by the forms (engine onnxruntime)
     holdout: list[Path] = field(default_factory=list)  # QAT: calibration images held back for early stopping
+    all_images: list[Path] = field(default_factory=list)  # QAT: training and held-back images, in listed order
 
     @property
     def calibration(self) -> FeedSamples:
-        """The images the ranges are calibrated on: all of them. QAT's held-back slice is left out of its training
-        only, so QAT starts from the same PTQ model as `--method ptq` (the best calibration found)."""
+        """The images the ranges are calibrated on: all of them, in the order `--method ptq` takes them (the
+        calibration choice's halves and bias correction's picks follow it). QAT's held-back slice is left out of
+        its training only, so QAT starts from the PTQ model `--method ptq` makes (the best calibration found)."""
         if not self.holdout:
             return self.samples
         from fastdet_cli.compress.samples import FeedSamples
 
-        return FeedSamples(self.source, list(self.samples.files) + list(self.holdout), self.feeds)
+        return FeedSamples(self.source, self.all_images, self.feeds)
 
 
 @dataclass
