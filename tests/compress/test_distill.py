@@ -113,7 +113,6 @@ def test_holdout_slice_is_a_fifth_fixed_and_disjoint():
     assert len(split_holdout([Path(f"{i}.jpg") for i in range(500)])[1]) == 20
 
 
-
 def test_qat_trains_without_the_held_back_slice_but_calibrates_on_every_image(tmp_path):
     """QAT of engine onnxruntime starts from the PTQ model `--method ptq` makes: its ranges come from all the
     calibration images; only the training leaves the held-back slice out."""
@@ -129,6 +128,7 @@ def test_qat_trains_without_the_held_back_slice_but_calibrates_on_every_image(tm
     ptq = prepare(config, "ptq", tmp_path / "ptq", log=lambda m: None)
     assert ptq.holdout == [] and ptq.calibration is ptq.samples
     assert job.calibration.files == ptq.samples.files  # the same images in the same order: the same PTQ model
+
 
 def test_augment_flips_and_zooms_within_bounds():
     img = np.zeros((100, 60, 3), np.uint8)

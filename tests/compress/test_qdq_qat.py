@@ -196,11 +196,10 @@ def test_short_training_lowers_the_loss_of_the_graph_onnx_runtime_runs(tiny, tmp
     assert written == pytest.approx(losses[record["chosen_epoch"]], rel=0.02)  # the written graph is the trained one
 
 
-
-def test_an_epoch_that_measured_worse_sends_training_back_to_the_best_weights(tiny, tmp_path, monkeypatch):
-    """A learning rate far too high makes epoch 1 worse than the PTQ model: training goes on from epoch 0's weights
-    at BACKOFF × the rate. With BACKOFF 0 nothing moves after that, so epoch 2 measures exactly as epoch 0 did (it
-    would measure as epoch 1 if the weights were not set back)."""
+def test_a_rise_in_held_back_loss_sends_training_back_to_the_lowest_loss_weights(tiny, tmp_path, monkeypatch):
+    """A learning rate far too high makes epoch 1's held-back loss higher than the PTQ model's: training goes on from
+    epoch 0's weights (the lowest loss) at BACKOFF × the rate. With BACKOFF 0 nothing moves after that, so epoch 2
+    measures exactly as epoch 0 did (it would measure as epoch 1 if the weights were not set back)."""
     import shutil
 
     from fastdet_cli.compress import qdq_qat
@@ -231,6 +230,7 @@ def test_with_nothing_held_back_the_last_epoch_is_written(tiny, tmp_path):
     record = train_qdq(model, fp32, _Samples(_feeds(4, 0)), None, None, {"epochs": 2, "learning_rate": 1.0},
                        augment=False, log=lambda m: None)
     assert record["chosen_epoch"] == 2 and model.read_bytes() != start.read_bytes()
+
 
 def test_training_keeps_7_bit_weights_7_bit(tiny, tmp_path):
     """Weights quantized to 7 bits (reduce_range: CPUs without VNNI) stay in that range however far training moves
