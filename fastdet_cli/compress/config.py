@@ -27,6 +27,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "qat_augment": (bool,),  # (+) QAT: flip/zoom the training images at random (default true)
         "qat_hold_scales": (bool,),  # (+) QAT: activation ranges calibrated on FP32 and held (default true; engine
                                      #     onnxruntime: false, its scales are trained from the calibrated ones)
+        "qat_learn_rounding": (bool,),  # (+) QAT, engine onnxruntime: epoch 1 learns the weights' roundings
+                                        #     convolution by convolution (AdaRound; default true)
         "qat_patience": (int,),  # (+) QAT: stop after this many evaluations without a better agreement on the
                                  #     held-back calibration images (default 3; engine onnxruntime: 2 epochs
                                  #     without a better agreement or held-back loss; 0: never stop early)
@@ -248,7 +250,7 @@ def _check_paddleslim_ptq(path: Path, ptq: dict, engine_given: bool) -> None:
 
 # what engine onnxruntime's QAT reads (compress/qdq_qat.py): it trains the INT8 graph itself, with its own loss
 ORT_QAT_KEYS = {"TrainConfig": ("epochs", "learning_rate"), "Global": ("qat_batch_size", "qat_augment", "qat_patience",
-                                                                             "qat_hold_scales"),
+                                                                             "qat_hold_scales", "qat_learn_rounding"),
                 "QuantAware": (), "Quantization": (), "Distillation": ()}
 
 

@@ -87,7 +87,8 @@ def _ort_qat(job: Job, out_dir: Path, log) -> Quantized:
         q.settings["qat"] = train_qdq(out_dir / "model.onnx", fp32.path, job.samples, holdout, judge,
                                       job.cfg.train, g.get("qat_augment", True),
                                       g.get("qat_batch_size", DEFAULT_BATCH), g.get("qat_patience", DEFAULT_PATIENCE),
-                                      log, prepared, not g.get("qat_hold_scales", False))
+                                      log, prepared, not g.get("qat_hold_scales", False),
+                                      g.get("qat_learn_rounding", True))
     finally:
         prepared.unlink(missing_ok=True)
     q.settings["holdout_images"] = [p.name for p in job.holdout]

@@ -25,7 +25,7 @@ DEFAULT_LR, DEFAULT_ITER, DEFAULT_EVAL_EVERY = 3e-5, 300, 20
 _FD_ONLY_GLOBAL = {"model_dir", "format", "model_filename", "params_filename", "qat_image_path", "ptq_image_path",
                    "image_path", "qat_preprocess", "ptq_preprocess", "preprocess", "arch", "qat_batch_size",
                    "eval_dataset", "image_limit", "deploy_backend", "qat_augment",
-                   "qat_patience", "qat_hold_scales"}
+                   "qat_patience", "qat_hold_scales", "qat_learn_rounding"}
 
 
 def act_config(cfg: CompressConfig, feed_names: list[str], nodes: list | None = None) -> dict:

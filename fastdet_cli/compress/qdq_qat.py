@@ -135,7 +135,8 @@ def _student_feeds(batch: dict, graph) -> dict:
 
 def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callable[[Path], float] | None,
               train: dict, augment: bool = True, batch: int = DEFAULT_BATCH, patience: int = DEFAULT_PATIENCE,
-              log=print, prepared: Path | None = None, learn_scales: bool = False) -> dict:
+              log=print, prepared: Path | None = None, learn_scales: bool = False,
+              learn_rounding: bool = False) -> dict:
     """Train the INT8 graph at `model_path` (rewritten in place with the best measured epoch) against the FP32
     model at `fp32_path` on `samples` (FeedSamples); `holdout`: FeedSamples of the held-back images (or None) and
     `judge(model_path) -> agreement` measured on them on the form's runtime. `train`: TrainConfig (epochs,
@@ -166,16 +167,23 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
         + ", ".join(f"{k} {n}" for k, n in Counter(loss_of.kinds.values()).items()))
     progress = _Progress(graph, _measure(graph, model, model_path, judge, held, held_teacher, loss_of, 0, None))
     log(f"QAT epoch 0 (the PTQ model): {_shown(progress.history[-1])}")
-    for epoch in range(1, epochs + 1):
+    rounding = None
+    if learn_rounding and prepared and prepared.exists():
+        graph, rounding = _rounding_stage(model, prepared, samples, graph, progress, log,
+                                          lambda g: _measure(g, model, model_path, judge, held, held_teacher,
+                                                             loss_of, 1, None))
+        opt = _Optimizer(graph.parameters, lr, steps)
+    first = 2 if rounding else 1
+    for epoch in range(first, first + epochs):
         loss = _epoch(graph, batches, loss_of, teacher, opt, batch, len(samples))
         h = _measure(graph, model, model_path, judge, held, held_teacher, loss_of, epoch, loss)
-        log(f"QAT epoch {epoch}/{epochs}: {_shown(h)}")
-        if progress.add(h, opt.factor) and BACKOFF < 1 and epoch < epochs:
+        log(f"QAT epoch {epoch}/{first + epochs - 1}: {_shown(h)}")
+        if progress.add(h, opt.factor) and BACKOFF < 1 and epoch < first + epochs - 1:
             _restore(graph, progress.lowest)  # a step too far: undone, shorter steps from there
             opt.back_off()
             log(f"QAT goes on from epoch {progress.lowest_epoch}'s weights (lowest held-back loss) at {opt.factor:g}× "
                 "the learning rate")
-        if patience and epoch < epochs and progress.stalled() >= patience:
+        if patience and epoch < first + epochs - 1 and progress.stalled() >= patience:
             log(f"QAT stops: no better measurement in {patience} epochs")
             break
     history, chosen = progress.history, progress.chosen()
@@ -185,9 +193,44 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     log(f"QAT keeps epoch {chosen['epoch']}" + (" (the PTQ model: no epoch measured better)"
                                                  if chosen["epoch"] == 0 else ""))
     return {"epochs": epochs, "learning_rate": lr, "batch": batch, "steps": steps, "chosen_epoch": chosen["epoch"],
-            "history": history, "distilled": loss_of.kinds, "parameters": len(graph.params),
+            "history": history, "rounding": rounding, "distilled": loss_of.kinds, "parameters": len(graph.params),
             "learned_scales": len(graph.scales), "augment": augment,
             "fp32_start_weights": graph.latent_used, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _rounding_stage(model, prepared: Path, samples, graph, progress, log, measure):
+    """Epoch 1: the roundings learned convolution by convolution (compress/rounding.py) on the training images,
+    measured like an epoch; end-to-end training goes on from it or, when it raised the held-back loss, from the PTQ
+    model. Returns (the graph of the model now, the rounding's record)."""
+    import onnx
+
+    from fastdet_cli.compress.qdq_graph import QdqGraph
+    from fastdet_cli.compress.rounding import DEFAULT_IMAGES, learn_roundings
+
+    t0 = time.perf_counter()
+    picks = np.unique(np.linspace(0, len(samples) - 1, min(DEFAULT_IMAGES, len(samples))).round().astype(int))
+    feeds = [{k: v[None] for k, v in samples[int(i)].items()} for i in picks]
+    shown = set()
+
+    def step(done: int, total: int) -> None:
+        if 4 * done // total not in shown:
+            shown.add(4 * done // total)
+            log(f"  learned rounding: {done}/{total} depth steps")
+
+    log(f"QAT epoch 1: roundings learned convolution by convolution on {len(feeds)} image(s) (AdaRound)")
+    record = learn_roundings(model, onnx.load(str(prepared)), feeds, step)
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    new = QdqGraph(model, conv_weights(onnx.load(str(prepared))), bool(graph.scales))
+    progress.graph = new
+    h = measure(new)
+    h["stage"] = "rounding"
+    log(f"QAT epoch 1 (learned rounding, {record['weights_changed']} weights rounded the other way, relative error "
+        f"{record['relative_error_nearest']:.4g} → {record['relative_error']:.4g}): {_shown(h)}")
+    if progress.add(h, None):  # it raised the held-back loss: training starts from the PTQ model's graph (its
+        progress.graph = graph  # write-back puts the PTQ integers back)
+        log("QAT goes on from the PTQ model (the learned rounding raised the held-back loss)")
+        return graph, record
+    return new, record
 
 
 def _trained(graph) -> str:
@@ -247,8 +290,9 @@ class _Progress:
         self.best = self.lowest = _snapshot(graph)
         self.lowest_epoch = self.improved = 0
 
-    def add(self, h: dict, lr_factor: float) -> bool:
-        """Record epoch `h` (trained at `lr_factor` × the learning rate); True when its held-back loss rose."""
+    def add(self, h: dict, lr_factor: float | None) -> bool:
+        """Record epoch `h` (trained at `lr_factor` × the learning rate; None: not by Adam); True when its held-back
+        loss rose."""
         h["lr_factor"] = lr_factor
         best, low = self.chosen(), self.history[self.lowest_epoch]["holdout_loss"]
         self.history.append(h)

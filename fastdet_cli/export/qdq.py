@@ -212,21 +212,28 @@ def float_biases(src: Path, dst: Path) -> int:
 
 
 def prune_dead_nodes(model) -> int:
-    """Remove nodes none of whose outputs is read (by a node or as a graph output), repeatedly, and the
-    initializers left unread. Returns how many nodes went."""
+    """Remove the nodes no graph output depends on (none of whose outputs is read by a node that stays or as a
+    graph output), and the initializers left unread. Returns how many nodes went. One walk back from the outputs
+    (removing the unread ones round by round took 1.6 s a cut on the real-weight PicoDet's Q/DQ graph)."""
     graph = model.graph
-    removed = 0
-    while True:
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-        keep = [n for n in graph.node if any(o in used for o in n.output)]
-        if len(keep) == len(graph.node):
-            break
-        removed += len(graph.node) - len(keep)
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output}
+    live: set[int] = set()
+    stack = [o.name for o in graph.output]
+    while stack:
+        i = producer.get(stack.pop())
+        if i is not None and i not in live:
+            live.add(i)
+            stack.extend(graph.node[i].input)
+    removed = len(graph.node) - len(live)
+    if removed:
+        keep = [n for i, n in enumerate(graph.node) if i in live]
         del graph.node[:]
         graph.node.extend(keep)
     used = {i for n in graph.node for i in n.input}
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)
+    if any(i.name not in used for i in graph.initializer):
+        inits = [i for i in graph.initializer if i.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(inits)
     return removed
 
 
