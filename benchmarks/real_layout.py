@@ -181,7 +181,8 @@ def curves(results: dict, png: Path) -> bool:
             ax2.plot([e["epoch"] for e in h], [e["agreement"] for e in h], "o-", color=color,
                      label=f"{target}: agreement with FP32, held-back pages")
             ax2.axvline(rec["epochs"]["chosen_epoch"], color=color, lw=0.8, ls=":")
-        ax.set_xlabel("QAT epoch (0: the PTQ model it starts from; dotted: the epoch written)")
+        ax.set_xlabel("QAT epoch (0: the PTQ model it starts from; 1: its learned rounding, where run; dotted: the "
+                      "epoch written)", fontsize=8)
         ax.set_yscale("log")  # the forms' losses differ by 20×
     ax.set_ylabel("distillation loss")
     ax2.set_ylabel("agreement mAP")

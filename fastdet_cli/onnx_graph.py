@@ -20,6 +20,15 @@ def constant_values(graph) -> dict[str, np.ndarray]:
     return vals
 
 
+def conv_weights(model) -> dict[str, np.ndarray]:
+    """{Conv node name: its weight (an initializer)} of a float graph."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    return {n.name: numpy_helper.to_array(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "Conv" and n.input[1] in inits}
+
+
 def nms_score_threshold(path: Path) -> float | None:
     """The score threshold of the graph's NonMaxSuppression node (0.0 when it takes none), or None without one."""
     import onnx

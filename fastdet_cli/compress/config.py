@@ -160,6 +160,9 @@ def load_compress_config(path: Path, engine: str | None = None) -> CompressConfi
     ptq = _checked_ptq(path, dict(raw.get("PTQ", {})), engine, fmt, engine_given="engine" in g)
     if engine.ort:
         _check_ort_qat(path, raw)
+    elif "qat_learn_rounding" in g:
+        raise FastdetError(f"{path}: Global.qat_learn_rounding applies to engine onnxruntime only (its QAT trains "
+                           "the INT8 graph's integers): remove it")
     targets = deploy_targets(g.get("deploy_backend"), engine, f"{path}: Global.deploy_backend")
     base = path.resolve().parent
     images = g.get("ptq_image_path") or g.get("qat_image_path") or g.get("image_path") or "default"

@@ -10,7 +10,11 @@ convolutions' weights and biases move, rounded on every pass (straight-through),
 from their calibrated values (LSQ; zero points held; `Global.qat_hold_scales: true` holds them), to match the FP32
 model's decoded outputs (compress/distill.py's losses: sigmoid scores by per-class KL, DFL distributions by KL over
 their bins weighted by the teacher's scores) on the user's unlabeled images, flipped and zoomed at random
-(compress/qat_data.py). The FP32 teacher runs on ONNX Runtime.
+(compress/qat_data.py). The FP32 teacher runs on ONNX Runtime. With `learn_rounding` (`Global.qat_learn_rounding`,
+default true) epoch 1 comes first and is not a pass of Adam over the whole graph: each convolution's weights are
+rounded up or down, convolution by convolution, to fit its FP32 output (compress/rounding.py, AdaRound); it is
+measured like an epoch, and end-to-end training goes on from it, or from the PTQ model when it raised the held-back
+loss.
 
 What is written is always a measured model: after each epoch the trained weights are rounded into the graph and its
 agreement with FP32 is measured on the held-back slice of the calibration images on the form's own runtime; the
@@ -117,15 +121,6 @@ def _teacher(fp32_path: Path):
     return run
 
 
-def conv_weights(model) -> dict[str, np.ndarray]:
-    """{Conv node name: its weight} of a float graph."""
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    return {n.name: numpy_helper.to_array(inits[n.input[1]]) for n in model.graph.node
-            if n.op_type == "Conv" and n.input[1] in inits}
-
-
 def _student_feeds(batch: dict, graph) -> dict:
     import paddle
 
@@ -143,12 +138,14 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     learning_rate). `batch`: images per step (their gradients summed one image at a time: memory of one). The
     learning rate follows a cosine from `learning_rate` to 0 over the run; training stops after `patience` epochs
     without a better measurement (0: never). `prepared`: the FP32 graph that was quantized; its weights are where
-    training starts (QdqGraph's `latent`). Returns the record for the report."""
+    training starts (QdqGraph's `latent`), and the FP32 outputs `learn_rounding` fits (epoch 1). Returns the record
+    for the report."""
     import onnx
     import paddle
 
     from fastdet_cli.compress.qat_data import TrainBatches
     from fastdet_cli.compress.qdq_graph import QdqGraph
+    from fastdet_cli.onnx_graph import conv_weights
 
     t0 = time.perf_counter()
     paddle.set_device("cpu")
@@ -165,26 +162,21 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     log(f"QAT of the INT8 graph: {_trained(graph)}, {epochs} epoch(s) of {len(samples)} image(s), {batch} per "
         f"step, Adam lr {lr:g} (cosine); distilled outputs: "
         + ", ".join(f"{k} {n}" for k, n in Counter(loss_of.kinds.values()).items()))
-    progress = _Progress(graph, _measure(graph, model, model_path, judge, held, held_teacher, loss_of, 0, None))
+
+    def measure(g, epoch: int, loss: float | None) -> dict:
+        return _measure(g, model, model_path, judge, held, held_teacher, loss_of, epoch, loss)
+
+    progress = _Progress(graph, measure(graph, 0, None))
     log(f"QAT epoch 0 (the PTQ model): {_shown(progress.history[-1])}")
     rounding = None
     if learn_rounding and prepared and prepared.exists():
         graph, rounding = _rounding_stage(model, prepared, samples, graph, progress, log,
-                                          lambda g: _measure(g, model, model_path, judge, held, held_teacher,
-                                                             loss_of, 1, None))
+                                          lambda g: measure(g, 1, None))
         opt = _Optimizer(graph.parameters, lr, steps)
     first = 2 if rounding else 1
     for epoch in range(first, first + epochs):
-        loss = _epoch(graph, batches, loss_of, teacher, opt, batch, len(samples))
-        h = _measure(graph, model, model_path, judge, held, held_teacher, loss_of, epoch, loss)
-        log(f"QAT epoch {epoch}/{first + epochs - 1}: {_shown(h)}")
-        if progress.add(h, opt.factor) and BACKOFF < 1 and epoch < first + epochs - 1:
-            _restore(graph, progress.lowest)  # a step too far: undone, shorter steps from there
-            opt.back_off()
-            log(f"QAT goes on from epoch {progress.lowest_epoch}'s weights (lowest held-back loss) at {opt.factor:g}× "
-                "the learning rate")
-        if patience and epoch < first + epochs - 1 and progress.stalled() >= patience:
-            log(f"QAT stops: no better measurement in {patience} epochs")
+        h = measure(graph, epoch, _epoch(graph, batches, loss_of, teacher, opt, batch, len(samples)))
+        if _after_epoch(h, progress, opt, graph, first + epochs - 1, patience, log):
             break
     history, chosen = progress.history, progress.chosen()
     _restore(graph, progress.best)
@@ -198,6 +190,21 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
             "fp32_start_weights": graph.latent_used, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _after_epoch(h: dict, progress, opt, graph, last: int, patience: int, log) -> bool:
+    """Epoch `h` recorded, training sent back to the lowest held-back loss when it rose (BACKOFF); True: stop."""
+    epoch = h["epoch"]
+    log(f"QAT epoch {epoch}/{last}: {_shown(h)}")
+    if progress.add(h, opt.factor) and BACKOFF < 1 and epoch < last:
+        _restore(graph, progress.lowest)  # a step too far: undone, shorter steps from there
+        opt.back_off()
+        log(f"QAT goes on from epoch {progress.lowest_epoch}'s weights (lowest held-back loss) at {opt.factor:g}× "
+            "the learning rate")
+    if patience and epoch < last and progress.stalled() >= patience:
+        log(f"QAT stops: no better measurement in {patience} epochs")
+        return True
+    return False
+
+
 def _rounding_stage(model, prepared: Path, samples, graph, progress, log, measure):
     """Epoch 1: the roundings learned convolution by convolution (compress/rounding.py) on the training images,
     measured like an epoch; end-to-end training goes on from it or, when it raised the held-back loss, from the PTQ
@@ -206,6 +213,7 @@ def _rounding_stage(model, prepared: Path, samples, graph, progress, log, measur
 
     from fastdet_cli.compress.qdq_graph import QdqGraph
     from fastdet_cli.compress.rounding import DEFAULT_IMAGES, learn_roundings
+    from fastdet_cli.onnx_graph import conv_weights
 
     t0 = time.perf_counter()
     picks = np.unique(np.linspace(0, len(samples) - 1, min(DEFAULT_IMAGES, len(samples))).round().astype(int))

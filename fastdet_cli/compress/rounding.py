@@ -23,7 +23,7 @@ import numpy as np
 
 DEFAULT_IMAGES = 32  # images the fits sample their rows from (at most; spread over the training images)
 DEFAULT_ROWS = 2048  # sampled output positions per convolution (over all images)
-DEFAULT_ITERATIONS = 300  # Adam steps per convolution
+DEFAULT_ITERATIONS = 600  # Adam steps per convolution
 LR = 1e-2  # Adam, on the rounding variables
 REG = 0.01  # weight of the regularizer that drives h to 0 or 1 (AdaRound's λ, per weight)
 WARMUP = 0.2  # share of the steps before the regularizer starts
@@ -37,8 +37,8 @@ def learn_roundings(model, fp32_graph, feeds: list[dict], progress=None, rows: i
     `fp32_graph` (the FP32 graph it was quantized from: same convolution names and outputs, its weights the ones
     rounded) on `feeds` (batch-1 feed dicts). Returns the record for the report."""
     from fastdet_cli.compress.bias_correction import _depths, _truncated
-    from fastdet_cli.compress.qdq_qat import conv_weights
     from fastdet_cli.compress.sensitivity import session
+    from fastdet_cli.onnx_graph import conv_weights
 
     layers = [c for c in _Layer.all(model, conv_weights(fp32_graph)) if c is not None]
     rng = np.random.default_rng(seed)

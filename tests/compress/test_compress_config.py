@@ -76,6 +76,8 @@ def test_older_quantization_form_is_accepted(tmp_path):
     ("Global: {model_dir: m, engine: onnxruntime}\nQuantAware: {}\nDistillation: {loss: l2}\n",
      "Distillation.loss applies to engine paddleslim's QAT only .*TrainConfig.epochs"),
     ("Global: {model_dir: m, engine: onnxruntime}\nTrainConfig: {train_iter: 100}\n", "TrainConfig.train_iter"),
+    ("Global: {model_dir: m, qat_learn_rounding: false}\nQuantAware: {}\n",
+     "qat_learn_rounding applies to engine onnxruntime only"),
     ("Global: {model_dir: m, engine: onnxruntime}\nQuantAware: {use_pact: true}\n", "QuantAware.use_pact"),
     ("Global: {model_dir: m, engine: onnxruntime}\nTrainConfig: {learning_rate: {type: CosineAnnealingDecay}}\n",
      "learning_rate is a number for engine onnxruntime"),

@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-# slow (~1 min: PTQ with the calibration choice and bias correction, then two epochs, each measured on OpenVINO);
+# slow (~2 min: PTQ with the calibration choice and bias correction, the learned rounding, then two epochs, each
+# measured on OpenVINO);
 # .ci/run runs it. The mechanics are tested fast on a tiny graph in test_qdq_qat.py
 pytestmark = [pytest.mark.paddle, pytest.mark.openvino, pytest.mark.slow]
 
@@ -39,11 +40,14 @@ def test_every_epoch_is_measured_and_the_best_is_written(trained):
     assert report["method"] == "qat" and report["engine"] == "onnxruntime"
     qat = report["config_resolved"]["qat"]
     history = qat["history"]
-    assert [h["epoch"] for h in history] == [0, 1, 2]  # epoch 0: the PTQ model the training starts from
+    # epoch 0: the PTQ model; 1: its learned rounding; 2–3: end-to-end training
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3] and history[1]["stage"] == "rounding"
+    assert qat["rounding"]["convolutions"] > 50 and qat["rounding"]["weights_changed"] > 0
     assert all(h["agreement"] is not None and h["holdout_loss"] is not None for h in history)
     best = max(history, key=lambda h: (h["agreement"], -h["holdout_loss"]))
     assert qat["chosen_epoch"] == best["epoch"]
-    assert qat["fp32_start_weights"] > 50  # the weights start from their FP32 values, not their grid points
+    if history[1]["holdout_loss"] >= history[0]["holdout_loss"]:  # the rounding not kept: training starts from
+        assert qat["fp32_start_weights"] > 50  # the FP32 weights, not their grid points
     assert qat["learned_scales"] > 50  # the activations' scales are trained too (Global.qat_hold_scales: false)
     assert set(qat["distilled"].values()) == {"scores", "boxes"}  # the embedded export's decoded outputs
     job = prepare(config, "qat", out.parent / "job", log=lambda m: None)
