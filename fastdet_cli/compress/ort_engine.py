@@ -143,26 +143,17 @@ def _corrected(model_path: Path, pre: Path, samples, settings: dict, log) -> Non
     (compress/bias_correction.py), where `settings["bias_correction"]` is on."""
     if not settings.get("bias_correction"):
         return
-    import numpy as np
     import onnx
 
     from fastdet_cli.compress.bias_correction import DEFAULT_IMAGES, correct_biases
+    from fastdet_cli.compress.samples import quarter_progress, spread_feeds
 
     t0 = time.perf_counter()
-    picks = np.unique(np.linspace(0, len(samples) - 1, min(DEFAULT_IMAGES, len(samples))).round().astype(int))
-    feeds = [{k: v[None] for k, v in samples[int(i)].items()} for i in picks]
+    feeds = spread_feeds(samples, DEFAULT_IMAGES)
     model = onnx.load(str(model_path))
-    shown = set()
-
-    def progress(done: int, total: int) -> None:
-        quarter = 4 * done // total
-        if quarter not in shown:
-            shown.add(quarter)
-            log(f"  bias correction: {done}/{total} depth steps")
-
     log(f"bias correction on {len(feeds)} calibration images (each convolution's mean output per channel made "
         "FP32's, in graph order)")
-    record = correct_biases(model, onnx.load(str(pre)), feeds, progress)
+    record = correct_biases(model, onnx.load(str(pre)), feeds, quarter_progress(log, "bias correction"))
     onnx.save(model, str(model_path))
     settings["bias_correction_record"] = {**record, "seconds": round(time.perf_counter() - t0, 1)}
 

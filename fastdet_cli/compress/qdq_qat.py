@@ -150,12 +150,12 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     t0 = time.perf_counter()
     paddle.set_device("cpu")
     model = onnx.load(str(model_path))
-    latent = conv_weights(onnx.load(str(prepared))) if prepared and prepared.exists() else None
+    fp32_graph = onnx.load(str(prepared)) if prepared and prepared.exists() else None
+    latent = None if fp32_graph is None else conv_weights(fp32_graph)
     graph = QdqGraph(model, latent, learn_scales)
     loss_of, teacher = _Loss(model), _teacher(fp32_path)
     epochs, lr = int(train.get("epochs", DEFAULT_EPOCHS)), float(train.get("learning_rate", DEFAULT_LR))
     steps = max(1, epochs * -(-len(samples) // batch))
-    opt = _Optimizer(graph.parameters, lr, steps)
     held = [{k: v[None] for k, v in holdout[i].items()} for i in range(len(holdout or ()))]
     held_teacher = [teacher(f) for f in held]
     batches = TrainBatches(samples, 1, augment, seed=0)
@@ -169,24 +169,24 @@ def train_qdq(model_path: Path, fp32_path: Path, samples, holdout, judge: Callab
     progress = _Progress(graph, measure(graph, 0, None))
     log(f"QAT epoch 0 (the PTQ model): {_shown(progress.history[-1])}")
     rounding = None
-    if learn_rounding and prepared and prepared.exists():
-        graph, rounding = _rounding_stage(model, prepared, samples, graph, progress, log,
+    if learn_rounding and fp32_graph is not None:
+        graph, rounding = _rounding_stage(model, fp32_graph, latent, samples, graph, progress, log,
                                           lambda g: measure(g, 1, None))
-        opt = _Optimizer(graph.parameters, lr, steps)
+    opt = _Optimizer(graph.parameters, lr, steps)
     first = 2 if rounding else 1
     for epoch in range(first, first + epochs):
         h = measure(graph, epoch, _epoch(graph, batches, loss_of, teacher, opt, batch, len(samples)))
         if _after_epoch(h, progress, opt, graph, first + epochs - 1, patience, log):
             break
-    history, chosen = progress.history, progress.chosen()
+    chosen = progress.chosen()
     _restore(graph, progress.best)
     graph.write_back()
     onnx.save(model, str(model_path))
     log(f"QAT keeps epoch {chosen['epoch']}" + (" (the PTQ model: no epoch measured better)"
                                                  if chosen["epoch"] == 0 else ""))
     return {"epochs": epochs, "learning_rate": lr, "batch": batch, "steps": steps, "chosen_epoch": chosen["epoch"],
-            "history": history, "rounding": rounding, "distilled": loss_of.kinds, "parameters": len(graph.params),
-            "learned_scales": len(graph.scales), "augment": augment,
+            "history": progress.history, "rounding": rounding, "distilled": loss_of.kinds,
+            "parameters": len(graph.params), "learned_scales": len(graph.scales), "augment": augment,
             "fp32_start_weights": graph.latent_used, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -205,30 +205,21 @@ def _after_epoch(h: dict, progress, opt, graph, last: int, patience: int, log) -
     return False
 
 
-def _rounding_stage(model, prepared: Path, samples, graph, progress, log, measure):
+def _rounding_stage(model, fp32_graph, latent: dict, samples, graph, progress, log, measure):
     """Epoch 1: the roundings learned convolution by convolution (compress/rounding.py) on the training images,
-    measured like an epoch; end-to-end training goes on from it or, when it raised the held-back loss, from the PTQ
-    model. Returns (the graph of the model now, the rounding's record)."""
-    import onnx
-
+    against `fp32_graph` (the graph quantized; `latent` its weights); measured like an epoch. End-to-end training
+    goes on from it or, when it raised the held-back loss, from the PTQ model. Returns (the graph of the model now,
+    the rounding's record)."""
     from fastdet_cli.compress.qdq_graph import QdqGraph
     from fastdet_cli.compress.rounding import DEFAULT_IMAGES, learn_roundings
-    from fastdet_cli.onnx_graph import conv_weights
+    from fastdet_cli.compress.samples import quarter_progress, spread_feeds
 
     t0 = time.perf_counter()
-    picks = np.unique(np.linspace(0, len(samples) - 1, min(DEFAULT_IMAGES, len(samples))).round().astype(int))
-    feeds = [{k: v[None] for k, v in samples[int(i)].items()} for i in picks]
-    shown = set()
-
-    def step(done: int, total: int) -> None:
-        if 4 * done // total not in shown:
-            shown.add(4 * done // total)
-            log(f"  learned rounding: {done}/{total} depth steps")
-
+    feeds = spread_feeds(samples, DEFAULT_IMAGES)
     log(f"QAT epoch 1: roundings learned convolution by convolution on {len(feeds)} image(s) (AdaRound)")
-    record = learn_roundings(model, onnx.load(str(prepared)), feeds, step)
+    record = learn_roundings(model, fp32_graph, feeds, quarter_progress(log, "learned rounding"))
     record["seconds"] = round(time.perf_counter() - t0, 1)
-    new = QdqGraph(model, conv_weights(onnx.load(str(prepared))), bool(graph.scales))
+    new = QdqGraph(model, latent, bool(graph.scales))
     progress.graph = new
     h = measure(new)
     h["stage"] = "rounding"

@@ -67,3 +67,22 @@ class FeedSamples:
         if missing:
             raise FastdetError(f"the model takes {missing}, which preprocessing does not produce")
         return {n: feed[n][0] for n in self.feed_names}
+
+
+def spread_feeds(samples, most: int) -> list[dict[str, np.ndarray]]:
+    """Batch-1 feed dicts of at most `most` of `samples`, spread evenly over them (first and last included)."""
+    picks = np.unique(np.linspace(0, len(samples) - 1, min(most, len(samples))).round().astype(int))
+    return [{k: v[None] for k, v in samples[int(i)].items()} for i in picks]
+
+
+def quarter_progress(log, what: str):
+    """A `progress(done, total)` callback that logs `what` with done/total at each quarter of the way."""
+    shown: set[int] = set()
+
+    def progress(done: int, total: int) -> None:
+        quarter = 4 * done // total
+        if quarter not in shown:
+            shown.add(quarter)
+            log(f"  {what}: {done}/{total} depth steps")
+
+    return progress
